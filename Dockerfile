@@ -1,0 +1,36 @@
+# Gatehouse: multi-stage build. The runtime image holds the compiled code, production
+# dependencies, the example config and policies, and runs as the unprivileged `node` user.
+
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+# better-sqlite3 compiles from source when no prebuilt binary can be fetched.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY scripts ./scripts
+COPY src ./src
+RUN npm run build && npm prune --omit=dev
+
+FROM node:20-bookworm-slim
+WORKDIR /app
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY package.json ./
+COPY config.yaml /etc/gatehouse/config.yaml
+COPY policies /etc/gatehouse/policies
+RUN mkdir -p /var/lib/gatehouse && chown node:node /var/lib/gatehouse
+USER node
+# The SQLite store (sessions, token and JWKS caches, sync queue) lives here: mount a volume
+# so a restart keeps the keys that let Gatehouse start while Keycloak is down.
+VOLUME ["/var/lib/gatehouse"]
+ENV GATEHOUSE_CONFIG=/etc/gatehouse/config.yaml \
+    GATEHOUSE_DB=/var/lib/gatehouse/gatehouse.db
+EXPOSE 4180 9180
+# Readiness never depends on Keycloak, so an IdP outage does not mark the container unhealthy.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.GATEHOUSE_ADMIN_PORT || 9180) + '/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+ENTRYPOINT ["node", "dist/main.js"]
+CMD ["serve"]

@@ -1,0 +1,41 @@
+import type { FastifyInstance } from 'fastify'
+import type { Clock } from '../clock.ts'
+import type { Metrics } from '../metrics/registry.ts'
+import { probeWritable, type Db } from '../store/db.ts'
+import type { StatusReport } from './status.ts'
+
+/** Options of {@link adminPlugin}. */
+export interface AdminPluginOptions {
+  metrics: Metrics
+  db: Db
+  clock: Clock
+  status: () => StatusReport
+  /** True once shutdown has begun: readiness fails so load balancers drain us first. */
+  closing: () => boolean
+}
+
+/**
+ * The admin listener's routes: Prometheus metrics, liveness, readiness (config loaded and
+ * database writable — never Keycloak, so an IdP outage cannot take every sidecar out of
+ * rotation at once), and the status report.
+ */
+export async function adminPlugin (fastify: FastifyInstance, options: AdminPluginOptions): Promise<void> {
+  fastify.get('/metrics', async (_request, reply) => {
+    const body = await options.metrics.registry.metrics()
+    return reply.type(options.metrics.registry.contentType).send(body)
+  })
+
+  fastify.get('/healthz', async () => ({ status: 'ok' }))
+
+  fastify.get('/readyz', async (request, reply) => {
+    if (options.closing()) return reply.code(503).send({ status: 'shutting_down' })
+    const failure = probeWritable(options.db, options.clock.now())
+    if (failure !== null) {
+      request.log.error({ err: failure }, 'database is not writable')
+      return reply.code(503).send({ status: 'database_unwritable' })
+    }
+    return { status: 'ready' }
+  })
+
+  fastify.get('/status', async () => options.status())
+}

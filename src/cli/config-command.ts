@@ -1,0 +1,45 @@
+import { resolve } from 'node:path'
+import { stringify } from 'yaml'
+import { loadConfig } from '../config/load.ts'
+import { redactConfig } from '../config/redact.ts'
+import type { Config } from '../config/schema.ts'
+import { loadPolicies, type PolicySet } from '../authz/policy.ts'
+import { UsageError } from '../errors.ts'
+import { emit, type Output } from './output.ts'
+
+/** Options every config subcommand takes. */
+export interface ConfigCommandOptions {
+  configPath: string
+  json: boolean
+  env?: NodeJS.ProcessEnv
+}
+
+/**
+ * Loads the configuration and the policies exactly as `serve` does, so a file that passes
+ * `config validate` is a file `serve` accepts.
+ */
+export function loadForServe (configPath: string, env?: NodeJS.ProcessEnv): { config: Config, policy: PolicySet } {
+  const config = loadConfig({ path: configPath, ...(env !== undefined ? { env } : {}) })
+  const policy = loadPolicies(resolve(config.base_dir, config.policies.dir), config.policies.default)
+  return { config, policy }
+}
+
+/** `gatehouse config validate|show`. */
+export function runConfigCommand (sub: string | undefined, options: ConfigCommandOptions, output: Output): number {
+  switch (sub) {
+    case 'validate': {
+      const { config, policy } = loadForServe(options.configPath, options.env)
+      emit(output, options.json, { valid: true, path: resolve(options.configPath), environment: config.environment, policy_files: policy.files, rules: policy.rules.length },
+        () => `configuration is valid: ${resolve(options.configPath)} (environment: ${config.environment ?? 'none'}; ${policy.rules.length} policy rule${policy.rules.length === 1 ? '' : 's'} from ${policy.files.length} file${policy.files.length === 1 ? '' : 's'})`)
+      return 0
+    }
+    case 'show': {
+      const { config } = loadForServe(options.configPath, options.env)
+      const { base_dir: _base, ...shown } = redactConfig(config) as Record<string, unknown>
+      emit(output, options.json, shown, () => stringify(shown).trimEnd())
+      return 0
+    }
+    default:
+      throw new UsageError(`unknown config subcommand ${JSON.stringify(sub ?? '')}: use validate or show`)
+  }
+}

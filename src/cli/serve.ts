@@ -1,0 +1,79 @@
+import { resolve } from 'node:path'
+import type { Logger } from 'pino'
+import { buildApp, type App } from '../app.ts'
+import type { Clock } from '../clock.ts'
+import type { Config } from '../config/schema.ts'
+import type { PolicySet } from '../authz/policy.ts'
+import { openDatabase, type Db } from '../store/db.ts'
+
+/** A running Gatehouse: both listeners bound, background work started. */
+export interface RunningServer {
+  app: App
+  db: Db
+  /** `http://host:port` of the proxy listener. */
+  proxyUrl: string
+  /** `http://host:port` of the admin listener. */
+  adminUrl: string
+  /**
+   * Graceful stop: readiness fails, listeners stop accepting, in-flight requests get
+   * `server.shutdown_timeout_ms` to finish before their connections are cut, SQLite closes.
+   */
+  stop: () => Promise<void>
+}
+
+/** Options of {@link startServer}. */
+export interface StartOptions {
+  log: Logger
+  clock?: Clock
+  /** Policies already loaded by the caller; read from `policies.dir` when absent. */
+  policy?: PolicySet
+}
+
+/**
+ * Opens the store, builds the app and binds both listeners. Start-up never waits on
+ * Keycloak: the JWKS comes from SQLite and is refreshed in the background.
+ */
+export async function startServer (config: Config, options: StartOptions): Promise<RunningServer> {
+  const { log } = options
+  const dbPath = config.database.path === ':memory:' ? ':memory:' : resolve(config.base_dir, config.database.path)
+  const { db, migration } = openDatabase({ path: dbPath, busyTimeoutMs: config.database.busy_timeout_ms })
+  if (migration.applied.length > 0) log.info({ from: migration.from, to: migration.to, applied: migration.applied }, 'database migrated')
+  let app: App
+  try {
+    app = buildApp(config, { db, log, ...(options.clock !== undefined ? { clock: options.clock } : {}), ...(options.policy !== undefined ? { policy: options.policy } : {}) })
+    app.start()
+    await app.proxy.listen({ host: config.server.host, port: config.server.port })
+    await app.admin.listen({ host: config.admin.host, port: config.admin.port })
+  } catch (err) {
+    db.close()
+    throw err
+  }
+  const proxyUrl = listenUrl(app.proxy)
+  const adminUrl = listenUrl(app.admin)
+  log.info({ proxy: proxyUrl, admin: adminUrl, environment: config.environment, upstream: config.upstream.url }, 'gatehouse listening')
+
+  let stopping: Promise<void> | null = null
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      const force = setTimeout(() => {
+        log.warn({ timeout_ms: config.server.shutdown_timeout_ms }, 'shutdown grace period over; closing remaining connections')
+        app.proxy.server.closeAllConnections()
+        app.admin.server.closeAllConnections()
+      }, config.server.shutdown_timeout_ms)
+      force.unref()
+      await app.close()
+      clearTimeout(force)
+      db.close()
+      log.info('gatehouse stopped')
+    })()
+    return stopping
+  }
+  return { app, db, proxyUrl, adminUrl, stop }
+}
+
+function listenUrl (server: App['proxy']): string {
+  const address = server.server.address()
+  if (address === null || typeof address === 'string') return String(address)
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  return `http://${host}:${address.port}`
+}

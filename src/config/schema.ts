@@ -1,0 +1,196 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+
+/*
+ * The configuration schema: one TypeBox schema gives the static type and the Ajv validator
+ * (HOUSE-STYLE §3). Keys are snake_case end to end so errors, docs and YAML show one path.
+ * Every object is closed (`additionalProperties: false`) so a misspelt key stops start-up.
+ * `x-secret` marks values `config show` redacts; `x-expected` words an expectation for people.
+ */
+
+export const DEFAULT_SERVER_HOST = '0.0.0.0'
+export const DEFAULT_SERVER_PORT = 4180
+export const DEFAULT_PREFIX = '/_gatehouse'
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000
+export const DEFAULT_ADMIN_HOST = '127.0.0.1'
+export const DEFAULT_ADMIN_PORT = 9180
+export const DEFAULT_UPSTREAM_TIMEOUT_MS = 30_000
+export const DEFAULT_UPSTREAM_CONNECTIONS = 128
+export const DEFAULT_UPSTREAM_KEEP_ALIVE_MS = 60_000
+export const DEFAULT_KEYCLOAK_TIMEOUT_MS = 2000
+export const DEFAULT_JWKS_REFRESH_INTERVAL_SECONDS = 300
+export const DEFAULT_JWKS_MIN_REFRESH_INTERVAL_SECONDS = 10
+export const DEFAULT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const
+export const DEFAULT_CLOCK_SKEW_SECONDS = 30
+export const DEFAULT_TOKEN_CACHE_MAX_ENTRIES = 10_000
+export const DEFAULT_POLICIES_DIR = './policies'
+export const DEFAULT_POLICY = 'authenticated'
+export const DEFAULT_DATABASE_PATH = './data/gatehouse.db'
+export const DEFAULT_BUSY_TIMEOUT_MS = 5000
+export const DEFAULT_LOG_LEVEL = 'info'
+export const DEFAULT_HEADERS = {
+  user: 'X-Auth-Request-User',
+  preferred_username: 'X-Auth-Request-Preferred-Username',
+  email: 'X-Auth-Request-Email',
+  groups: 'X-Auth-Request-Groups',
+  roles: 'X-Auth-Request-Roles',
+  mode: 'X-Auth-Request-Mode',
+  access_token: 'X-Auth-Request-Access-Token'
+} as const
+
+/** The only families jose may verify with against a JWKS: asymmetric, never `none` or HMAC. */
+export const ASYMMETRIC_ALGORITHMS = DEFAULT_ALGORITHMS
+
+const Port = (fallback: number, description: string) =>
+  Type.Integer({ minimum: 0, maximum: 65535, default: fallback, description })
+
+const HttpUrl = (description: string, extra: Record<string, unknown> = {}) =>
+  Type.String({ pattern: '^https?://[^\\s/?#]+[^\\s]*$', 'x-expected': 'an http:// or https:// URL', description, ...extra })
+
+const HeaderName = (fallback: string, description: string) =>
+  Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$', 'x-expected': 'an HTTP header name', default: fallback, description })
+
+export const ServerSchema = Type.Object({
+  host: Type.String({ minLength: 1, default: DEFAULT_SERVER_HOST, description: `Address the proxy listener binds. Default is ${DEFAULT_SERVER_HOST}.` }),
+  port: Port(DEFAULT_SERVER_PORT, `Port of the proxy listener (0 picks a free one). Default is ${DEFAULT_SERVER_PORT}.`),
+  prefix: Type.String({
+    pattern: '^(/[A-Za-z0-9._~-]+)+$',
+    'x-expected': 'a path such as /_gatehouse (no trailing slash)',
+    default: DEFAULT_PREFIX,
+    description: `Path under which Gatehouse's own routes live; never proxied. Default is ${DEFAULT_PREFIX}.`
+  }),
+  trust_proxy: Type.Union([Type.Boolean(), Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })], {
+    default: false,
+    'x-expected': 'true, false, or a list of addresses/CIDR ranges',
+    description: 'Whether X-Forwarded-For/Proto/Host sent by the peer are believed: false (the peer is the client), true (any peer), or the addresses/CIDR ranges of trusted proxies. Default is false.'
+  }),
+  shutdown_timeout_ms: Type.Integer({ minimum: 0, default: DEFAULT_SHUTDOWN_TIMEOUT_MS, description: `On SIGTERM/SIGINT, how long in-flight requests may finish before connections are cut, in milliseconds. Default is ${DEFAULT_SHUTDOWN_TIMEOUT_MS} (10 seconds).` })
+}, { additionalProperties: false, default: {}, description: 'The proxy listener.' })
+
+export const AdminSchema = Type.Object({
+  host: Type.String({ minLength: 1, default: DEFAULT_ADMIN_HOST, description: `Address the admin listener (metrics, health, status) binds. Default is ${DEFAULT_ADMIN_HOST}: keep it off public interfaces.` }),
+  port: Port(DEFAULT_ADMIN_PORT, `Port of the admin listener (0 picks a free one). Default is ${DEFAULT_ADMIN_PORT}.`)
+}, { additionalProperties: false, default: {}, description: 'The admin listener: never proxied, never behind authentication.' })
+
+export const UpstreamSchema = Type.Object({
+  url: HttpUrl('Base URL of the protected app. Required.'),
+  timeout_ms: Type.Integer({ minimum: 1, default: DEFAULT_UPSTREAM_TIMEOUT_MS, description: `How long to wait for the app's response headers before answering 504, and the longest pause allowed inside a response body, in milliseconds. Default is ${DEFAULT_UPSTREAM_TIMEOUT_MS} (30 seconds).` }),
+  connections: Type.Integer({ minimum: 1, default: DEFAULT_UPSTREAM_CONNECTIONS, description: `Size of the keep-alive connection pool to the app. Default is ${DEFAULT_UPSTREAM_CONNECTIONS}.` }),
+  keep_alive_ms: Type.Integer({ minimum: 1, default: DEFAULT_UPSTREAM_KEEP_ALIVE_MS, description: `How long an idle pooled connection to the app is kept, in milliseconds. Default is ${DEFAULT_UPSTREAM_KEEP_ALIVE_MS} (60 seconds).` }),
+  pass_host_header: Type.Boolean({ default: true, description: 'Send the client\'s Host header to the app (true) or the upstream URL\'s host (false). Default is true.' }),
+  websocket: Type.Boolean({ default: true, description: 'Proxy WebSocket upgrades (after the same decision as any request). Default is true.' })
+}, { additionalProperties: false, description: 'The app Gatehouse protects.' })
+
+export const JwksSchema = Type.Object({
+  refresh_interval_seconds: Type.Integer({ minimum: 1, default: DEFAULT_JWKS_REFRESH_INTERVAL_SECONDS, description: `How often the JWKS is refreshed in the background, in seconds. Default is ${DEFAULT_JWKS_REFRESH_INTERVAL_SECONDS} (5 minutes).` }),
+  min_refresh_interval_seconds: Type.Integer({ minimum: 0, default: DEFAULT_JWKS_MIN_REFRESH_INTERVAL_SECONDS, description: `A token with an unknown key id triggers at most one JWKS refresh per this many seconds. Default is ${DEFAULT_JWKS_MIN_REFRESH_INTERVAL_SECONDS}.` })
+}, { additionalProperties: false, default: {}, description: 'The realm\'s signing keys, kept in SQLite so Gatehouse starts and validates tokens while Keycloak is down.' })
+
+export const KeycloakSchema = Type.Object({
+  issuer: HttpUrl('The public issuer tokens carry (`iss`): `{public base}/realms/{realm}`. The browser is always sent here. Required.'),
+  realm: Type.Optional(Type.String({ minLength: 1, description: 'Realm name. Default is the last segment of `issuer`.' })),
+  server: Type.Optional(HttpUrl('Back-channel base URL of the Keycloak server (`http://keycloak:8080`, with `/auth` if Keycloak runs under that path). Required.')),
+  client_id: Type.String({ minLength: 1, description: 'This app\'s client id in the realm. Tokens must name it in `aud` or `azp`. Required.' }),
+  client_secret: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, description: 'The client\'s secret (confidential clients). Use ${VAR} substitution. Default is none.' })),
+  audiences: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'Further client ids accepted in a token\'s `aud` or `azp` (other apps whose tokens may call this one). Default is none.' }),
+  timeout_ms: Type.Integer({ minimum: 1, default: DEFAULT_KEYCLOAK_TIMEOUT_MS, description: `Deadline of every call to Keycloak, in milliseconds; no user request waits longer. Default is ${DEFAULT_KEYCLOAK_TIMEOUT_MS} (2 seconds).` }),
+  jwks: JwksSchema
+}, { additionalProperties: false, description: 'The Keycloak realm tokens come from.' })
+
+export const TokensSchema = Type.Object({
+  algorithms: Type.Array(Type.Union(DEFAULT_ALGORITHMS.map((a) => Type.Literal(a)), { 'x-expected': `one of ${DEFAULT_ALGORITHMS.join(', ')} (asymmetric only)` }), {
+    minItems: 1,
+    uniqueItems: true,
+    default: [...DEFAULT_ALGORITHMS],
+    description: 'Signature algorithms accepted on access tokens. `none` and HMAC can never be configured. Default is every asymmetric JWS algorithm.'
+  }),
+  clock_skew_seconds: Type.Integer({ minimum: 0, maximum: 300, default: DEFAULT_CLOCK_SKEW_SECONDS, description: `Tolerance on \`exp\` and \`nbf\`, in seconds. Default is ${DEFAULT_CLOCK_SKEW_SECONDS}.` }),
+  cache_max_entries: Type.Integer({ minimum: 0, default: DEFAULT_TOKEN_CACHE_MAX_ENTRIES, description: `How many verified tokens are remembered (each until its \`exp\`); 0 turns the cache off. Default is ${DEFAULT_TOKEN_CACHE_MAX_ENTRIES}.` })
+}, { additionalProperties: false, default: {}, description: 'Bearer access-token validation.' })
+
+export const HeadersSchema = Type.Object({
+  user: HeaderName(DEFAULT_HEADERS.user, `Carries \`sub\` (or the local user name). Default is ${DEFAULT_HEADERS.user}.`),
+  preferred_username: HeaderName(DEFAULT_HEADERS.preferred_username, `Carries \`preferred_username\`. Default is ${DEFAULT_HEADERS.preferred_username}.`),
+  email: HeaderName(DEFAULT_HEADERS.email, `Carries \`email\`. Default is ${DEFAULT_HEADERS.email}.`),
+  groups: HeaderName(DEFAULT_HEADERS.groups, `Carries \`groups\`, comma-separated. Default is ${DEFAULT_HEADERS.groups}.`),
+  roles: HeaderName(DEFAULT_HEADERS.roles, `Carries the roles, comma-separated: realm roles as named, client roles as \`client:role\`. Default is ${DEFAULT_HEADERS.roles}.`),
+  mode: HeaderName(DEFAULT_HEADERS.mode, `Carries how the caller was authenticated: keycloak, cached, local or token. Default is ${DEFAULT_HEADERS.mode}.`),
+  access_token: HeaderName(DEFAULT_HEADERS.access_token, `Carries the access token when \`pass_access_token\` is on. Default is ${DEFAULT_HEADERS.access_token}.`),
+  pass_access_token: Type.Boolean({ default: false, description: 'Send the caller\'s access token to the app in the access_token header. Default is false.' }),
+  pass_authorization_header: Type.Boolean({ default: false, description: 'Send `Authorization: Bearer <access token>` to the app (replacing the client\'s). When false the client\'s own Authorization header is passed through unchanged. Default is false.' })
+}, { additionalProperties: false, default: {}, description: 'Identity headers sent to the app. Every one of them that a client sends is removed first.' })
+
+/** What a route requires when no rule names it. */
+export const POLICY_DEFAULTS = ['public', 'authenticated', 'deny'] as const
+
+export const PoliciesSchema = Type.Object({
+  dir: Type.String({ minLength: 1, default: DEFAULT_POLICIES_DIR, description: `Directory of policy files (*.yaml), read in name order, relative to the config file. Default is ${DEFAULT_POLICIES_DIR}.` }),
+  default: Type.Union(POLICY_DEFAULTS.map((p) => Type.Literal(p)), {
+    default: DEFAULT_POLICY,
+    'x-expected': 'public, authenticated or deny',
+    description: `What a route no rule matches requires: public, authenticated or deny. Default is ${DEFAULT_POLICY}.`
+  })
+}, { additionalProperties: false, default: {}, description: 'Route rules (DESIGN §2).' })
+
+export const DatabaseSchema = Type.Object({
+  path: Type.String({ minLength: 1, default: DEFAULT_DATABASE_PATH, description: `SQLite file, relative to the config file; \`:memory:\` for a throw-away store. Default is ${DEFAULT_DATABASE_PATH}.` }),
+  busy_timeout_ms: Type.Integer({ minimum: 0, default: DEFAULT_BUSY_TIMEOUT_MS, description: `How long a write waits for another writer's lock, in milliseconds. Default is ${DEFAULT_BUSY_TIMEOUT_MS}.` })
+}, { additionalProperties: false, default: {}, description: 'The local store: users, sessions, token and JWKS caches, sync queue, audit log.' })
+
+/** Log levels pino knows. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+export const LogSchema = Type.Object({
+  level: Type.Union(LOG_LEVELS.map((l) => Type.Literal(l)), {
+    default: DEFAULT_LOG_LEVEL,
+    'x-expected': 'one of fatal, error, warn, info, debug, trace, silent',
+    description: `Minimum log level. Default is ${DEFAULT_LOG_LEVEL}.`
+  }),
+  access_log: Type.Boolean({ default: true, description: 'Write one line per request (decision, reason, latency). Default is true.' })
+}, { additionalProperties: false, default: {}, description: 'Logging (JSON lines on standard output; secrets are always censored).' })
+
+export const FeatureFlagsSchema = Type.Object({
+  keycloak_enabled: Type.Boolean({ default: true, description: 'When false Gatehouse never calls Keycloak: tokens are checked against the stored JWKS only. Default is true.' })
+}, { additionalProperties: false, default: {}, description: 'Switches for whole features.' })
+
+const sections = {
+  server: ServerSchema,
+  admin: AdminSchema,
+  upstream: UpstreamSchema,
+  keycloak: KeycloakSchema,
+  tokens: TokensSchema,
+  headers: HeadersSchema,
+  policies: PoliciesSchema,
+  database: DatabaseSchema,
+  log: LogSchema,
+  feature_flags: FeatureFlagsSchema
+}
+
+/** Names an `environments:` overlay may have; `GATEHOUSE_ENV` picks one. */
+export const ENVIRONMENT_NAMES = ['production', 'staging', 'development'] as const
+export type EnvironmentName = typeof ENVIRONMENT_NAMES[number]
+
+/** The whole file, as validated after substitution and the environment overlay. */
+export const ConfigSchema = Type.Object({
+  ...sections,
+  environments: Type.Optional(Type.Object(
+    Object.fromEntries(ENVIRONMENT_NAMES.map((n) => [n, Type.Optional(Type.Object({}, { additionalProperties: true }))])),
+    { additionalProperties: false, description: 'Per-environment overlays (production, staging, development), merged over the base when GATEHOUSE_ENV names one. Each is validated as if selected.' }
+  ))
+}, { additionalProperties: false })
+
+/** A validated, defaulted, frozen configuration. */
+export type Config = Static<typeof ConfigSchema> & {
+  /** The environment whose overlay was applied, or none. */
+  readonly environment: EnvironmentName | null
+  /** Directory of the config file: relative paths in it resolve from here. */
+  readonly base_dir: string
+  readonly keycloak: Static<typeof KeycloakSchema> & { readonly realm: string }
+}
+
+export type KeycloakConfig = Config['keycloak']
+export type HeadersConfig = Static<typeof HeadersSchema>
+
+/** True for schema nodes `config show` must redact. */
+export function isSecretSchema (schema: TSchema): boolean {
+  return (schema as Record<string, unknown>)['x-secret'] === true
+}

@@ -1,0 +1,214 @@
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv'
+import type { TSchema } from '@sinclair/typebox'
+import type { ConfigProblem } from '../errors.ts'
+
+/**
+ * Schema validation and cross-field checks. Both return problems, never throw, so that
+ * `load.ts` can report every problem of a file at once (HOUSE-STYLE §3).
+ */
+
+/** A compiled validator for one schema: fills defaults in place and lists problems. */
+export interface SchemaValidator {
+  (data: unknown): ConfigProblem[]
+}
+
+/**
+ * Compiles a TypeBox schema with Ajv (`allErrors`, `useDefaults`, `strict`). Properties that
+ * have a default are dropped from `required` first: Ajv checks `required` before it fills
+ * defaults, and the static type should still say such fields are always present.
+ */
+export function compileValidator (schema: TSchema): SchemaValidator {
+  const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, verbose: true, allowUnionTypes: true })
+  ajv.addKeyword({ keyword: 'x-secret', schemaType: 'boolean' })
+  ajv.addKeyword({ keyword: 'x-expected', schemaType: 'string' })
+  const validate = ajv.compile(relaxDefaults(schema) as object)
+  return (data) => (validate(data) ? [] : formatErrors(validate, data))
+}
+
+function relaxDefaults (schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(relaxDefaults)
+  if (schema === null || typeof schema !== 'object') return schema
+  const node = schema as Record<string, unknown>
+  const out: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(node)) out[key] = key === 'default' ? value : relaxDefaults(value)
+  const properties = node.properties as Record<string, Record<string, unknown>> | undefined
+  if (properties !== undefined && Array.isArray(node.required)) {
+    out.required = (node.required as string[]).filter((name) => properties[name]?.default === undefined)
+    if ((out.required as string[]).length === 0) delete out.required
+  }
+  return out
+}
+
+/** `/keycloak/ha/servers/1/weight` → `keycloak.ha.servers[1].weight`. */
+export function pointerToPath (pointer: string, extra?: string): string {
+  const parts = pointer.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
+  if (extra !== undefined) parts.push(extra)
+  let path = ''
+  for (const part of parts) path += /^\d+$/.test(part) ? `[${part}]` : (path === '' ? part : `.${part}`)
+  return path === '' ? '(top level)' : path
+}
+
+function valueAt (data: unknown, pointer: string): unknown {
+  let node = data
+  for (const part of pointer.split('/').slice(1)) {
+    if (node === null || typeof node !== 'object') return undefined
+    node = (node as Record<string, unknown>)[part.replace(/~1/g, '/').replace(/~0/g, '~')]
+  }
+  return node
+}
+
+/** Renders a value a person can recognise, short, never a secret. */
+export function renderValue (value: unknown, secret = false): string {
+  if (value === undefined) return 'nothing'
+  if (secret) return '[redacted]'
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return `a list (${value.length} item${value.length === 1 ? '' : 's'})`
+  if (typeof value === 'object') return 'a mapping'
+  const text = typeof value === 'string' ? JSON.stringify(value) : String(value)
+  const typeName = typeof value === 'string' ? 'string' : typeof value
+  const shown = text.length > 60 ? `${text.slice(0, 57)}...` : text
+  return `${typeName} ${shown}`
+}
+
+function expectation (error: ErrorObject): string {
+  const schema = error.parentSchema as Record<string, unknown> | undefined
+  const worded = schema?.['x-expected']
+  if (typeof worded === 'string' && error.keyword !== 'required' && error.keyword !== 'additionalProperties') return worded
+  const p = error.params as Record<string, unknown>
+  switch (error.keyword) {
+    case 'type': return `${article(String(p.type))} ${p.type}`
+    case 'minimum': return `a number >= ${p.limit}`
+    case 'maximum': return `a number <= ${p.limit}`
+    case 'exclusiveMinimum': return `a number > ${p.limit}`
+    case 'minLength': return p.limit === 1 ? 'a non-empty string' : `a string of at least ${p.limit} characters`
+    case 'minItems': return `a list of at least ${p.limit} item${p.limit === 1 ? '' : 's'}`
+    case 'maxItems': return `a list of at most ${p.limit} items`
+    case 'uniqueItems': return 'a list without duplicates'
+    case 'enum': return `one of ${(p.allowedValues as unknown[]).join(', ')}`
+    case 'const': return `exactly ${String(p.allowedValue)}`
+    case 'pattern': return `a string matching ${String(p.pattern)}`
+    case 'required': return 'a value (this key is required)'
+    case 'anyOf': {
+      const consts = ((schema?.anyOf as Array<Record<string, unknown>> | undefined) ?? []).map((b) => b.const)
+      return consts.length > 0 && consts.every((c) => c !== undefined) ? `one of ${consts.join(', ')}` : 'a value of another type'
+    }
+    case 'additionalProperties': {
+      const known = Object.keys((schema?.properties as Record<string, unknown> | undefined) ?? {})
+      const near = known.find((k) => editDistance(k, String(p.additionalProperty)) <= 2)
+      if (near !== undefined) return `no such key (did you mean ${near}?)`
+      return known.length > 0 ? `no such key (known keys: ${known.join(', ')})` : 'no such key'
+    }
+    default: return error.message ?? error.keyword
+  }
+}
+
+function editDistance (a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i]
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+    previous = current
+  }
+  return previous[b.length] ?? 0
+}
+
+function article (word: string): string {
+  return /^[aeiou]/.test(word) ? 'an' : 'a'
+}
+
+function formatErrors (validate: ValidateFunction, data: unknown): ConfigProblem[] {
+  const errors = validate.errors ?? []
+  // A union reports every branch's failure plus its own; keep only the union's line.
+  const unions = errors.filter((e) => e.keyword === 'anyOf').map((e) => e.schemaPath + '/')
+  const problems: ConfigProblem[] = []
+  const seen = new Set<string>()
+  for (const error of errors) {
+    if (unions.some((prefix) => error.schemaPath.startsWith(prefix))) continue
+    const p = error.params as Record<string, unknown>
+    let problem: ConfigProblem
+    if (error.keyword === 'additionalProperties') {
+      problem = { path: pointerToPath(error.instancePath, String(p.additionalProperty)), expected: expectation(error), received: 'an unknown key' }
+    } else if (error.keyword === 'required') {
+      problem = { path: pointerToPath(error.instancePath, String(p.missingProperty)), expected: expectation(error), received: 'nothing' }
+    } else {
+      const secret = (error.parentSchema as Record<string, unknown> | undefined)?.['x-secret'] === true
+      problem = { path: pointerToPath(error.instancePath), expected: expectation(error), received: renderValue(valueAt(data, error.instancePath), secret) }
+    }
+    const key = `${problem.path}\u0000${problem.expected}`
+    if (!seen.has(key)) {
+      seen.add(key)
+      problems.push(problem)
+    }
+  }
+  return problems
+}
+
+/** Minimal shape the cross-field checks read (the config before it is frozen). */
+interface CrossFieldInput {
+  keycloak?: { issuer?: string, realm?: string, server?: string }
+  upstream?: { url?: string }
+  server?: { port?: number, host?: string }
+  admin?: { port?: number, host?: string }
+}
+
+/**
+ * Checks a schema-valid configuration for problems no single key shows: URLs that do not
+ * parse, an issuer that is not a Keycloak realm URL, listeners that collide.
+ */
+export function crossFieldProblems (input: Record<string, unknown>): ConfigProblem[] {
+  const config = input as CrossFieldInput
+  const problems: ConfigProblem[] = []
+  const kc = config.keycloak
+  if (kc?.issuer !== undefined) {
+    const url = parseUrl(kc.issuer)
+    if (url === null) {
+      problems.push({ path: 'keycloak.issuer', expected: 'a valid URL', received: renderValue(kc.issuer) })
+    } else {
+      const match = /\/realms\/([^/]+)\/?$/.exec(url.pathname)
+      if (match === null) {
+        problems.push({ path: 'keycloak.issuer', expected: 'a Keycloak realm URL ending in /realms/{realm}', received: renderValue(kc.issuer) })
+      } else if (kc.realm !== undefined && decodeURIComponent(match[1] ?? '') !== kc.realm) {
+        problems.push({ path: 'keycloak.realm', expected: `the realm named in keycloak.issuer (${decodeURIComponent(match[1] ?? '')})`, received: renderValue(kc.realm) })
+      }
+      if (url.search !== '' || url.hash !== '') {
+        problems.push({ path: 'keycloak.issuer', expected: 'a URL without query or fragment', received: renderValue(kc.issuer) })
+      }
+    }
+  }
+  if (kc !== undefined && kc.server === undefined) {
+    problems.push({ path: 'keycloak.server', expected: 'a value (this key is required): the back-channel base URL', received: 'nothing' })
+  }
+  if (kc?.server !== undefined && parseUrl(kc.server) === null) {
+    problems.push({ path: 'keycloak.server', expected: 'a valid URL', received: renderValue(kc.server) })
+  }
+  if (config.upstream?.url !== undefined && parseUrl(config.upstream.url) === null) {
+    problems.push({ path: 'upstream.url', expected: 'a valid URL', received: renderValue(config.upstream.url) })
+  }
+  const s = config.server
+  const a = config.admin
+  if (s?.port !== undefined && s.port !== 0 && s.port === a?.port && (s.host === a.host || s.host === '0.0.0.0' || a.host === '0.0.0.0')) {
+    problems.push({ path: 'admin.port', expected: 'a port other than server.port', received: renderValue(a.port) })
+  }
+  return problems
+}
+
+function parseUrl (value: string): URL | null {
+  try {
+    return new URL(value)
+  } catch {
+    return null
+  }
+}
+
+/** The realm named by a Keycloak issuer URL (`…/realms/{realm}`). */
+export function realmOfIssuer (issuer: string): string {
+  const match = /\/realms\/([^/]+)\/?$/.exec(new URL(issuer).pathname)
+  return decodeURIComponent(match?.[1] ?? '')
+}
+
+/** A YAML parser message without the position the caller reports itself. */
+export function yamlErrorText (error: { message: string, code: string }): string {
+  return (error.message.split('\n')[0] ?? error.code).replace(/ at line \d+, column \d+:?$/, '')
+}

@@ -1,0 +1,162 @@
+import type { Logger } from 'pino'
+import { PathError } from '../errors.ts'
+import type { HeadersConfig } from '../config/schema.ts'
+import type { Identity } from '../identity.ts'
+import { identityFromClaims } from '../keycloak/claims.ts'
+import type { AccessTokenVerifier, TokenRejection } from '../keycloak/verify-token.ts'
+import { normaliseTarget } from '../authz/normalise-path.ts'
+import { matchRule, satisfies, type PolicySet } from '../authz/policy.ts'
+import { identityHeaders } from './identity-headers.ts'
+
+/** Which way a request came in. Only the proxy owns the sidecar prefix. */
+export type EntryPoint = 'proxy' | 'forward_auth' | 'ext_authz_http' | 'ext_authz_grpc'
+
+/** What an adapter knows of a request, and all `decide()` looks at. */
+export interface RequestFacts {
+  entry: EntryPoint
+  method: string
+  /** The request target as sent: path and query, not decoded. */
+  target: string
+  /** Request headers, names lower-case (Node's and Envoy's convention). */
+  headers: Readonly<Record<string, string | string[] | undefined>>
+  /** Client address, for logs and lockout. */
+  ip?: string
+}
+
+/** Why a request was let through, refused or sent to log in. */
+export type DecisionReason =
+  | 'public'
+  | 'authenticated'
+  | 'role_granted'
+  | 'no_credentials'
+  | 'bad_path'
+  | 'reserved_path'
+  | 'denied_by_policy'
+  | 'missing_role'
+  | 'internal_error'
+  | `token_${TokenRejection}`
+
+/** The one answer every entry point translates (DESIGN §1). */
+export type Decision =
+  | {
+    kind: 'allow'
+    reason: DecisionReason
+    /** Normalised path plus the query as sent: what the app receives. */
+    target: string
+    rule: string
+    /** Null on public routes: authentication was skipped. */
+    identity: Identity | null
+    /** Identity headers to set on the request to the app (after every client-sent one is removed). */
+    headers: Record<string, string>
+  }
+  | {
+    kind: 'deny'
+    reason: DecisionReason
+    status: 400 | 401 | 403 | 404 | 500
+    rule: string | null
+    identity: Identity | null
+    headers: Record<string, string>
+    body: { error: string, error_description?: string }
+  }
+  | { kind: 'redirect', reason: DecisionReason, location: string, rule: string }
+
+/** Everything `decide()` needs, built once by `buildApp`. */
+export interface DeciderDeps {
+  policy: PolicySet
+  verifier: AccessTokenVerifier
+  headers: HeadersConfig
+  /** Client ids whose client roles count (`keycloak.client_id` and `keycloak.audiences`). */
+  clientIds: readonly string[]
+  /** The sidecar's own route prefix (`server.prefix`). */
+  prefix: string
+  log: Logger
+}
+
+/** The decision function: request facts in, {@link Decision} out. */
+export type Decide = (facts: RequestFacts) => Promise<Decision>
+
+const REALM = 'gatehouse'
+
+/**
+ * Builds the one decision function every entry point calls: normalise the path, find the
+ * rule, authenticate (bearer token first), authorise, and say which identity headers the
+ * app gets. It never throws: an unexpected error is a 500 deny, never an allow (fail closed).
+ */
+export function createDecider (deps: DeciderDeps): Decide {
+  return async function decide (facts: RequestFacts): Promise<Decision> {
+    try {
+      return await decideUnsafe(deps, facts)
+    } catch (err) {
+      deps.log.error({ err, entry: facts.entry }, 'decision failed; denying')
+      return deny(500, 'internal_error', null, null, { error: 'internal_error' })
+    }
+  }
+}
+
+async function decideUnsafe (deps: DeciderDeps, facts: RequestFacts): Promise<Decision> {
+  let path: string
+  let query: string
+  try {
+    ({ path, query } = normaliseTarget(facts.target))
+  } catch (err) {
+    if (!(err instanceof PathError)) throw err
+    return deny(400, 'bad_path', null, null, { error: 'bad_request', error_description: err.message })
+  }
+  if (facts.entry === 'proxy' && (path === deps.prefix || path.startsWith(`${deps.prefix}/`))) {
+    return deny(404, 'reserved_path', null, null, { error: 'not_found' })
+  }
+
+  const rule = matchRule(deps.policy, facts.method, path)
+  const target = path + query
+  if (rule.requirement.kind === 'public') {
+    return { kind: 'allow', reason: 'public', target, rule: rule.name, identity: null, headers: {} }
+  }
+  if (rule.requirement.kind === 'deny') {
+    return deny(403, 'denied_by_policy', rule.name, null, { error: 'forbidden' })
+  }
+
+  const token = bearerToken(facts.headers.authorization)
+  if (token === null) {
+    return deny(401, 'no_credentials', rule.name, null, { error: 'unauthorized' }, {
+      'www-authenticate': `Bearer realm="${REALM}", error="invalid_token", error_description="no access token"`
+    })
+  }
+  const outcome = await deps.verifier.verify(token)
+  if (!outcome.ok) {
+    deps.log.debug({ reason: outcome.reason, detail: outcome.detail, entry: facts.entry }, 'access token refused')
+    return deny(401, `token_${outcome.reason}`, rule.name, null, { error: 'invalid_token', error_description: outcome.detail }, {
+      'www-authenticate': `Bearer realm="${REALM}", error="invalid_token", error_description="${outcome.detail.replace(/["\\]/g, '')}"`
+    })
+  }
+
+  const identity = identityFromClaims(outcome.token.claims, deps.clientIds, token)
+  if (!satisfies(rule.requirement, identity.roles)) {
+    return deny(403, 'missing_role', rule.name, identity, { error: 'forbidden' })
+  }
+  return {
+    kind: 'allow',
+    reason: rule.requirement.kind === 'any_role' ? 'role_granted' : 'authenticated',
+    target,
+    rule: rule.name,
+    identity,
+    headers: identityHeaders(identity, deps.headers)
+  }
+}
+
+function deny (
+  status: 400 | 401 | 403 | 404 | 500,
+  reason: DecisionReason,
+  rule: string | null,
+  identity: Identity | null,
+  body: { error: string, error_description?: string },
+  headers: Record<string, string> = {}
+): Decision {
+  return { kind: 'deny', status, reason, rule, identity, headers, body }
+}
+
+/** The token of an `Authorization: Bearer <token>` header (scheme case-insensitive, RFC 6750 §2.1). */
+export function bearerToken (header: string | string[] | undefined): string | null {
+  if (typeof header !== 'string') return null
+  const match = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header)
+  return match?.[1] ?? null
+}

@@ -1,0 +1,19 @@
+/** How a caller was authenticated (DESIGN §3, `X-Auth-Request-Mode`). */
+export type AuthMode = 'keycloak' | 'cached' | 'local' | 'token'
+
+/** Who a request belongs to, as every adapter forwards it. */
+export interface Identity {
+  /** `sub` for Keycloak users, the user name for local users. */
+  user: string
+  preferredUsername: string | null
+  email: string | null
+  /** Group paths (`/staff/admins`) as the token carries them. */
+  groups: readonly string[]
+  /** Realm roles as named, client roles as `client:role`; expanded. */
+  roles: readonly string[]
+  authMode: AuthMode
+  /** The access token the caller presented or the session holds, when there is one. */
+  accessToken: string | null
+  /** When the credential stops being valid, in milliseconds since the epoch. */
+  expiresAt: number | null
+}

@@ -1,0 +1,164 @@
+import { createLocalJWKSet, type JSONWebKeySet, type JWK } from 'jose'
+import type { Logger } from 'pino'
+import type { Clock } from '../clock.ts'
+import { KeycloakUnavailable } from '../errors.ts'
+import type { Metrics } from '../metrics/registry.ts'
+import type { JwksCacheRepository } from '../store/jwks-cache.ts'
+import type { KeycloakPool } from './failover.ts'
+import { keycloakFetch, readJson } from './http.ts'
+
+/** A key resolver jose's `jwtVerify` accepts. */
+export type KeyResolver = ReturnType<typeof createLocalJWKSet>
+
+/** Options for {@link JwksManager}. */
+export interface JwksOptions {
+  /** The realm's public issuer: the row key in `jwks_cache`. */
+  issuer: string
+  repository: JwksCacheRepository
+  pool: KeycloakPool
+  clock: Clock
+  log: Logger
+  metrics: Metrics
+  /** Background refresh period, in milliseconds. */
+  refreshIntervalMs: number
+  /** Unknown-kid refreshes are at most one per this many milliseconds. */
+  minRefreshIntervalMs: number
+}
+
+/** Why a refresh was asked for (log context only). */
+export type RefreshReason = 'startup' | 'interval' | 'unknown_kid' | 'no_keys' | 'manual'
+
+/**
+ * The realm's signing keys. Loaded from SQLite at start so tokens validate while Keycloak is
+ * unreachable (oauth2-proxy refuses to start then: its issue #3487); refreshed in the
+ * background and when a token names a key id we do not have, at most once per
+ * `minRefreshIntervalMs`, and always through the pool's deadline. A failed refresh keeps the
+ * last good keys.
+ */
+export class JwksManager {
+  readonly #options: JwksOptions
+  #resolver: KeyResolver | null = null
+  #keyIds = new Set<string>()
+  #fetchedAt: number | null = null
+  #source: string | null = null
+  #inflight: Promise<boolean> | null = null
+  #lastAttemptAt = Number.NEGATIVE_INFINITY
+  #timer: NodeJS.Timeout | null = null
+
+  constructor (options: JwksOptions) {
+    this.#options = options
+  }
+
+  /** Loads the stored keys (synchronously: no network) and starts background refreshes. */
+  start (): void {
+    const stored = this.#options.repository.load(this.#options.issuer)
+    if (stored !== null) {
+      this.#install(stored.jwks, stored.fetchedAt, stored.server)
+      this.#options.log.info({ keys: this.#keyIds.size, fetched_at: new Date(stored.fetchedAt).toISOString() }, 'jwks loaded from store')
+    } else {
+      this.#options.log.warn('no stored jwks: tokens cannot be validated until keycloak answers')
+    }
+    this.#timer = setInterval(() => { void this.refresh('interval') }, this.#options.refreshIntervalMs)
+    this.#timer.unref()
+    void this.refresh('startup')
+  }
+
+  /** Stops background refreshes. */
+  stop (): void {
+    if (this.#timer !== null) clearInterval(this.#timer)
+    this.#timer = null
+  }
+
+  /** The resolver for the keys in use, or null when there are none yet. */
+  keySet (): KeyResolver | null {
+    return this.#resolver
+  }
+
+  /** Key ids in use. */
+  keyIds (): string[] {
+    return [...this.#keyIds]
+  }
+
+  /** Seconds since the keys in use were fetched, or null when there are none. */
+  ageSeconds (): number | null {
+    return this.#fetchedAt === null ? null : Math.max(0, (this.#options.clock.now() - this.#fetchedAt) / 1000)
+  }
+
+  /** When the keys in use were fetched (ms since the epoch), or null. */
+  get fetchedAt (): number | null {
+    return this.#fetchedAt
+  }
+
+  /** Server the keys in use came from. */
+  get source (): string | null {
+    return this.#source
+  }
+
+  /**
+   * Asks for a refresh because a token named a key we do not have (or we have none).
+   * Resolves true when new keys were installed; false without any I/O while the last attempt
+   * is younger than the minimum interval.
+   */
+  async refreshForUnknownKey (reason: 'unknown_kid' | 'no_keys'): Promise<boolean> {
+    if (this.#inflight !== null) return this.#inflight
+    if (this.#options.clock.now() - this.#lastAttemptAt < this.#options.minRefreshIntervalMs) return false
+    return this.refresh(reason)
+  }
+
+  /** Fetches the JWKS now, single-flight. Resolves true when new keys were installed. */
+  refresh (reason: RefreshReason): Promise<boolean> {
+    this.#inflight ??= this.#fetch(reason).finally(() => { this.#inflight = null })
+    return this.#inflight
+  }
+
+  async #fetch (reason: RefreshReason): Promise<boolean> {
+    const { pool, log, metrics, clock } = this.#options
+    this.#lastAttemptAt = clock.now()
+    try {
+      const { jwks, server } = await pool.call('jwks', async (target) => {
+        const response = await keycloakFetch(target.endpoints.certs, { headers: { accept: 'application/json' } }, target)
+        return { jwks: usableKeys(await readJson(response, target), target.server), server: target.server }
+      })
+      const fetchedAt = clock.now()
+      this.#install(jwks, fetchedAt, server)
+      this.#options.repository.save(this.#options.issuer, { jwks, fetchedAt, server })
+      metrics.jwksRefresh.inc({ result: 'success' })
+      log.debug({ reason, server, keys: jwks.keys.length }, 'jwks refreshed')
+      return true
+    } catch (err) {
+      metrics.jwksRefresh.inc({ result: 'failure' })
+      const kind = err instanceof KeycloakUnavailable ? err.kind : 'error'
+      // A refresh that was never attempted (circuit open, disabled) is not news.
+      const level = kind === 'circuit_open' || kind === 'disabled' ? 'debug' : 'warn'
+      log[level]({ reason, kind, err: (err as Error).message }, 'jwks refresh failed; keeping the last good keys')
+      return false
+    }
+  }
+
+  #install (jwks: JSONWebKeySet, fetchedAt: number, server: string | null): void {
+    this.#resolver = createLocalJWKSet(jwks)
+    this.#keyIds = new Set(jwks.keys.map((k) => k.kid).filter((k): k is string => typeof k === 'string'))
+    this.#fetchedAt = fetchedAt
+    this.#source = server
+  }
+}
+
+const SIGNING_KEY_TYPES = new Set(['RSA', 'EC', 'OKP'])
+
+/**
+ * Keeps the public signing keys of a JWKS answer: Keycloak also publishes encryption keys
+ * (`use: enc`, RSA-OAEP) in `/certs`. An answer without one usable key is refused, so a
+ * broken answer never replaces good keys.
+ */
+export function usableKeys (body: unknown, server: string): JSONWebKeySet {
+  const keys = (body as { keys?: unknown } | null)?.keys
+  if (!Array.isArray(keys)) throw new KeycloakUnavailable('bad_response', 'keycloak certs answer has no keys array', { server })
+  const usable = keys.filter((k): k is JWK => {
+    if (k === null || typeof k !== 'object') return false
+    const key = k as JWK
+    return typeof key.kty === 'string' && SIGNING_KEY_TYPES.has(key.kty) &&
+      (key.use === undefined || key.use === 'sig') && key.d === undefined && typeof key.kid === 'string'
+  })
+  if (usable.length === 0) throw new KeycloakUnavailable('bad_response', 'keycloak certs answer has no usable signing key', { server })
+  return { keys: usable }
+}

@@ -1,0 +1,170 @@
+import { jwtVerify, decodeProtectedHeader, errors as joseErrors } from 'jose'
+import { LRUCache } from 'lru-cache'
+import type { Clock } from '../clock.ts'
+import type { Metrics } from '../metrics/registry.ts'
+import type { KeycloakClaims } from './claims.ts'
+import type { JwksManager } from './jwks.ts'
+
+/** Why an access token was refused: the deny reason in logs, metrics and `error_description`. */
+export type TokenRejection =
+  | 'malformed'
+  | 'too_large'
+  | 'alg_not_allowed'
+  | 'invalid_signature'
+  | 'unknown_kid'
+  | 'jwks_unavailable'
+  | 'expired'
+  | 'not_yet_valid'
+  | 'wrong_issuer'
+  | 'wrong_audience'
+  | 'wrong_type'
+  | 'missing_claim'
+
+/** A verified access token. */
+export interface VerifiedToken {
+  claims: KeycloakClaims
+  /** `exp`, in milliseconds since the epoch. */
+  expiresAt: number
+}
+
+/** The result of {@link AccessTokenVerifier.verify}: a value, never a throw. */
+export type VerifyOutcome =
+  | { ok: true, token: VerifiedToken, cached: boolean }
+  | { ok: false, reason: TokenRejection, detail: string }
+
+/** Options for {@link AccessTokenVerifier}. */
+export interface VerifierOptions {
+  jwks: JwksManager
+  /** The only `iss` accepted: `keycloak.issuer`. */
+  issuer: string
+  /** Client ids accepted in `aud` or `azp`. */
+  audiences: readonly string[]
+  /** Accepted JWS algorithms (asymmetric only; the schema cannot express others). */
+  algorithms: readonly string[]
+  /** Tolerance on `exp` and `nbf`, in seconds. */
+  clockSkewSeconds: number
+  /** Verified tokens remembered; 0 turns the cache off. */
+  cacheMaxEntries: number
+  clock: Clock
+  metrics: Metrics
+}
+
+/** Longest bearer token looked at. Keycloak tokens with many roles reach a few kilobytes. */
+export const MAX_TOKEN_LENGTH = 16 * 1024
+
+/** Keycloak's `typ` claim on access tokens; ID and refresh tokens carry `ID` and `Refresh`. */
+const ACCESS_TOKEN_TYPE = 'Bearer'
+
+/**
+ * Validates Keycloak access tokens with jose against the realm's JWKS: algorithm allow-list,
+ * exact issuer, this app in `aud` or `azp`, `exp`/`nbf` with a clock skew, and Keycloak's
+ * `typ: Bearer` (an ID or refresh token is not an access token). A token that passes is
+ * remembered, keyed by the token itself, until its `exp`, so repeat calls cost a map lookup.
+ */
+export class AccessTokenVerifier {
+  readonly #options: VerifierOptions
+  readonly #cache: LRUCache<string, VerifiedToken> | null
+  readonly #audiences: Set<string>
+
+  constructor (options: VerifierOptions) {
+    if (options.algorithms.some((a) => a === 'none' || a.startsWith('HS'))) {
+      throw new TypeError('AccessTokenVerifier: only asymmetric algorithms may be verified against a JWKS')
+    }
+    this.#options = options
+    this.#audiences = new Set(options.audiences)
+    this.#cache = options.cacheMaxEntries > 0 ? new LRUCache({ max: options.cacheMaxEntries }) : null
+  }
+
+  /** Verifies `token`. Resolves to a value for every input; never throws. */
+  async verify (token: string): Promise<VerifyOutcome> {
+    const outcome = await this.#verify(token)
+    this.#options.metrics.tokenVerifications.inc({ result: outcome.ok ? (outcome.cached ? 'cached' : 'valid') : outcome.reason })
+    return outcome
+  }
+
+  /** Forgets every remembered token (after a key is withdrawn, or a logout). */
+  clear (): void {
+    this.#cache?.clear()
+  }
+
+  /** Number of tokens remembered. */
+  get cacheSize (): number {
+    return this.#cache?.size ?? 0
+  }
+
+  async #verify (token: string): Promise<VerifyOutcome> {
+    const now = this.#options.clock.now()
+    const skewMs = this.#options.clockSkewSeconds * 1000
+    const remembered = this.#cache?.get(token)
+    if (remembered !== undefined) {
+      if (now < remembered.expiresAt + skewMs) return { ok: true, token: remembered, cached: true }
+      this.#cache?.delete(token)
+    }
+    if (token.length > MAX_TOKEN_LENGTH) return { ok: false, reason: 'too_large', detail: `token longer than ${MAX_TOKEN_LENGTH} characters` }
+
+    let result = await this.#verifySignature(token, now)
+    if (!result.ok && (result.reason === 'unknown_kid' || result.reason === 'jwks_unavailable')) {
+      // A kid we do not know may be a key Keycloak rotated in: one refresh, rate-limited.
+      const refreshed = await this.#options.jwks.refreshForUnknownKey(result.reason === 'unknown_kid' ? 'unknown_kid' : 'no_keys')
+      if (refreshed) result = await this.#verifySignature(token, this.#options.clock.now())
+    }
+    if (!result.ok) return result
+
+    const claims = result.token.claims
+    if (claims.typ !== ACCESS_TOKEN_TYPE) {
+      return { ok: false, reason: 'wrong_type', detail: `typ is ${JSON.stringify(claims.typ ?? null)}, not an access token` }
+    }
+    if (!this.#audienceMatches(claims)) {
+      return { ok: false, reason: 'wrong_audience', detail: 'neither aud nor azp names this client' }
+    }
+    this.#cache?.set(token, result.token, { ttl: Math.max(1, result.token.expiresAt + skewMs - now) })
+    return { ok: true, token: result.token, cached: false }
+  }
+
+  async #verifySignature (token: string, now: number): Promise<VerifyOutcome> {
+    const keys = this.#options.jwks.keySet()
+    if (keys === null) {
+      try {
+        decodeProtectedHeader(token)
+      } catch {
+        return { ok: false, reason: 'malformed', detail: 'not a compact JWS' }
+      }
+      return { ok: false, reason: 'jwks_unavailable', detail: 'no signing keys are known yet' }
+    }
+    try {
+      const { payload } = await jwtVerify(token, keys, {
+        algorithms: [...this.#options.algorithms],
+        issuer: this.#options.issuer,
+        clockTolerance: this.#options.clockSkewSeconds,
+        currentDate: new Date(now),
+        requiredClaims: ['exp', 'sub']
+      })
+      return { ok: true, token: { claims: payload as KeycloakClaims, expiresAt: (payload.exp as number) * 1000 }, cached: false }
+    } catch (err) {
+      return rejectionOf(err)
+    }
+  }
+
+  #audienceMatches (claims: KeycloakClaims): boolean {
+    const aud = claims.aud
+    if (typeof aud === 'string' && this.#audiences.has(aud)) return true
+    if (Array.isArray(aud) && aud.some((a) => this.#audiences.has(a))) return true
+    return typeof claims.azp === 'string' && this.#audiences.has(claims.azp)
+  }
+}
+
+/** Maps jose's error codes to deny reasons (HOUSE-STYLE §4: outcomes are values). */
+function rejectionOf (err: unknown): { ok: false, reason: TokenRejection, detail: string } {
+  if (err instanceof joseErrors.JWTExpired) return { ok: false, reason: 'expired', detail: 'exp is in the past' }
+  if (err instanceof joseErrors.JWTClaimValidationFailed) {
+    if (err.claim === 'nbf') return { ok: false, reason: 'not_yet_valid', detail: 'nbf is in the future' }
+    if (err.claim === 'iss') return { ok: false, reason: 'wrong_issuer', detail: 'iss is not the configured issuer' }
+    if (err.reason === 'missing') return { ok: false, reason: 'missing_claim', detail: `${err.claim} is missing` }
+    return { ok: false, reason: 'malformed', detail: `${err.claim} is invalid` }
+  }
+  if (err instanceof joseErrors.JOSEAlgNotAllowed) return { ok: false, reason: 'alg_not_allowed', detail: 'alg is not allowed' }
+  if (err instanceof joseErrors.JWKSNoMatchingKey) return { ok: false, reason: 'unknown_kid', detail: 'no known key matches the token' }
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return { ok: false, reason: 'invalid_signature', detail: 'signature does not verify' }
+  if (err instanceof joseErrors.JOSENotSupported) return { ok: false, reason: 'alg_not_allowed', detail: 'alg or header is not supported' }
+  return { ok: false, reason: 'malformed', detail: 'token is not a well-formed JWT' }
+}

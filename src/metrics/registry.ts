@@ -1,0 +1,79 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+/**
+ * Every `gatehouse_*` metric, on a registry of its own per app instance (never prom-client's
+ * global one: tests build many apps in one process).
+ */
+export interface Metrics {
+  registry: Registry
+  /** Requests by decision (allow, deny, redirect, error) and how the caller was authenticated. */
+  requestsTotal: Counter<'decision' | 'auth_mode'>
+  /** Whole request time on the proxy listener, upstream included. */
+  requestDuration: Histogram<'decision'>
+  /** Bearer-token checks by result (valid, cached, expired, invalid_signature…). */
+  tokenVerifications: Counter<'result'>
+  /** JWKS refresh attempts by result (success, failure). */
+  jwksRefresh: Counter<'result'>
+  /** Age of the JWKS in use; -1 when there is none. */
+  jwksAge: Gauge
+  /** Keycloak call latency by server, operation and result. */
+  keycloakRequestDuration: Histogram<'server' | 'operation' | 'result'>
+}
+
+/** Sources the gauges read at scrape time. */
+export interface GaugeSources {
+  /** Seconds since the JWKS in use was fetched, or null when there is none. */
+  jwksAgeSeconds: () => number | null
+}
+
+/** Builds the registry and every metric; gauges read `sources` lazily, at scrape time. */
+export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & { bind: (s: Partial<GaugeSources>) => void } {
+  const registry = new Registry()
+  const bound: Partial<GaugeSources> = { ...sources }
+  collectDefaultMetrics({ register: registry, prefix: 'gatehouse_' })
+  const registers = [registry]
+  return {
+    registry,
+    bind: (s) => Object.assign(bound, s),
+    requestsTotal: new Counter({
+      name: 'gatehouse_requests_total',
+      help: 'Requests decided, by decision and authentication mode.',
+      labelNames: ['decision', 'auth_mode'] as const,
+      registers
+    }),
+    requestDuration: new Histogram({
+      name: 'gatehouse_request_duration_seconds',
+      help: 'Time from request to response on the proxy listener, upstream included.',
+      labelNames: ['decision'] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers
+    }),
+    tokenVerifications: new Counter({
+      name: 'gatehouse_token_verifications_total',
+      help: 'Bearer access-token verifications, by result.',
+      labelNames: ['result'] as const,
+      registers
+    }),
+    jwksRefresh: new Counter({
+      name: 'gatehouse_jwks_refresh_total',
+      help: 'JWKS refresh attempts, by result.',
+      labelNames: ['result'] as const,
+      registers
+    }),
+    jwksAge: new Gauge({
+      name: 'gatehouse_jwks_age_seconds',
+      help: 'Seconds since the JWKS in use was fetched from Keycloak; -1 when there is none.',
+      registers,
+      collect () {
+        this.set(bound.jwksAgeSeconds?.() ?? -1)
+      }
+    }),
+    keycloakRequestDuration: new Histogram({
+      name: 'gatehouse_keycloak_request_duration_seconds',
+      help: 'Keycloak call latency, by server, operation and result.',
+      labelNames: ['server', 'operation', 'result'] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
+      registers
+    })
+  }
+}

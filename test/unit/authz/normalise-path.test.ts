@@ -1,0 +1,51 @@
+import t from 'tap'
+import { normalisePath, normaliseTarget, matchForm } from '../../../src/authz/normalise-path.ts'
+
+t.test('spellings of one path normalise to one form', async (t) => {
+  for (const raw of ['/admin', '//admin', '/./admin', '/public/../admin', '/%61dmin', '/%61%64%6D%69%6E', '/admin/', '///admin//', '/admin/.', '/admin/x/..']) {
+    t.equal(matchForm(normalisePath(raw)), '/admin', raw)
+  }
+})
+
+t.test('a trailing slash is kept for the app but ignored for matching', async (t) => {
+  t.equal(normalisePath('/admin/'), '/admin/')
+  t.equal(normalisePath('/a/b/..'), '/a/')
+  t.equal(normalisePath('/a/b/.'), '/a/b/')
+  t.equal(normalisePath('/'), '/')
+  t.equal(normalisePath('//'), '/')
+  t.equal(matchForm('/'), '/')
+})
+
+t.test('escapes that are not unreserved stay encoded, upper-cased', async (t) => {
+  t.equal(normalisePath('/a%20b'), '/a%20B'.replace('B', 'b'))
+  t.equal(normalisePath('/a%3fb'), '/a%3Fb')
+  t.equal(normalisePath('/%25%32%66'), '/%252f', 'no double decoding: %25 stays %25')
+  t.equal(normalisePath('/%2e%2E/x'.replace('/%2e%2E', '/a/%2e%2E')), '/x', 'encoded dot segments are dot segments')
+  t.equal(normalisePath('/caf%C3%A9'), '/caf%C3%A9')
+})
+
+t.test('paths that cannot be normalised safely are refused', async (t) => {
+  const cases: Record<string, string> = {
+    '/admin%2fsecret': 'path contains an encoded slash or backslash',
+    '/admin%2Fsecret': 'path contains an encoded slash or backslash',
+    '/admin%5csecret': 'path contains an encoded slash or backslash',
+    '/admin\\secret': 'path contains a backslash',
+    '/a%zz': 'path contains an invalid percent-encoding',
+    '/a%4': 'path contains an invalid percent-encoding',
+    '/a%00b': 'path contains an encoded NUL',
+    '/..': 'path climbs above the root',
+    '/a/../../b': 'path climbs above the root',
+    '/%2e%2e/b': 'path climbs above the root',
+    '/a\u0001b': 'path contains a control character'
+  }
+  for (const [raw, message] of Object.entries(cases)) {
+    t.throws(() => normalisePath(raw), { code: 'ERR_PATH_INVALID', statusCode: 400, message }, raw)
+  }
+})
+
+t.test('the query string is kept as sent, and only origin-form targets are accepted', async (t) => {
+  t.same(normaliseTarget('//a/./b?x=%2F&y=..'), { path: '/a/b', query: '?x=%2F&y=..' })
+  t.same(normaliseTarget('/a'), { path: '/a', query: '' })
+  t.throws(() => normaliseTarget('http://evil.example/a'), { code: 'ERR_PATH_INVALID' })
+  t.throws(() => normaliseTarget('*'), { code: 'ERR_PATH_INVALID' })
+})
