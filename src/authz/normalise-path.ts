@@ -29,8 +29,13 @@ export function normaliseTarget (target: string): NormalisedTarget {
   return { path: normalisePath(rawPath), query }
 }
 
+// Anything that could need work: an escape, a backslash, a fragment, a control character, a
+// repeated slash, or a dot segment. Most request paths have none and are already normal.
+const NEEDS_WORK = /[%\\#\u0000-\u001f\u007f]|\/\/|\/\.\.?(?:\/|$)/
+
 /** As {@link normaliseTarget}, for a path without a query. */
 export function normalisePath (rawPath: string): string {
+  if (!NEEDS_WORK.test(rawPath)) return rawPath
   const decoded = decodeUnreserved(rawPath)
   const segments: string[] = []
   // A path ending in `/`, `/.` or `/..` names a directory: keep its trailing slash (§5.2.4).

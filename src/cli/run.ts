@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util'
 import { ConfigError, GatehouseError, PolicyError, UsageError } from '../errors.ts'
 import { DEFAULT_CONFIG_PATH } from '../config/load.ts'
-import { createLogger } from '../log.ts'
+import { createLoggers } from '../log.ts'
 import { VERSION } from '../version.ts'
 import { loadForServe, runConfigCommand } from './config-command.ts'
 import { processOutput, type Output } from './output.ts'
@@ -73,12 +73,14 @@ export async function runCli (argv: string[], context: CliContext = {}): Promise
 
 async function serve (configPath: string, env: NodeJS.ProcessEnv): Promise<number> {
   const { config, policy } = loadForServe(configPath, env)
-  const log = createLogger({ level: config.log.level })
-  const server = await startServer(config, { log, policy })
+  const { log, access } = createLoggers({ level: config.log.level })
+  const server = await startServer(config, { log, accessLog: access, policy })
   return await new Promise<number>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
       log.warn({ signal }, 'shutting down')
-      server.stop().then(() => { log.flush(); resolve(0) }, (err: unknown) => { log.error({ err }, 'shutdown failed'); log.flush(); resolve(1) })
+      // Lines still queued must reach standard output before the process exits.
+      const done = (code: number): void => log.flush(() => resolve(code))
+      server.stop().then(() => done(0), (err: unknown) => { log.error({ err }, 'shutdown failed'); done(1) })
     }
     process.once('SIGTERM', onSignal)
     process.once('SIGINT', onSignal)

@@ -2,6 +2,7 @@ import { resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { buildApp, type App } from '../app.ts'
 import type { Clock } from '../clock.ts'
+import type { AccessLog } from '../access-log.ts'
 import type { Config } from '../config/schema.ts'
 import type { PolicySet } from '../authz/policy.ts'
 import { openDatabase, type Db } from '../store/db.ts'
@@ -24,6 +25,8 @@ export interface RunningServer {
 /** Options of {@link startServer}. */
 export interface StartOptions {
   log: Logger
+  /** Where access lines go; through `log` when absent, none when null. */
+  accessLog?: AccessLog | null
   clock?: Clock
   /** Policies already loaded by the caller; read from `policies.dir` when absent. */
   policy?: PolicySet
@@ -40,7 +43,7 @@ export async function startServer (config: Config, options: StartOptions): Promi
   if (migration.applied.length > 0) log.info({ from: migration.from, to: migration.to, applied: migration.applied }, 'database migrated')
   let app: App
   try {
-    app = buildApp(config, { db, log, ...(options.clock !== undefined ? { clock: options.clock } : {}), ...(options.policy !== undefined ? { policy: options.policy } : {}) })
+    app = buildApp(config, { db, log, ...(options.accessLog !== undefined ? { accessLog: options.accessLog } : {}), ...(options.clock !== undefined ? { clock: options.clock } : {}), ...(options.policy !== undefined ? { policy: options.policy } : {}) })
     app.start()
     await app.proxy.listen({ host: config.server.host, port: config.server.port })
     await app.admin.listen({ host: config.admin.host, port: config.admin.port })

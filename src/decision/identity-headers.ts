@@ -38,8 +38,11 @@ export function normaliseHeaderName (name: string): string {
 export function spoofableHeaderTest (config: HeadersConfig): (name: string) => boolean {
   const names = new Set([config.user, config.preferred_username, config.email, config.groups, config.roles, config.mode, config.access_token].map(normaliseHeaderName))
   if (config.pass_authorization_header) names.add('authorization')
+  // Called for every header of every request: names from Node are already lower-case, so
+  // only an `_` needs rewriting, and most names have none.
   return (name) => {
-    const normalised = normaliseHeaderName(name)
+    const lower = name.toLowerCase()
+    const normalised = lower.includes('_') ? lower.replaceAll('_', '-') : lower
     return names.has(normalised) || normalised.startsWith(CONVENTIONAL_PREFIX)
   }
 }

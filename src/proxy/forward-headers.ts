@@ -22,10 +22,12 @@ const FORWARDED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-
  * as nginx and oauth2-proxy send them), then the decision's identity headers on top.
  */
 export function forwardHeaders (request: FastifyRequest, headers: IncomingHttpHeaders, options: ForwardOptions): IncomingHttpHeaders {
+  // A new object rather than `delete` on the given one: deleting keys turns a V8 object into a
+  // slow dictionary, and undici copies and walks this object again (npm run bench).
   const out: IncomingHttpHeaders = {}
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || FORWARDED.has(name) || options.isSpoofable(name)) continue
-    out[name] = value
+  for (const name in headers) {
+    const value = headers[name]
+    if (value !== undefined && !FORWARDED.has(name) && !options.isSpoofable(name)) out[name] = value
   }
   const peer = request.socket.remoteAddress ?? request.ip
   const chain = options.trustForwarded ? request.headers['x-forwarded-for'] : undefined

@@ -75,7 +75,7 @@ export async function proxyPlugin (fastify: FastifyInstance, options: ProxyPlugi
         const code = (error as { code?: string }).code
         const timedOut = code === 'FST_REPLY_FROM_GATEWAY_TIMEOUT' || code === 'FST_REPLY_FROM_CONNECT_TIMEOUT' ||
           cause?.code === 'UND_ERR_HEADERS_TIMEOUT' || cause?.code === 'UND_ERR_BODY_TIMEOUT' || cause?.code === 'UND_ERR_CONNECT_TIMEOUT'
-        reply.request.log.warn({ code: cause?.code ?? code }, timedOut ? 'upstream timed out' : 'upstream unreachable')
+        reply.request.log.warn({ reqId: reply.request.id, code: cause?.code ?? code }, timedOut ? 'upstream timed out' : 'upstream unreachable')
         void reply.code(timedOut ? 504 : 502).type('application/json; charset=utf-8').header('cache-control', 'no-store')
           .send({ error: timedOut ? 'gateway_timeout' : 'bad_gateway' })
       }

@@ -131,3 +131,17 @@ t.test('HMAC or none can never be configured', async (t) => {
   const { verifier: _v } = await setup(t)
   t.throws(() => new AccessTokenVerifier({ algorithms: ['HS256'] } as unknown as ConstructorParameters<typeof AccessTokenVerifier>[0]), TypeError)
 })
+
+t.test('a token that copies a remembered signature but changes the payload is not a cache hit', async (t) => {
+  const { verifier, sign } = await setup(t)
+  const genuine = await sign({ sub: 'user-1' })
+  t.ok((await verifier.verify(genuine)).ok)
+  const [header, , signature] = genuine.split('.')
+  const forgedPayload = Buffer.from(JSON.stringify({ iss: ISSUER, sub: 'admin', aud: 'app', typ: 'Bearer', exp: 9_999_999_999 })).toString('base64url')
+  const forged = `${header}.${forgedPayload}.${signature}`
+  t.equal(verifier.remembered(forged), null)
+  const outcome = await verifier.verify(forged)
+  t.same(outcome.ok ? 'ok' : outcome.reason, 'invalid_signature')
+  const again = await verifier.verify(genuine)
+  t.ok(again.ok && again.cached, 'the genuine token is still remembered')
+})

@@ -1,0 +1,190 @@
+// `npm run bench`: the same trivial upstream measured (a) directly, (b) through a bare
+// @fastify/http-proxy, and (c) through Gatehouse with 1,000 distinct valid bearer tokens in
+// rotation; then Gatehouse's cold start with Keycloak black-holed. Prints requests/s, p50,
+// p99, the proxies' CPU time per request, and the ratios.
+//
+// Every server runs in its own process; load comes from this one. On a small machine the
+// processes fight for cores and one run says little, so: the proxy under test is pinned to
+// the last CPU and the load generator and upstream to the others (taskset, when present),
+// each target is warmed up once and then measured in short interleaved rounds, and the
+// ratios are taken round by round (between runs seconds apart) and their median reported.
+// (b) is sent the very same requests as (c), tokens included, so the ratio measures
+// Gatehouse alone. BENCH_DURATION (seconds per run, default 3), BENCH_ROUNDS (default 7)
+// and BENCH_CONNECTIONS (default 50) tune it.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { availableParallelism, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import autocannon, { type Request as LoadRequest } from 'autocannon'
+import { stringify } from 'yaml'
+import { startKeycloakStandin } from '../test/fixtures/keycloak-standin.ts'
+import { startFaultProxy } from '../test/fixtures/fault-proxy.ts'
+
+const DURATION = Number(process.env.BENCH_DURATION ?? 3)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7)
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
+const TOKENS = 1000
+// The Node flags Gatehouse ships with (Dockerfile, npm start); both proxies get them, so the
+// comparison stays like for like. A larger young generation halves scavenges on a proxy
+// that allocates a few small objects per request.
+const NODE_FLAGS = ['--max-semi-space-size=16']
+const here = (file: string): string => fileURLToPath(new URL(file, import.meta.url))
+const children: ChildProcess[] = []
+const work = mkdtempSync(join(tmpdir(), 'gatehouse-bench-'))
+
+// CPU sets: the proxy under test alone on the last CPU, everything else on the rest.
+const cpus = availableParallelism()
+const canPin = cpus > 1 && spawnSync('taskset', ['-V']).status === 0
+const proxyCpus = String(cpus - 1)
+const otherCpus = cpus > 2 ? `0-${cpus - 2}` : '0'
+if (canPin) spawnSync('taskset', ['-a', '-p', '-c', otherCpus, String(process.pid)])
+
+interface Started { child: ChildProcess, first: Record<string, unknown>, startedAt: number, readyAt: number }
+
+/**
+ * Starts a process (pinned to `cpuList` when pinning works) and resolves with the first JSON
+ * line it prints that names its port or listen URLs. Its standard output is a named pipe read
+ * by `cat` on the load generator's CPUs, as a container runtime reads a container's logs: the
+ * measured process pays for its writes, not for where the lines end up.
+ */
+async function startProcess (args: string[], cpuList: string): Promise<Started> {
+  const logPath = join(work, `stdout-${children.length}.log`)
+  const fifo = join(work, `stdout-${children.length}.fifo`)
+  spawnSync('mkfifo', [fifo])
+  const pin = (argv: string[], cpus: string): [string, string[]] => canPin ? ['taskset', ['-c', cpus, ...argv]] : [argv[0] as string, argv.slice(1)]
+  // A named pipe straight from the process to its reader: nothing passes through this process.
+  const [teeCommand, teeArgs] = pin(['sh', '-c', `cat "${fifo}" > "${logPath}"`], otherCpus)
+  const reader = spawn(teeCommand, teeArgs, { stdio: 'ignore' })
+  const fd = openSync(fifo, 'w')
+  const startedAt = performance.now()
+  const [command, argv] = pin([process.execPath, ...args], cpuList)
+  const child = spawn(command, argv, { stdio: ['ignore', fd, 'inherit'] })
+  closeSync(fd)
+  children.push(child, reader)
+  let exited = false
+  child.once('exit', () => { exited = true })
+  for (;;) {
+    const text = existsSync(logPath) ? readFileSync(logPath, 'utf8') : ''
+    for (const line of text.split('\n').slice(0, -1)) {
+      const parsed = JSON.parse(line) as Record<string, unknown>
+      if (parsed.port !== undefined || parsed.msg === 'gatehouse listening') return { child, first: parsed, startedAt, readyAt: performance.now() }
+    }
+    if (exited) throw new Error(`${args.join(' ')} exited before it was ready`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
+/** CPU time (user + system) a process has used, in microseconds, from /proc. */
+function cpuMicros (pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+    const ticks = Number(fields[11]) + Number(fields[12])
+    return ticks * (1_000_000 / 100) // USER_HZ is 100 on Linux
+  } catch {
+    return Number.NaN
+  }
+}
+
+interface Result { name: string, rps: number, p50: number, p99: number, errors: number, non2xx: number, cpuPerRequest: number }
+
+async function load (name: string, url: string, tokens: string[] | null, pid?: number, duration = DURATION): Promise<Result> {
+  let next = 0
+  const requests = tokens === null
+    ? undefined
+    : [{ setupRequest: (req: LoadRequest): LoadRequest => ({ ...req, headers: { ...req.headers, authorization: `Bearer ${tokens[next++ % tokens.length]}` } }) }]
+  const options = { url: `${url}/bench`, connections: CONNECTIONS, pipelining: 1, duration, ...(requests !== undefined ? { requests } : {}) }
+  const cpuBefore = cpuMicros(pid)
+  const r = await autocannon(options)
+  const cpuPerRequest = (cpuMicros(pid) - cpuBefore) / r.requests.total
+  return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts, non2xx: r.non2xx, cpuPerRequest }
+}
+
+function median (results: Result[]): Result {
+  const sorted = [...results].sort((x, y) => x.rps - y.rps)
+  return sorted[Math.floor(sorted.length / 2)] as Result
+}
+
+function medianOf (values: number[]): number {
+  const sorted = [...values].sort((x, y) => x - y)
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
+}
+
+function table (results: Result[]): string {
+  const rows = results.map((r) => [r.name, r.rps.toFixed(0), `${r.p50} ms`, `${r.p99} ms`, Number.isNaN(r.cpuPerRequest) ? '-' : `${r.cpuPerRequest.toFixed(0)} µs`, String(r.errors), String(r.non2xx)])
+  const head = ['target', 'req/s', 'p50', 'p99', 'proxy CPU/req', 'errors', 'non-2xx']
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)))
+  return [head, ...rows].map((row) => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n')
+}
+
+function gatehouseConfig (name: string, settings: Record<string, unknown>): string {
+  const path = join(work, `${name}.yaml`)
+  writeFileSync(path, stringify({ server: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, policies: { dir: join(work, 'policies') }, ...settings }))
+  return path
+}
+
+try {
+  const standin = await startKeycloakStandin({ accessTokenTtl: 3600 })
+  const upstream = await startProcess([here('./upstream.mjs')], otherCpus)
+  const upstreamUrl = `http://127.0.0.1:${String(upstream.first.port)}`
+  const bare = await startProcess([...NODE_FLAGS, here('./bare-proxy.mjs'), upstreamUrl], proxyCpus)
+  const bareUrl = `http://127.0.0.1:${String(bare.first.port)}`
+  const database = join(work, 'gatehouse.db')
+  const keycloak = { issuer: standin.issuer, server: standin.baseUrl, client_id: standin.clientId }
+  const main = here('../dist/main.js')
+  // Gatehouse as shipped: the default configuration, access log included.
+  const gatehouse = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig('gatehouse', { upstream: { url: upstreamUrl }, keycloak, database: { path: database } })], proxyCpus)
+  const gatehouseUrl = String(gatehouse.first.proxy)
+
+  const users = standin.users.map((u) => u.username)
+  const tokens: string[] = []
+  for (let i = 0; i < TOKENS; i++) tokens.push(await standin.mintAccessToken({ jti: `bench-${i}` }, { username: users[i % users.length] }))
+  // The JWKS is fetched in the background at start; make sure it is in before measuring.
+  for (let i = 0; (await fetch(`${gatehouseUrl}/bench`, { headers: { authorization: `Bearer ${tokens[0]}` } })).status !== 200; i++) {
+    if (i > 100) throw new Error('gatehouse never accepted the bench tokens')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+
+  process.stdout.write(`Benchmark: ${ROUNDS} interleaved rounds of ${DURATION} s per target (after a 3 s warm-up each), ${CONNECTIONS} connections, GET /bench,\n` +
+    `${TOKENS} distinct tokens in rotation for (b) and (c); node ${NODE_FLAGS.join(' ')} for both; ${canPin ? `proxy pinned to CPU ${proxyCpus}, load and upstream to CPU ${otherCpus}` : 'no CPU pinning (taskset missing or one CPU)'}.\n\n`)
+  const targets: Array<[string, string, string[] | null, number | undefined]> = [
+    ['(a) upstream direct', upstreamUrl, null, undefined],
+    ['(b) bare @fastify/http-proxy', bareUrl, tokens, bare.child.pid],
+    ['(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid]
+  ]
+  for (const [name, url, list, pid] of targets) await load(name, url, list, pid, 3) // warm-up: JIT, pools, caches
+  const rounds: Result[][] = [[], [], []]
+  for (let round = 0; round < ROUNDS; round++) {
+    rounds[0]?.push(await load('(a) upstream direct', upstreamUrl, null))
+    rounds[1]?.push(await load('(b) bare @fastify/http-proxy', bareUrl, tokens, bare.child.pid))
+    rounds[2]?.push(await load('(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid))
+  }
+  const [direct, proxied, guarded] = rounds.map(median) as [Result, Result, Result]
+  process.stdout.write(`${table([direct, proxied, guarded])}\n\n`)
+  const perRound = (x: number, y: number): number[] => (rounds[x] ?? []).map((r, i) => r.rps / (rounds[y]?.[i]?.rps ?? Number.NaN))
+  const cb = perRound(2, 1)
+  const ca = perRound(2, 0)
+  const cost = (rounds[2] ?? []).map((r, i) => r.cpuPerRequest - (rounds[1]?.[i]?.cpuPerRequest ?? Number.NaN))
+  process.stdout.write(`(c)/(b) round by round: ${cb.map((v) => v.toFixed(3)).join(', ')}\n`)
+  process.stdout.write(`ratio (c)/(b) requests/s, median round: ${medianOf(cb).toFixed(3)}   (target >= 0.90)\n`)
+  process.stdout.write(`ratio (c)/(a) requests/s, median round: ${medianOf(ca).toFixed(3)}\n`)
+  process.stdout.write(`Gatehouse's own cost, median round: ${medianOf(cost).toFixed(0)} µs CPU per request over the bare proxy (${medianOf((rounds[1] ?? []).map((r) => r.cpuPerRequest)).toFixed(0)} µs)\n`)
+  void guarded; void direct; void proxied
+  process.stdout.write('\n')
+
+  // Cold start: the database already holds the JWKS; Keycloak accepts connections and never answers.
+  gatehouse.child.kill('SIGTERM')
+  await new Promise((resolve) => gatehouse.child.once('exit', resolve))
+  const blackhole = await startFaultProxy({ target: standin.baseUrl, mode: 'blackhole' })
+  const restarted = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig('restart', { upstream: { url: upstreamUrl }, keycloak: { ...keycloak, server: blackhole.url }, database: { path: database } })], proxyCpus)
+  const answer = await fetch(`${String(restarted.first.proxy)}/bench`, { headers: { authorization: `Bearer ${tokens[1]}` } })
+  const firstAnswerAt = performance.now()
+  process.stdout.write(`cold start with Keycloak black-holed: ${(restarted.readyAt - restarted.startedAt).toFixed(0)} ms from spawn to listening, ` +
+    `${(firstAnswerAt - restarted.startedAt).toFixed(0)} ms to the first validated request (status ${answer.status})\n`)
+  await blackhole.close()
+  await standin.close()
+} finally {
+  for (const child of children) child.kill('SIGTERM')
+  rmSync(work, { recursive: true, force: true })
+}

@@ -1,0 +1,84 @@
+import t from 'tap'
+import { Writable } from 'node:stream'
+import { BatchedSink } from '../../src/log-sink.ts'
+import { createAccessLog } from '../../src/access-log.ts'
+import { createLoggers } from '../../src/log.ts'
+
+/** A stream that records writes and can be told to hold them (a slow reader). */
+function recorder (highWaterMark = 16) {
+  const chunks: string[] = []
+  let release: (() => void) | null = null
+  let holding = false
+  const stream = new Writable({
+    highWaterMark,
+    write (chunk: Buffer, _enc, done) {
+      chunks.push(chunk.toString())
+      if (holding) release = done
+      else done()
+    }
+  })
+  return {
+    stream,
+    chunks,
+    hold: () => { holding = true },
+    drain: () => { holding = false; const r = release; release = null; r?.() }
+  }
+}
+
+t.test('lines written in one burst leave as one chunk, in order, and flush() waits for them', async (t) => {
+  const r = recorder()
+  const sink = new BatchedSink(r.stream)
+  sink.write('a\n')
+  sink.write('b\n')
+  sink.write('c\n')
+  t.same(r.chunks, [], 'nothing is written synchronously')
+  await new Promise<void>((resolve) => sink.flush(() => resolve()))
+  t.same(r.chunks, ['a\nb\nc\n'])
+})
+
+t.test('a slow reader makes lines drop and be counted, never block; the count is reported later', async (t) => {
+  const r = recorder(1)
+  const sink = new BatchedSink(r.stream, 10)
+  r.hold()
+  sink.write('first line that fills the backlog\n')
+  sink.flush()
+  t.ok(r.stream.writableLength > 10)
+  sink.write('dropped 1\n')
+  sink.write('dropped 2\n')
+  t.equal(sink.dropped, 2)
+  r.drain()
+  await new Promise<void>((resolve) => setImmediate(resolve))
+  sink.write('after\n')
+  await new Promise<void>((resolve) => sink.flush(() => resolve()))
+  const text = r.chunks.join('')
+  t.notMatch(text, 'dropped 1')
+  const report = text.split('\n').find((l) => l.includes('log lines dropped'))
+  t.ok(report)
+  t.match(JSON.parse(report ?? '{}'), { level: 40, dropped: 2, msg: 'log lines dropped: standard output was not read fast enough' })
+  t.match(text, 'after\n')
+  t.equal(sink.dropped, 0)
+})
+
+t.test('access lines are pino-shaped JSON and escape what clients or operators spell', async (t) => {
+  const lines: string[] = []
+  const access = createAccessLog({ write: (line: string) => { lines.push(line) } })
+  access.write({ reqId: 'r-1', method: 'GET', path: '/a"b\\c\u2028', status: 403, decision: 'deny', reason: 'missing_role', rule: 'admin "area"', authMode: 'token', user: 'ü"ser', ip: '127.0.0.1', latencyMs: 0.42 })
+  access.write({ reqId: 'r-2', method: 'POST', path: '/x', status: 401, decision: 'deny', reason: null, rule: null, authMode: 'none', user: null, ip: '::1', latencyMs: 1 })
+  const [first, second] = lines.map((l) => JSON.parse(l) as Record<string, unknown>)
+  t.match(first, { level: 30, service: 'gatehouse', module: 'access', reqId: 'r-1', method: 'GET', path: '/a"b\\c\u2028', status: 403, decision: 'deny', reason: 'missing_role', rule: 'admin "area"', auth_mode: 'token', user: 'ü"ser', ip: '127.0.0.1', latency_ms: 0.42, msg: 'request' })
+  t.type(first?.time, 'number')
+  t.match(second, { reason: null, rule: null, user: null, ip: '::1' })
+})
+
+t.test('censored log and access lines share one destination; above info there are no access lines', async (t) => {
+  const out: string[] = []
+  const destination = { write: (line: string) => { out.push(line) } }
+  const { log, access } = createLoggers({ destination })
+  log.info({ password: 'hunter2', nested: { token: 'abc', refresh_token: 'def' }, headers: { authorization: 'Bearer x', cookie: 'c=1' } }, 'secret things')
+  t.ok(access)
+  const line = JSON.parse(out[0] ?? '{}') as Record<string, unknown>
+  t.same([line.password, (line.nested as Record<string, unknown>).token, (line.nested as Record<string, unknown>).refresh_token], ['[redacted]', '[redacted]', '[redacted]'])
+  t.same(line.headers, { authorization: '[redacted]', cookie: '[redacted]' })
+  t.notMatch(out.join(''), /hunter2|abc|def|Bearer x|c=1/)
+  t.equal(createLoggers({ destination, level: 'warn' }).access, null)
+})
