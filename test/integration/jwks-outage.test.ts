@@ -8,16 +8,22 @@ import { manualClock } from '../fixtures/clock.ts'
 
 const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` })
 
-t.test('restarted while Keycloak is black-holed, Gatehouse starts at once and validates from the stored JWKS', async (t) => {
+/** A stand-in realm behind a fault proxy, and an upstream; all closed when the test ends. */
+async function rig (t: { teardown: (fn: () => unknown) => void }) {
   const standin = await startKeycloakStandin()
   t.teardown(() => standin.close())
   const fault = await startFaultProxy({ target: standin.baseUrl })
   t.teardown(() => fault.close())
   const upstream = await startEchoUpstream()
   t.teardown(() => upstream.close())
+  return { standin, fault, upstream, settings: keycloakSettings(standin, upstream.url, fault.url) }
+}
+
+t.test('restarted while Keycloak is black-holed, Gatehouse starts at once and validates from the stored JWKS', async (t) => {
+  const { standin, fault, upstream } = await rig(t)
   const dir = t.testdir()
   // A deadline far longer than any test: if start-up waited on Keycloak, this test would hang.
-  const settings = { ...keycloakSettings(standin, upstream.url, fault.url), keycloak: { issuer: standin.issuer, server: fault.url, client_id: standin.clientId, timeout_ms: 60_000 } }
+  const settings = { upstream: { url: upstream.url }, keycloak: { issuer: standin.issuer, server: fault.url, client_id: standin.clientId, timeout_ms: 60_000 } }
   const config = writeConfig(dir, settings)
 
   const first = await startGatehouse({ teardown: () => {} }, config)
@@ -71,13 +77,7 @@ t.test('a key rotated at Keycloak is picked up on the first token with the new k
 })
 
 t.test('unknown kids refresh at most once per minimum interval, and never while Keycloak refuses', async (t) => {
-  const standin = await startKeycloakStandin()
-  t.teardown(() => standin.close())
-  const fault = await startFaultProxy({ target: standin.baseUrl })
-  t.teardown(() => fault.close())
-  const upstream = await startEchoUpstream()
-  t.teardown(() => upstream.close())
-  const settings = keycloakSettings(standin, upstream.url, fault.url)
+  const { standin, fault, settings } = await rig(t)
   const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...settings, keycloak: { ...(settings.keycloak as object), jwks: { min_refresh_interval_seconds: 3600 } } }))
   await gatehouse.app.jwks.refresh('manual')
   standin.resetCounts()
@@ -105,14 +105,8 @@ t.test('unknown kids refresh at most once per minimum interval, and never while 
 })
 
 t.test('a failed refresh keeps the last good keys, whatever the failure', async (t) => {
-  const standin = await startKeycloakStandin()
-  t.teardown(() => standin.close())
-  const fault = await startFaultProxy({ target: standin.baseUrl })
-  t.teardown(() => fault.close())
-  const upstream = await startEchoUpstream()
-  t.teardown(() => upstream.close())
+  const { standin, fault, settings } = await rig(t)
   const log = captureLog('debug')
-  const settings = keycloakSettings(standin, upstream.url, fault.url)
   const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...settings, keycloak: { ...(settings.keycloak as object), timeout_ms: 300 } }), { log })
   t.equal(await gatehouse.app.jwks.refresh('manual'), true)
   const kids = gatehouse.app.jwks.keyIds()

@@ -279,3 +279,36 @@ t.test('metrics count decisions and token verifications', async (t) => {
   t.match(metrics, /gatehouse_jwks_age_seconds \d/)
   t.match(metrics, /gatehouse_process_cpu_seconds_total/)
 })
+
+t.test('behind a trusted proxy the X-Forwarded chain is extended, not replaced', async (t) => {
+  const trusted = await startGatehouse(t, writeConfig(t.testdir(), { ...keycloakSettings(standin, upstream.url), server: { host: '127.0.0.1', port: 0, trust_proxy: ['127.0.0.1/8'] } }))
+  await trusted.app.jwks.refresh('manual')
+  await rawRequest(trusted.proxyUrl, '/x', { headers: { ...bearer(alice.access_token), 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'app.example.com' } })
+  const seen = upstream.requests.at(-1)?.headers
+  t.equal(seen?.['x-forwarded-for'], '203.0.113.7, 127.0.0.1')
+  t.equal(seen?.['x-forwarded-proto'], 'https')
+  t.equal(seen?.['x-forwarded-host'], 'app.example.com')
+  const line = trusted.log.entries().findLast((e) => e.msg === 'request')
+  t.equal(line?.ip, '203.0.113.7', 'the access log names the real client')
+})
+
+t.test('the access token can be passed to the app, as a header or as Authorization', async (t) => {
+  const passing = await startGatehouse(t, writeConfig(t.testdir(), { ...keycloakSettings(standin, upstream.url), headers: { pass_access_token: true, pass_authorization_header: true } }, { 'app.yaml': POLICY }))
+  await passing.app.jwks.refresh('manual')
+  await rawRequest(passing.proxyUrl, '/x', { headers: { ...bearer(alice.access_token), 'x-auth-request-access-token': 'forged' } })
+  const seen = upstream.requests.at(-1)?.headers
+  t.equal(seen?.['x-auth-request-access-token'], alice.access_token)
+  t.equal(seen?.authorization, `Bearer ${alice.access_token}`)
+  t.equal((await rawRequest(passing.proxyUrl, '/public/x', { headers: { authorization: 'Bearer forged-for-a-public-page' } })).status, 200)
+  t.equal(upstream.requests.at(-1)?.headers.authorization, undefined, 'when Gatehouse owns Authorization, a client-sent one never reaches the app')
+})
+
+t.test('HEAD and OPTIONS follow the same rules as any method', async (t) => {
+  const calls = await upstreamCalls(async () => {
+    t.equal((await rawRequest(gatehouse.proxyUrl, '/private', { method: 'HEAD' })).status, 401)
+    t.equal((await rawRequest(gatehouse.proxyUrl, '/private', { method: 'OPTIONS' })).status, 401)
+  })
+  t.equal(calls, 0)
+  t.equal((await rawRequest(gatehouse.proxyUrl, '/public/x', { method: 'OPTIONS' })).status, 200)
+  t.equal(upstream.requests.at(-1)?.method, 'OPTIONS')
+})
