@@ -1,7 +1,8 @@
 // `npm run bench`: the same trivial upstream measured (a) directly, (b) through a bare
 // @fastify/http-proxy, and (c) through Gatehouse with 1,000 distinct valid bearer tokens in
-// rotation; then Gatehouse's cold start with Keycloak black-holed. Prints requests/s, p50,
-// p99, the proxies' CPU time per request, and the ratios.
+// rotation, and (c) again while Keycloak is black-holed and while it refuses connections;
+// then Gatehouse's cold start with Keycloak black-holed. Prints requests/s, p50, p99, the
+// proxies' CPU time per request, and the ratios.
 //
 // Every server runs in its own process; load comes from this one. On a small machine the
 // processes fight for cores and one run says little, so: the proxy under test is pinned to
@@ -133,8 +134,12 @@ try {
   const database = join(work, 'gatehouse.db')
   const keycloak = { issuer: standin.issuer, server: standin.baseUrl, client_id: standin.clientId }
   const main = here('../dist/main.js')
-  // Gatehouse as shipped: the default configuration, access log included.
-  const gatehouse = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig('gatehouse', { upstream: { url: upstreamUrl }, keycloak, database: { path: database } })], proxyCpus)
+  // Gatehouse as shipped (default configuration, access log included), reaching Keycloak
+  // through a fault proxy so that outages can be staged. Its background work is made busy
+  // on purpose: a JWKS refresh and a health check every second, a breaker cooldown of 2 s.
+  const fault = await startFaultProxy({ target: standin.baseUrl })
+  const busyKeycloak = { ...keycloak, server: fault.url, jwks: { refresh_interval_seconds: 1 }, resilience: { cooldown_seconds: 2, health_check_cache_seconds: 1 } }
+  const gatehouse = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig('gatehouse', { upstream: { url: upstreamUrl }, keycloak: busyKeycloak, database: { path: database } })], proxyCpus)
   const gatehouseUrl = String(gatehouse.first.proxy)
 
   const users = standin.users.map((u) => u.username)
@@ -154,14 +159,19 @@ try {
     ['(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid]
   ]
   for (const [name, url, list, pid] of targets) await load(name, url, list, pid, 3) // warm-up: JIT, pools, caches
-  const rounds: Result[][] = [[], [], []]
+  const rounds: Result[][] = [[], [], [], [], []]
   for (let round = 0; round < ROUNDS; round++) {
     rounds[0]?.push(await load('(a) upstream direct', upstreamUrl, null))
     rounds[1]?.push(await load('(b) bare @fastify/http-proxy', bareUrl, tokens, bare.child.pid))
     rounds[2]?.push(await load('(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid))
+    await fault.setMode('blackhole')
+    rounds[3]?.push(await load('(c) with Keycloak black-holed', gatehouseUrl, tokens, gatehouse.child.pid))
+    await fault.setMode('refuse')
+    rounds[4]?.push(await load('(c) with Keycloak refusing', gatehouseUrl, tokens, gatehouse.child.pid))
+    await fault.setMode('pass')
   }
-  const [direct, proxied, guarded] = rounds.map(median) as [Result, Result, Result]
-  process.stdout.write(`${table([direct, proxied, guarded])}\n\n`)
+  const [direct, proxied, guarded, blackholed, refused] = rounds.map(median) as [Result, Result, Result, Result, Result]
+  process.stdout.write(`${table([direct, proxied, guarded, blackholed, refused])}\n\n`)
   const perRound = (x: number, y: number): number[] => (rounds[x] ?? []).map((r, i) => r.rps / (rounds[y]?.[i]?.rps ?? Number.NaN))
   const cb = perRound(2, 1)
   const ca = perRound(2, 0)
@@ -170,7 +180,13 @@ try {
   process.stdout.write(`ratio (c)/(b) requests/s, median round: ${medianOf(cb).toFixed(3)}   (target >= 0.90)\n`)
   process.stdout.write(`ratio (c)/(a) requests/s, median round: ${medianOf(ca).toFixed(3)}\n`)
   process.stdout.write(`Gatehouse's own cost, median round: ${medianOf(cost).toFixed(0)} µs CPU per request over the bare proxy (${medianOf((rounds[1] ?? []).map((r) => r.cpuPerRequest)).toFixed(0)} µs)\n`)
-  void guarded; void direct; void proxied
+  const p99 = (x: number): number[] => (rounds[x] ?? []).map((r, i) => r.p99 / Math.max(1, rounds[2]?.[i]?.p99 ?? Number.NaN))
+  const failed = (x: number): number => (rounds[x] ?? []).reduce((n, r) => n + r.errors + r.non2xx, 0)
+  for (const [x, label] of [[3, 'black-holed'], [4, 'refusing']] as const) {
+    process.stdout.write(`Keycloak ${label}: p99 ${medianOf((rounds[x] ?? []).map((r) => r.p99))} ms vs ${medianOf((rounds[2] ?? []).map((r) => r.p99))} ms healthy, ` +
+      `median round p99 ratio ${medianOf(p99(x)).toFixed(2)} (target <= 1.2), throughput ratio ${medianOf(perRound(x, 2)).toFixed(3)}, failed requests ${failed(x)} (target 0)\n`)
+  }
+  void guarded; void direct; void proxied; void blackholed; void refused
   process.stdout.write('\n')
 
   // Cold start: the database already holds the JWKS; Keycloak accepts connections and never answers.
@@ -183,6 +199,7 @@ try {
   process.stdout.write(`cold start with Keycloak black-holed: ${(restarted.readyAt - restarted.startedAt).toFixed(0)} ms from spawn to listening, ` +
     `${(firstAnswerAt - restarted.startedAt).toFixed(0)} ms to the first validated request (status ${answer.status})\n`)
   await blackhole.close()
+  await fault.close()
   await standin.close()
 } finally {
   for (const child of children) child.kill('SIGTERM')

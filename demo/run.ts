@@ -67,7 +67,7 @@ const env = {
 const { config, policy } = loadForServe(CONFIG, env)
 const loggers = createLoggers({ level: config.log.level })
 const gatehouse = await startServer(config, { log: loggers.log, accessLog: loggers.access, policy })
-await gatehouse.app.jwks.refresh('manual')
+await gatehouse.app.keycloak.jwks.refresh('manual')
 
 const tokenUrl = standin.endpoints.token
 const tokenCommand = (user: string): string =>

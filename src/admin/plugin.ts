@@ -3,6 +3,7 @@ import type { Clock } from '../clock.ts'
 import type { Metrics } from '../metrics/registry.ts'
 import { probeWritable, type Db } from '../store/db.ts'
 import type { StatusReport } from './status.ts'
+import { statusPage } from './status-page.ts'
 
 /** Options of {@link adminPlugin}. */
 export interface AdminPluginOptions {
@@ -38,4 +39,12 @@ export async function adminPlugin (fastify: FastifyInstance, options: AdminPlugi
   })
 
   fastify.get('/status', async () => options.status())
+
+  fastify.get('/status.html', async (_request, reply) => {
+    return reply.type('text/html; charset=utf-8')
+      .header('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'")
+      .header('x-content-type-options', 'nosniff')
+      .header('cache-control', 'no-store')
+      .send(statusPage(options.status()))
+  })
 }

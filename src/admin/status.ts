@@ -1,14 +1,29 @@
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
-import type { KeycloakPool, ServerStatus } from '../keycloak/failover.ts'
-import type { JwksManager } from '../keycloak/jwks.ts'
+import type { Mode } from '../breaker/mode.ts'
+import type { CircuitState } from '../breaker/circuit-breaker.ts'
+import type { KeycloakClient } from '../keycloak/client.ts'
+import type { DiscoveryStatus } from '../keycloak/metadata.ts'
 import type { AccessTokenVerifier } from '../keycloak/verify-token.ts'
 import { VERSION } from '../version.ts'
 
-/** How Gatehouse is deciding right now (DESIGN §1). */
-export type Mode = 'normal' | 'degraded' | 'offline'
+/** One Keycloak server as `/status` reports it. */
+export interface ServerReport {
+  server: string
+  priority: number
+  weight: number
+  state: CircuitState
+  consecutive_failures: number
+  last_success_at: string | null
+  last_failure_at: string | null
+  last_error_kind: string | null
+  last_error: string | null
+  opened_at: string | null
+  /** When an open circuit's single probe is due. */
+  probe_after: string | null
+}
 
-/** What `/status` reports. Field names are snake_case, as in the config and the CLI's JSON. */
+/** What `/status` reports (the original system's `get_status()`). Field names are snake_case, as in the config. */
 export interface StatusReport {
   service: 'gatehouse'
   version: string
@@ -20,16 +35,12 @@ export interface StatusReport {
     enabled: boolean
     issuer: string
     realm: string
-    servers: Array<{
-      server: string
-      consecutive_failures: number
-      last_success_at: string | null
-      last_failure_at: string | null
-      last_error_kind: string | null
-      last_error: string | null
-    }>
+    strategy: string
+    reachable: boolean
+    servers: ServerReport[]
+    discovery: DiscoveryStatus
   }
-  jwks: { keys: number, key_ids: string[], fetched_at: string | null, age_seconds: number | null, source: string | null }
+  jwks: { keys: number, key_ids: string[], fetched_at: string | null, age_seconds: number | null, source: string | null, usable_until: string | null }
   tokens: { verified_cache_entries: number }
   database: { path: string, schema_version: number }
 }
@@ -39,53 +50,54 @@ export interface StatusSources {
   config: Config
   clock: Clock
   startedAt: number
-  pool: KeycloakPool
-  jwks: JwksManager
+  keycloak: KeycloakClient
+  mode: Mode
   verifier: AccessTokenVerifier
   databasePath: string
   schemaVersion: () => number
 }
 
-/**
- * The mode from what the pool saw: `normal` while some server answered its last call,
- * `degraded` while none does but validation keys are at hand, `offline` otherwise.
- */
-export function currentMode (servers: readonly ServerStatus[], enabled: boolean, haveKeys: boolean): Mode {
-  const reachable = enabled && servers.some((s) => s.consecutiveFailures === 0)
-  if (reachable) return 'normal'
-  return haveKeys ? 'degraded' : 'offline'
-}
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
 
 /** Builds the `/status` report. */
 export function statusReport (s: StatusSources): StatusReport {
-  const servers = s.pool.status()
-  const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
+  const { pool, jwks, metadata } = s.keycloak
+  const age = jwks.ageSeconds()
   return {
     service: 'gatehouse',
     version: VERSION,
     environment: s.config.environment,
     started_at: new Date(s.startedAt).toISOString(),
     uptime_seconds: Math.round((s.clock.now() - s.startedAt) / 1000),
-    mode: currentMode(servers, s.pool.enabled, s.jwks.keySet() !== null),
+    mode: s.mode,
     keycloak: {
-      enabled: s.pool.enabled,
+      enabled: pool.enabled,
       issuer: s.config.keycloak.issuer,
       realm: s.config.keycloak.realm,
-      servers: servers.map((v) => ({
+      strategy: pool.strategy,
+      reachable: pool.reachable(),
+      servers: pool.status().map((v) => ({
         server: v.server,
+        priority: v.priority,
+        weight: v.weight,
+        state: v.state,
         consecutive_failures: v.consecutiveFailures,
         last_success_at: iso(v.lastSuccessAt),
         last_failure_at: iso(v.lastFailureAt),
         last_error_kind: v.lastErrorKind,
-        last_error: v.lastError
-      }))
+        last_error: v.lastError,
+        opened_at: iso(v.openedAt),
+        probe_after: iso(v.probeAfter)
+      })),
+      discovery: metadata.status()
     },
     jwks: {
-      keys: s.jwks.keyIds().length,
-      key_ids: s.jwks.keyIds(),
-      fetched_at: iso(s.jwks.fetchedAt),
-      age_seconds: s.jwks.ageSeconds() === null ? null : Math.round(s.jwks.ageSeconds() ?? 0),
-      source: s.jwks.source
+      keys: jwks.keyIds().length,
+      key_ids: jwks.keyIds(),
+      fetched_at: iso(jwks.fetchedAt),
+      age_seconds: age === null ? null : Math.round(age),
+      source: jwks.source,
+      usable_until: jwks.fetchedAt === null ? null : iso(jwks.fetchedAt + s.keycloak.gracePeriodMs)
     },
     tokens: { verified_cache_entries: s.verifier.cacheSize },
     database: { path: s.databasePath, schema_version: s.schemaVersion() }

@@ -6,6 +6,7 @@ import { VERSION } from '../version.ts'
 import { loadForServe, runConfigCommand } from './config-command.ts'
 import { processOutput, type Output } from './output.ts'
 import { startServer } from './serve.ts'
+import { runStatusCommand } from './status-command.ts'
 
 const USAGE = `gatehouse ${VERSION}: authentication sidecar for apps behind Keycloak
 
@@ -15,6 +16,8 @@ commands:
   serve                 run the proxy and admin listeners
   config validate       check the configuration and policies exactly as serve would
   config show           print the effective configuration, secrets redacted
+  status                mode, Keycloak servers and circuits, JWKS: from the running instance's
+                        admin listener, else from the database and live health checks
   version               print the version
 
 options:
@@ -63,6 +66,8 @@ export async function runCli (argv: string[], context: CliContext = {}): Promise
         return runConfigCommand(sub, { configPath, json, env }, output)
       case 'serve':
         return await serve(configPath, env)
+      case 'status':
+        return await runStatusCommand(loadForServe(configPath, env).config, json, output)
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)}; run gatehouse --help`)
     }

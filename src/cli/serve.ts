@@ -11,6 +11,8 @@ import { openDatabase, type Db } from '../store/db.ts'
 export interface RunningServer {
   app: App
   db: Db
+  /** Settles after the first round of Keycloak health checks (start-up never waits for it). */
+  started: Promise<void>
   /** `http://host:port` of the proxy listener. */
   proxyUrl: string
   /** `http://host:port` of the admin listener. */
@@ -42,9 +44,12 @@ export async function startServer (config: Config, options: StartOptions): Promi
   const { db, migration } = openDatabase({ path: dbPath, busyTimeoutMs: config.database.busy_timeout_ms })
   if (migration.applied.length > 0) log.info({ from: migration.from, to: migration.to, applied: migration.applied }, 'database migrated')
   let app: App
+  let started: Promise<void>
   try {
     app = buildApp(config, { db, log, ...(options.accessLog !== undefined ? { accessLog: options.accessLog } : {}), ...(options.clock !== undefined ? { clock: options.clock } : {}), ...(options.policy !== undefined ? { policy: options.policy } : {}) })
-    app.start()
+    // start() loads the stored JWKS synchronously, before the first request can arrive; the
+    // rest (refreshes, health checks) goes on in the background and is never waited for.
+    started = app.start().catch((err: unknown) => { log.error({ err }, 'background start-up failed') })
     await app.proxy.listen({ host: config.server.host, port: config.server.port })
     await app.admin.listen({ host: config.admin.host, port: config.admin.port })
   } catch (err) {
@@ -71,7 +76,7 @@ export async function startServer (config: Config, options: StartOptions): Promi
     })()
     return stopping
   }
-  return { app, db, proxyUrl, adminUrl, stop }
+  return { app, db, started, proxyUrl, adminUrl, stop }
 }
 
 function listenUrl (server: App['proxy']): string {

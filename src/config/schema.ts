@@ -17,6 +17,13 @@ export const DEFAULT_UPSTREAM_TIMEOUT_MS = 30_000
 export const DEFAULT_UPSTREAM_CONNECTIONS = 128
 export const DEFAULT_UPSTREAM_KEEP_ALIVE_MS = 60_000
 export const DEFAULT_KEYCLOAK_TIMEOUT_MS = 2000
+export const DEFAULT_FAILURE_THRESHOLD = 3
+export const DEFAULT_COOLDOWN_SECONDS = 60
+export const DEFAULT_TOKEN_GRACE_PERIOD_HOURS = 24
+export const DEFAULT_HEALTH_CHECK_CACHE_SECONDS = 30
+export const DEFAULT_HA_STRATEGY = 'priority'
+export const DEFAULT_SERVER_PRIORITY = 1
+export const DEFAULT_SERVER_WEIGHT = 100
 export const DEFAULT_JWKS_REFRESH_INTERVAL_SECONDS = 300
 export const DEFAULT_JWKS_MIN_REFRESH_INTERVAL_SECONDS = 10
 export const DEFAULT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const
@@ -85,15 +92,41 @@ export const JwksSchema = Type.Object({
   min_refresh_interval_seconds: Type.Integer({ minimum: 0, default: DEFAULT_JWKS_MIN_REFRESH_INTERVAL_SECONDS, description: `A token with an unknown key id triggers at most one JWKS refresh per this many seconds. Default is ${DEFAULT_JWKS_MIN_REFRESH_INTERVAL_SECONDS}.` })
 }, { additionalProperties: false, default: {}, description: 'The realm\'s signing keys, kept in SQLite so Gatehouse starts and validates tokens while Keycloak is down.' })
 
+export const ResilienceSchema = Type.Object({
+  enabled: Type.Boolean({ default: true, description: 'Circuit breakers on: a failing server is skipped until its cooldown passes. When false every call still has its deadline but circuits never open. Default is true.' }),
+  failure_threshold: Type.Integer({ minimum: 1, default: DEFAULT_FAILURE_THRESHOLD, description: `Consecutive failures (timeouts, refused or reset connections, 5xx; never 4xx) that open a server's circuit. Default is ${DEFAULT_FAILURE_THRESHOLD}.` }),
+  cooldown_seconds: Type.Integer({ minimum: 1, default: DEFAULT_COOLDOWN_SECONDS, description: `How long an open circuit waits before one probe may test the server again, in seconds. Default is ${DEFAULT_COOLDOWN_SECONDS}.` }),
+  token_grace_period_hours: Type.Number({ exclusiveMinimum: 0, default: DEFAULT_TOKEN_GRACE_PERIOD_HOURS, description: `How long cached Keycloak material stays usable while Keycloak is unreachable, in hours: session tokens after they were cached, and the stored JWKS after it was fetched (past it the mode is offline). Default is ${DEFAULT_TOKEN_GRACE_PERIOD_HOURS}.` }),
+  health_check_cache_seconds: Type.Integer({ minimum: 1, default: DEFAULT_HEALTH_CHECK_CACHE_SECONDS, description: `A server that has not been heard from for this long is health-checked (its realm's discovery document); results are reused for as long. Default is ${DEFAULT_HEALTH_CHECK_CACHE_SECONDS}.` })
+}, { additionalProperties: false, default: {}, description: 'Circuit breakers and grace periods (the original system\'s keycloak.resilience).' })
+
+export const HaServerSchema = Type.Object({
+  server: HttpUrl('Back-channel base URL of this Keycloak server. Required.'),
+  priority: Type.Integer({ minimum: 0, default: DEFAULT_SERVER_PRIORITY, description: `Lower is preferred (strategy priority; failover order for the others). Default is ${DEFAULT_SERVER_PRIORITY}.` }),
+  weight: Type.Integer({ minimum: 0, default: DEFAULT_SERVER_WEIGHT, description: `Share of calls under strategy round_robin. Default is ${DEFAULT_SERVER_WEIGHT}.` })
+}, { additionalProperties: false })
+
+export const HaSchema = Type.Object({
+  enabled: Type.Boolean({ default: false, description: 'Use keycloak.ha.servers instead of keycloak.server. Default is false.' }),
+  strategy: Type.Union([Type.Literal('priority'), Type.Literal('round_robin'), Type.Literal('random')], {
+    default: DEFAULT_HA_STRATEGY,
+    'x-expected': 'priority, round_robin or random',
+    description: `How a healthy server is chosen: priority (lowest first), round_robin (weighted), random. Default is ${DEFAULT_HA_STRATEGY}.`
+  }),
+  servers: Type.Array(HaServerSchema, { default: [], description: 'The servers of one Keycloak cluster (same realm, same keys), each behind its own circuit breaker. Default is none.' })
+}, { additionalProperties: false, default: {}, description: 'Several Keycloak servers with failover (the original system\'s keycloak.ha).' })
+
 export const KeycloakSchema = Type.Object({
   issuer: HttpUrl('The public issuer tokens carry (`iss`): `{public base}/realms/{realm}`. The browser is always sent here. Required.'),
   realm: Type.Optional(Type.String({ minLength: 1, description: 'Realm name. Default is the last segment of `issuer`.' })),
-  server: Type.Optional(HttpUrl('Back-channel base URL of the Keycloak server (`http://keycloak:8080`, with `/auth` if Keycloak runs under that path). Required.')),
+  server: Type.Optional(HttpUrl('Back-channel base URL of the Keycloak server (`http://keycloak:8080`, with `/auth` if Keycloak runs under that path). Required unless keycloak.ha.enabled.')),
   client_id: Type.String({ minLength: 1, description: 'This app\'s client id in the realm. Tokens must name it in `aud` or `azp`. Required.' }),
   client_secret: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, description: 'The client\'s secret (confidential clients). Use ${VAR} substitution. Default is none.' })),
   audiences: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'Further client ids accepted in a token\'s `aud` or `azp` (other apps whose tokens may call this one). Default is none.' }),
-  timeout_ms: Type.Integer({ minimum: 1, default: DEFAULT_KEYCLOAK_TIMEOUT_MS, description: `Deadline of every call to Keycloak, in milliseconds; no user request waits longer. Default is ${DEFAULT_KEYCLOAK_TIMEOUT_MS} (2 seconds).` }),
-  jwks: JwksSchema
+  timeout_ms: Type.Integer({ minimum: 1, default: DEFAULT_KEYCLOAK_TIMEOUT_MS, description: `Deadline of every call to Keycloak, failover to other servers included, in milliseconds; no user request waits longer. Default is ${DEFAULT_KEYCLOAK_TIMEOUT_MS} (2 seconds).` }),
+  jwks: JwksSchema,
+  resilience: ResilienceSchema,
+  ha: HaSchema
 }, { additionalProperties: false, description: 'The Keycloak realm tokens come from.' })
 
 export const TokensSchema = Type.Object({

@@ -147,7 +147,7 @@ function formatErrors (validate: ValidateFunction, data: unknown): ConfigProblem
 
 /** Minimal shape the cross-field checks read (the config before it is frozen). */
 interface CrossFieldInput {
-  keycloak?: { issuer?: string, realm?: string, server?: string }
+  keycloak?: { issuer?: string, realm?: string, server?: string, ha?: { enabled?: boolean, servers?: Array<{ server?: string }> } }
   upstream?: { url?: string }
   server?: { port?: number, host?: string }
   admin?: { port?: number, host?: string }
@@ -177,12 +177,25 @@ export function crossFieldProblems (input: Record<string, unknown>): ConfigProbl
       }
     }
   }
-  if (kc !== undefined && kc.server === undefined) {
-    problems.push({ path: 'keycloak.server', expected: 'a value (this key is required): the back-channel base URL', received: 'nothing' })
+  const ha = kc?.ha?.enabled === true
+  if (kc !== undefined && !ha && kc.server === undefined) {
+    problems.push({ path: 'keycloak.server', expected: 'a value (this key is required unless keycloak.ha.enabled): the back-channel base URL', received: 'nothing' })
   }
   if (kc?.server !== undefined && parseUrl(kc.server) === null) {
     problems.push({ path: 'keycloak.server', expected: 'a valid URL', received: renderValue(kc.server) })
   }
+  if (ha && (kc?.ha?.servers ?? []).length === 0) {
+    problems.push({ path: 'keycloak.ha.servers', expected: 'at least one server when keycloak.ha.enabled is true', received: 'an empty list' })
+  }
+  const seen = new Set<string>()
+  ;(kc?.ha?.servers ?? []).forEach((entry, i) => {
+    if (entry.server === undefined) return
+    const url = parseUrl(entry.server)
+    if (url === null) problems.push({ path: `keycloak.ha.servers[${i}].server`, expected: 'a valid URL', received: renderValue(entry.server) })
+    const key = entry.server.replace(/\/+$/, '')
+    if (seen.has(key)) problems.push({ path: `keycloak.ha.servers[${i}].server`, expected: 'a server not listed before', received: renderValue(entry.server) })
+    seen.add(key)
+  })
   if (config.upstream?.url !== undefined && parseUrl(config.upstream.url) === null) {
     problems.push({ path: 'upstream.url', expected: 'a valid URL', received: renderValue(config.upstream.url) })
   }

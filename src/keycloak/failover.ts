@@ -2,7 +2,9 @@ import type { Logger } from 'pino'
 import type { Clock } from '../clock.ts'
 import { KeycloakRejected, KeycloakUnavailable } from '../errors.ts'
 import type { Metrics } from '../metrics/registry.ts'
+import { CircuitBreaker, type BreakerSnapshot, type Transition } from '../breaker/circuit-breaker.ts'
 import { realmEndpoints, type RealmEndpoints } from './endpoints.ts'
+import { createSelector, type Candidate, type Random, type Selector, type Strategy } from './strategy.ts'
 
 /** What a Keycloak call is for: the `operation` label of the latency metric. */
 export type KeycloakOperation = 'jwks' | 'discovery' | 'token' | 'refresh' | 'userinfo' | 'logout' | 'introspection' | 'admin' | 'health'
@@ -11,24 +13,25 @@ export type KeycloakOperation = 'jwks' | 'discovery' | 'token' | 'refresh' | 'us
 export interface ServerSpec {
   /** Base URL (`http://keycloak:8080`, or with `/auth`). */
   url: string
+  /** Lower is preferred. Default is 1. */
+  priority?: number
+  /** Share under round_robin. Default is 100. */
+  weight?: number
 }
 
-/** The server a call was handed, with its endpoints and the call's deadline. */
+/** The server a call was handed, with its endpoints and the attempt's deadline. */
 export interface CallTarget {
   server: string
   endpoints: RealmEndpoints
-  /** Aborts when the call's overall deadline passes. */
+  /** Aborts when this attempt's share of the call's deadline has passed. */
   signal: AbortSignal
 }
 
 /** What the pool knows of one server, for `/status` and `gatehouse status`. */
-export interface ServerStatus {
+export interface ServerStatus extends BreakerSnapshot {
   server: string
-  consecutiveFailures: number
-  lastSuccessAt: number | null
-  lastFailureAt: number | null
-  lastErrorKind: string | null
-  lastError: string | null
+  priority: number
+  weight: number
 }
 
 /** Options for {@link KeycloakPool}. */
@@ -39,78 +42,152 @@ export interface PoolOptions {
   timeoutMs: number
   /** When false no call is made at all (`feature_flags.keycloak_enabled`). Default is true. */
   enabled?: boolean
+  /** Default is `priority`. */
+  strategy?: Strategy
+  /** Breaker settings shared by every server. */
+  breaker: { enabled: boolean, failureThreshold: number, cooldownMs: number }
   clock: Clock
   log: Logger
   metrics: Metrics
+  /** Source of randomness for `random`. Default is Math.random. */
+  random?: Random
 }
 
-interface ServerState extends ServerStatus {
+interface ServerState extends Candidate {
+  server: string
   endpoints: RealmEndpoints
+  breaker: CircuitBreaker
 }
+
+/** Listener for anything that may change whether Keycloak is reachable. */
+export type PoolListener = () => void
 
 /**
- * Every call to Keycloak goes through here: one deadline for the whole call, errors
- * classified at the boundary, each server's recent history kept for status. Servers are
- * tried in configured order until one answers or the deadline passes.
+ * Every call to Keycloak goes through here. One deadline covers the whole call: servers with
+ * a closed circuit are tried in strategy order, each attempt getting an even share of the
+ * time left, so a black-holed primary still leaves time to fail over within the same call.
+ * Servers whose circuit is open are never called by user traffic, and when none is closed a
+ * call fails at once with no network I/O. Recovery is found by {@link KeycloakPool.probe}
+ * (the health monitor's single half-open probe per cooldown).
  */
 export class KeycloakPool {
   readonly #servers: ServerState[]
   readonly #timeoutMs: number
   readonly #enabled: boolean
-  readonly #clock: Clock
+  readonly #selector: Selector
+  readonly #strategy: Strategy
   readonly #log: Logger
   readonly #metrics: Metrics
+  readonly #listeners: PoolListener[] = []
 
   constructor (options: PoolOptions) {
     if (options.servers.length === 0) throw new TypeError('KeycloakPool needs at least one server')
-    this.#servers = options.servers.map((s) => ({
-      server: s.url,
-      endpoints: realmEndpoints(s.url, options.realm),
-      consecutiveFailures: 0,
-      lastSuccessAt: null,
-      lastFailureAt: null,
-      lastErrorKind: null,
-      lastError: null
-    }))
     this.#timeoutMs = options.timeoutMs
     this.#enabled = options.enabled ?? true
-    this.#clock = options.clock
+    this.#strategy = options.strategy ?? 'priority'
+    this.#selector = createSelector(this.#strategy, options.random)
     this.#log = options.log
     this.#metrics = options.metrics
+    this.#servers = options.servers.map((spec, index) => {
+      const server = spec.url.replace(/\/+$/, '')
+      return {
+        index,
+        server,
+        priority: spec.priority ?? 1,
+        weight: spec.weight ?? 100,
+        endpoints: realmEndpoints(server, options.realm),
+        breaker: new CircuitBreaker({
+          failureThreshold: options.breaker.failureThreshold,
+          cooldownMs: options.breaker.cooldownMs,
+          enabled: options.breaker.enabled,
+          clock: options.clock,
+          onTransition: (t) => this.#onTransition(server, t)
+        })
+      }
+    })
   }
 
   /**
-   * Runs `fn` against a server under the deadline. `fn` must pass `target.signal` to its
-   * I/O. A {@link KeycloakRejected} answer is final (the server is up); a
-   * {@link KeycloakUnavailable} one moves on to the next server while time remains.
+   * Runs `fn` against the best healthy server, failing over while time remains. `fn` must
+   * pass `target.signal` to its I/O. A {@link KeycloakRejected} answer is final (the server is
+   * up); a {@link KeycloakUnavailable} one counts against that server's breaker and moves on.
    */
   async call<T> (operation: KeycloakOperation, fn: (target: CallTarget) => Promise<T>): Promise<T> {
     if (!this.#enabled) throw new KeycloakUnavailable('disabled', 'keycloak is disabled by feature_flags.keycloak_enabled')
-    const signal = AbortSignal.timeout(this.#timeoutMs)
+    const healthy = this.#servers.filter((s) => s.breaker.state === 'closed')
+    if (healthy.length === 0) throw new KeycloakUnavailable('circuit_open', 'every keycloak server is unavailable (circuit open); not calling')
+    const ordered = this.#selector.order(healthy) as ServerState[]
+    const deadline = performance.now() + this.#timeoutMs
     let lastError: KeycloakUnavailable | undefined
-    for (const state of this.#servers) {
-      const started = performance.now()
+    for (let i = 0; i < ordered.length; i++) {
+      const state = ordered[i] as ServerState
+      const left = deadline - performance.now()
+      if (left <= 0) break
+      // Concurrent calls may have opened this circuit since the list was made.
+      if (state.breaker.acquire(false) !== 'call') continue
       try {
-        const result = await fn({ server: state.server, endpoints: state.endpoints, signal })
-        this.#recordSuccess(state, operation, started, 'success')
-        return result
+        return await this.#attempt(state, operation, fn, left / (ordered.length - i))
       } catch (err) {
-        if (err instanceof KeycloakRejected) {
-          this.#recordSuccess(state, operation, started, 'rejected')
-          throw err
-        }
-        const failure = err instanceof KeycloakUnavailable ? err : new KeycloakUnavailable('network', (err as Error).message, { server: state.server, cause: err })
-        this.#recordFailure(state, operation, started, failure)
-        lastError = failure
-        if (signal.aborted) break
+        if (!(err instanceof KeycloakUnavailable)) throw err
+        lastError = err
       }
     }
     throw lastError ?? new KeycloakUnavailable('timeout', 'keycloak did not answer before the deadline')
   }
 
-  /** Each server's recent history. */
+  /**
+   * Calls one server outside user traffic (the health monitor): allowed while its circuit is
+   * closed, and as the single half-open probe once an open circuit's cooldown has passed.
+   * Resolves to `null` without any I/O when the breaker refuses.
+   */
+  async probe<T> (server: string, operation: KeycloakOperation, fn: (target: CallTarget) => Promise<T>): Promise<T | null> {
+    if (!this.#enabled) return null
+    const state = this.#servers.find((s) => s.server === server)
+    if (state === undefined || state.breaker.acquire(true) === 'refuse') return null
+    return await this.#attempt(state, operation, fn, this.#timeoutMs)
+  }
+
+  async #attempt<T> (state: ServerState, operation: KeycloakOperation, fn: (target: CallTarget) => Promise<T>, budgetMs: number): Promise<T> {
+    const started = performance.now()
+    const signal = AbortSignal.timeout(Math.max(1, Math.floor(budgetMs)))
+    try {
+      const result = await fn({ server: state.server, endpoints: state.endpoints, signal })
+      this.#observe(state, operation, started, 'success')
+      state.breaker.success()
+      this.#changed()
+      return result
+    } catch (err) {
+      if (err instanceof KeycloakRejected) {
+        // Keycloak answered: the server is up, whatever it said.
+        this.#observe(state, operation, started, 'rejected')
+        state.breaker.success()
+        this.#changed()
+        throw err
+      }
+      const failure = err instanceof KeycloakUnavailable
+        ? err
+        : new KeycloakUnavailable(signal.aborted ? 'timeout' : 'network', (err as Error).message, { server: state.server, cause: err })
+      this.#observe(state, operation, started, failure.kind)
+      state.breaker.failure(failure.kind, failure.message)
+      this.#log.debug({ server: state.server, operation, kind: failure.kind }, 'keycloak call failed')
+      this.#changed()
+      throw failure
+    }
+  }
+
+  /** Each server's breaker state and recent history, in configuration order. */
   status (): ServerStatus[] {
-    return this.#servers.map(({ endpoints: _endpoints, ...status }) => ({ ...status }))
+    return this.#servers.map((s) => ({ server: s.server, priority: s.priority, weight: s.weight, ...s.breaker.snapshot() }))
+  }
+
+  /** Server base URLs in configuration order. */
+  get servers (): string[] {
+    return this.#servers.map((s) => s.server)
+  }
+
+  /** Endpoints of a server by base URL. */
+  endpointsOf (server: string): RealmEndpoints | undefined {
+    return this.#servers.find((s) => s.server === server)?.endpoints
   }
 
   /** Whether calls are made at all. */
@@ -118,19 +195,37 @@ export class KeycloakPool {
     return this.#enabled
   }
 
-  #recordSuccess (state: ServerState, operation: KeycloakOperation, started: number, result: 'success' | 'rejected'): void {
-    state.consecutiveFailures = 0
-    state.lastSuccessAt = this.#clock.now()
-    this.#observe(state, operation, started, result)
+  /** `keycloak.ha.strategy` in force. */
+  get strategy (): Strategy {
+    return this.#strategy
   }
 
-  #recordFailure (state: ServerState, operation: KeycloakOperation, started: number, err: KeycloakUnavailable): void {
-    state.consecutiveFailures++
-    state.lastFailureAt = this.#clock.now()
-    state.lastErrorKind = err.kind
-    state.lastError = err.message
-    this.#observe(state, operation, started, err.kind)
-    this.#log.debug({ server: state.server, operation, kind: err.kind }, 'keycloak call failed')
+  /**
+   * True while some server's circuit is closed and its last call succeeded: the test for
+   * mode `normal`. A server not yet heard from does not count.
+   */
+  reachable (): boolean {
+    return this.#enabled && this.#servers.some((s) => {
+      const snapshot = s.breaker.snapshot()
+      return snapshot.state === 'closed' && snapshot.consecutiveFailures === 0 && snapshot.lastSuccessAt !== null
+    })
+  }
+
+  /** Registers a listener called after every call's outcome and every breaker transition. */
+  onChange (listener: PoolListener): void {
+    this.#listeners.push(listener)
+  }
+
+  #changed (): void {
+    for (const listener of this.#listeners) listener()
+  }
+
+  #onTransition (server: string, t: Transition): void {
+    this.#metrics.circuitTransitions.inc({ server, to: t.to })
+    // Breaker transitions are news: once each, at warn (HOUSE-STYLE §5).
+    if (t.to === 'open') this.#log.warn({ server, from: t.from, failures: t.failures, kind: t.kind }, 'keycloak circuit opened; server skipped until its cooldown passes')
+    else if (t.to === 'half_open') this.#log.warn({ server }, 'keycloak circuit half-open; probing the server')
+    else this.#log.warn({ server, from: t.from }, 'keycloak circuit closed; server back in use')
   }
 
   #observe (state: ServerState, operation: KeycloakOperation, started: number, result: string): void {

@@ -49,12 +49,18 @@ export class JwksManager {
     this.#options = options
   }
 
+  /** Loads the stored keys, synchronously: no network. Returns whether there were any. */
+  load (): boolean {
+    const stored = this.#options.repository.load(this.#options.issuer)
+    if (stored === null) return false
+    this.#install(stored.jwks, stored.fetchedAt, stored.server)
+    return true
+  }
+
   /** Loads the stored keys (synchronously: no network) and starts background refreshes. */
   start (): void {
-    const stored = this.#options.repository.load(this.#options.issuer)
-    if (stored !== null) {
-      this.#install(stored.jwks, stored.fetchedAt, stored.server)
-      this.#options.log.info({ keys: this.#keyIds.size, fetched_at: new Date(stored.fetchedAt).toISOString() }, 'jwks loaded from store')
+    if (this.load()) {
+      this.#options.log.info({ keys: this.#keyIds.size, fetched_at: new Date(this.#fetchedAt ?? 0).toISOString() }, 'jwks loaded from store')
     } else {
       this.#options.log.warn('no stored jwks: tokens cannot be validated until keycloak answers')
     }

@@ -18,7 +18,19 @@ export interface Metrics {
   jwksAge: Gauge
   /** Keycloak call latency by server, operation and result. */
   keycloakRequestDuration: Histogram<'server' | 'operation' | 'result'>
+  /** One per mode; 1 for the mode in force. */
+  mode: Gauge<'mode'>
+  /** Each server's circuit: 0 closed, 1 half-open, 2 open. */
+  circuitState: Gauge<'server'>
+  /** Circuit state changes by server and the state entered. */
+  circuitTransitions: Counter<'server' | 'to'>
 }
+
+/** Values of `gatehouse_circuit_state`. */
+export const CIRCUIT_STATE_VALUES = { closed: 0, half_open: 1, open: 2 } as const
+
+/** The modes `gatehouse_mode` reports. */
+export const MODES = ['normal', 'degraded', 'offline'] as const
 
 /** The per-request metric updates, with label children cached (see {@link createMetrics}). */
 export interface HotPathMetrics {
@@ -32,6 +44,10 @@ export interface HotPathMetrics {
 export interface GaugeSources {
   /** Seconds since the JWKS in use was fetched, or null when there is none. */
   jwksAgeSeconds: () => number | null
+  /** The mode in force. */
+  mode: () => typeof MODES[number]
+  /** Each server's circuit state. */
+  circuits: () => Array<{ server: string, state: keyof typeof CIRCUIT_STATE_VALUES }>
 }
 
 /** Builds the registry and every metric; gauges read `sources` lazily, at scrape time. */
@@ -95,6 +111,31 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
       help: 'Keycloak call latency, by server, operation and result.',
       labelNames: ['server', 'operation', 'result'] as const,
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
+      registers
+    }),
+    mode: new Gauge({
+      name: 'gatehouse_mode',
+      help: 'How Gatehouse is deciding: 1 for the mode in force (normal, degraded, offline), 0 for the others.',
+      labelNames: ['mode'] as const,
+      registers,
+      collect () {
+        const current = bound.mode?.()
+        for (const mode of MODES) this.set({ mode }, mode === current ? 1 : 0)
+      }
+    }),
+    circuitState: new Gauge({
+      name: 'gatehouse_circuit_state',
+      help: 'Circuit breaker state per Keycloak server: 0 closed, 1 half-open, 2 open.',
+      labelNames: ['server'] as const,
+      registers,
+      collect () {
+        for (const { server, state } of bound.circuits?.() ?? []) this.set({ server }, CIRCUIT_STATE_VALUES[state])
+      }
+    }),
+    circuitTransitions: new Counter({
+      name: 'gatehouse_circuit_transitions_total',
+      help: 'Circuit breaker state changes, by server and the state entered.',
+      labelNames: ['server', 'to'] as const,
       registers
     })
   }

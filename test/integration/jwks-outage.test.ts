@@ -27,7 +27,7 @@ t.test('restarted while Keycloak is black-holed, Gatehouse starts at once and va
   const config = writeConfig(dir, settings)
 
   const first = await startGatehouse({ teardown: () => {} }, config)
-  t.equal(await first.app.jwks.refresh('manual'), true, 'the first run fetched and stored the JWKS')
+  t.equal(await first.app.keycloak.jwks.refresh('manual'), true, 'the first run fetched and stored the JWKS')
   await first.stop()
 
   await fault.setMode('blackhole')
@@ -56,7 +56,7 @@ t.test('a key rotated at Keycloak is picked up on the first token with the new k
   t.teardown(() => upstream.close())
   const clock = manualClock()
   const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), keycloakSettings(standin, upstream.url)), { clock })
-  await gatehouse.app.jwks.refresh('manual')
+  await gatehouse.app.keycloak.jwks.refresh('manual')
   const oldKid = standin.signingKey().kid
   // Later than the minimum refresh interval (10 s) after the last fetch, as a real rotation is.
   clock.advance(11_000)
@@ -68,8 +68,8 @@ t.test('a key rotated at Keycloak is picked up on the first token with the new k
   const res = await rawRequest(gatehouse.proxyUrl, '/x', { headers: bearer(token) })
   t.equal(res.status, 200)
   t.equal(standin.countOf('/certs'), 1, 'exactly one JWKS fetch for the new kid')
-  t.ok(gatehouse.app.jwks.keyIds().includes(newKey.kid))
-  t.notOk(gatehouse.app.jwks.keyIds().includes(oldKid), 'the withdrawn key is gone')
+  t.ok(gatehouse.app.keycloak.jwks.keyIds().includes(newKey.kid))
+  t.notOk(gatehouse.app.keycloak.jwks.keyIds().includes(oldKid), 'the withdrawn key is gone')
 
   const again = await rawRequest(gatehouse.proxyUrl, '/y', { headers: bearer((await standin.passwordGrant('alice', 'alice-password')).access_token) })
   t.equal(again.status, 200)
@@ -79,7 +79,7 @@ t.test('a key rotated at Keycloak is picked up on the first token with the new k
 t.test('unknown kids refresh at most once per minimum interval, and never while Keycloak refuses', async (t) => {
   const { standin, fault, settings } = await rig(t)
   const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...settings, keycloak: { ...(settings.keycloak as object), jwks: { min_refresh_interval_seconds: 3600 } } }))
-  await gatehouse.app.jwks.refresh('manual')
+  await gatehouse.app.keycloak.jwks.refresh('manual')
   standin.resetCounts()
 
   // A forger's kid: the one permitted refresh happens, finds nothing, and later ones are refused without I/O.
@@ -92,7 +92,7 @@ t.test('unknown kids refresh at most once per minimum interval, and never while 
 
   // With the interval elapsed but Keycloak refusing, the refresh fails and the request is still a 401.
   const fresh = await startGatehouse(t, writeConfig(t.testdir(), settings))
-  await fresh.app.jwks.refresh('manual')
+  await fresh.app.keycloak.jwks.refresh('manual')
   await fault.setMode('refuse')
   standin.resetCounts()
   await standin.rotateKeys({ keepOld: false })
@@ -107,15 +107,16 @@ t.test('unknown kids refresh at most once per minimum interval, and never while 
 t.test('a failed refresh keeps the last good keys, whatever the failure', async (t) => {
   const { standin, fault, settings } = await rig(t)
   const log = captureLog('debug')
-  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...settings, keycloak: { ...(settings.keycloak as object), timeout_ms: 300 } }), { log })
-  t.equal(await gatehouse.app.jwks.refresh('manual'), true)
-  const kids = gatehouse.app.jwks.keyIds()
+  // A high threshold keeps the circuit closed: this test is about each failure, not the breaker.
+  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...settings, keycloak: { ...(settings.keycloak as object), timeout_ms: 300, resilience: { failure_threshold: 10 } } }), { log })
+  t.equal(await gatehouse.app.keycloak.jwks.refresh('manual'), true)
+  const kids = gatehouse.app.keycloak.jwks.keyIds()
   const token = (await standin.passwordGrant('alice', 'alice-password')).access_token
 
   for (const mode of ['http5xx', 'blackhole', 'refuse', 'reset', 'delay'] as const) {
     await fault.setMode(mode, { delayMs: 5000 })
-    t.equal(await gatehouse.app.jwks.refresh('manual'), false, `${mode}: the refresh failed`)
-    t.same(gatehouse.app.jwks.keyIds(), kids, `${mode}: the keys are unchanged`)
+    t.equal(await gatehouse.app.keycloak.jwks.refresh('manual'), false, `${mode}: the refresh failed`)
+    t.same(gatehouse.app.keycloak.jwks.keyIds(), kids, `${mode}: the keys are unchanged`)
     const res = await rawRequest(gatehouse.proxyUrl, '/x', { headers: bearer(token) })
     t.equal(res.status, 200, `${mode}: tokens still validate`)
   }
@@ -127,7 +128,7 @@ t.test('a failed refresh keeps the last good keys, whatever the failure', async 
   t.match(metrics, /gatehouse_keycloak_request_duration_seconds_count\{server="[^"]+",operation="jwks",result="timeout"\} 2/)
 
   await fault.setMode('pass')
-  t.equal(await gatehouse.app.jwks.refresh('manual'), true, 'back to normal once Keycloak answers')
+  t.equal(await gatehouse.app.keycloak.jwks.refresh('manual'), true, 'back to normal once Keycloak answers')
 })
 
 t.test('with Keycloak disabled by feature flag no call is ever made', async (t) => {
@@ -137,7 +138,7 @@ t.test('with Keycloak disabled by feature flag no call is ever made', async (t) 
   t.teardown(() => upstream.close())
   const dir = t.testdir()
   const enabled = await startGatehouse({ teardown: () => {} }, writeConfig(dir, keycloakSettings(standin, upstream.url)))
-  await enabled.app.jwks.refresh('manual')
+  await enabled.app.keycloak.jwks.refresh('manual')
   await enabled.stop()
   standin.resetCounts()
   const disabled = await startGatehouse(t, writeConfig(dir, { ...keycloakSettings(standin, upstream.url), feature_flags: { keycloak_enabled: false } }))

@@ -30,7 +30,7 @@ const upstream = await startEchoUpstream()
 t.teardown(() => upstream.close())
 const config = writeConfig(t.testdir(), keycloakSettings(standin, upstream.url), { 'app.yaml': POLICY })
 const gatehouse = await startGatehouse(t, config)
-await gatehouse.app.jwks.refresh('manual')
+await gatehouse.app.keycloak.jwks.refresh('manual')
 
 const alice = await standin.passwordGrant('alice', 'alice-password')
 const bob = await standin.passwordGrant('bob', 'bob-password')
@@ -209,7 +209,7 @@ t.test('request bodies are streamed to the app, not buffered', async (t) => {
   t.teardown(() => streamingUpstream.close())
   const streamConfig = writeConfig(t.testdir(), keycloakSettings(standin, streamingUpstream.url))
   const streaming = await startGatehouse(t, streamConfig)
-  await streaming.app.jwks.refresh('manual')
+  await streaming.app.keycloak.jwks.refresh('manual')
   const answer = await new Promise<string>((resolve, reject) => {
     const url = new URL(streaming.proxyUrl)
     const req = httpRequest({ host: url.hostname, port: url.port, method: 'POST', path: '/upload', headers: { ...bearer(alice.access_token), 'transfer-encoding': 'chunked' } }, (res) => {
@@ -242,7 +242,7 @@ t.test('an unreachable app is a 502 and a slow one a 504, with generic bodies', 
     })
   })
   const refused = await startGatehouse(t, writeConfig(t.testdir(), keycloakSettings(standin, `http://127.0.0.1:${closedPort}`)))
-  await refused.app.jwks.refresh('manual')
+  await refused.app.keycloak.jwks.refresh('manual')
   const bad = await rawRequest(refused.proxyUrl, '/x', { headers: bearer(alice.access_token) })
   t.equal(bad.status, 502)
   t.same(JSON.parse(bad.body), { error: 'bad_gateway' })
@@ -251,7 +251,7 @@ t.test('an unreachable app is a 502 and a slow one a 504, with generic bodies', 
   t.teardown(() => slowUpstream.close())
   slowUpstream.handle(() => true) // never answers
   const slow = await startGatehouse(t, writeConfig(t.testdir(), { ...keycloakSettings(standin, slowUpstream.url), upstream: { url: slowUpstream.url, timeout_ms: 200 } }))
-  await slow.app.jwks.refresh('manual')
+  await slow.app.keycloak.jwks.refresh('manual')
   const late = await rawRequest(slow.proxyUrl, '/x', { headers: bearer(alice.access_token) })
   t.equal(late.status, 504)
   t.same(JSON.parse(late.body), { error: 'gateway_timeout' })
@@ -282,7 +282,7 @@ t.test('metrics count decisions and token verifications', async (t) => {
 
 t.test('behind a trusted proxy the X-Forwarded chain is extended, not replaced', async (t) => {
   const trusted = await startGatehouse(t, writeConfig(t.testdir(), { ...keycloakSettings(standin, upstream.url), server: { host: '127.0.0.1', port: 0, trust_proxy: ['127.0.0.1/8'] } }))
-  await trusted.app.jwks.refresh('manual')
+  await trusted.app.keycloak.jwks.refresh('manual')
   await rawRequest(trusted.proxyUrl, '/x', { headers: { ...bearer(alice.access_token), 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'app.example.com' } })
   const seen = upstream.requests.at(-1)?.headers
   t.equal(seen?.['x-forwarded-for'], '203.0.113.7, 127.0.0.1')
@@ -294,7 +294,7 @@ t.test('behind a trusted proxy the X-Forwarded chain is extended, not replaced',
 
 t.test('the access token can be passed to the app, as a header or as Authorization', async (t) => {
   const passing = await startGatehouse(t, writeConfig(t.testdir(), { ...keycloakSettings(standin, upstream.url), headers: { pass_access_token: true, pass_authorization_header: true } }, { 'app.yaml': POLICY }))
-  await passing.app.jwks.refresh('manual')
+  await passing.app.keycloak.jwks.refresh('manual')
   await rawRequest(passing.proxyUrl, '/x', { headers: { ...bearer(alice.access_token), 'x-auth-request-access-token': 'forged' } })
   const seen = upstream.requests.at(-1)?.headers
   t.equal(seen?.['x-auth-request-access-token'], alice.access_token)

@@ -41,7 +41,7 @@ t.test('WebSocket upgrades go through the same decision and carry the identity',
   const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), keycloakSettings(standin, upstream.url), {
     'app.yaml': 'rules:\n  - paths: [/admin/**]\n    roles: [admin]\n'
   }))
-  await gatehouse.app.jwks.refresh('manual')
+  await gatehouse.app.keycloak.jwks.refresh('manual')
   const wsBase = gatehouse.proxyUrl.replace('http:', 'ws:')
   const alice = (await standin.passwordGrant('alice', 'alice-password')).access_token
   const bob = (await standin.passwordGrant('bob', 'bob-password')).access_token

@@ -186,3 +186,31 @@ t.test('a missing file is ERR_CONFIG_READ', async (t) => {
   writeFileSync(join(dir, 'ok.yaml'), MINIMAL)
   t.equal(loadConfig({ path: join(dir, 'ok.yaml'), env: {} }).base_dir, dir)
 })
+
+t.test('keycloak.ha: the servers list replaces keycloak.server, and is checked', async (t) => {
+  const ha = `
+upstream: { url: 'http://127.0.0.1:8080' }
+keycloak:
+  issuer: https://sso.example.com/realms/acme
+  client_id: app
+  ha:
+    enabled: true
+    strategy: round_robin
+    servers:
+      - server: http://kc1:8080
+      - server: http://kc2:8080
+        priority: 2
+        weight: 20
+`
+  const config = parseConfig(ha, { path: 'c.yaml', env: {} })
+  t.same(config.keycloak.ha.servers, [{ server: 'http://kc1:8080', priority: 1, weight: 100 }, { server: 'http://kc2:8080', priority: 2, weight: 20 }])
+  t.same(config.keycloak.resilience, { enabled: true, failure_threshold: 3, cooldown_seconds: 60, token_grace_period_hours: 24, health_check_cache_seconds: 30 })
+  t.same(problemsOf(() => parseConfig(ha.replace(/ {4}servers:[\s\S]*$/, '    servers: []\n'), { path: 'c.yaml', env: {} })),
+    ['keycloak.ha.servers: expected at least one server when keycloak.ha.enabled is true, received an empty list'])
+  t.same(problemsOf(() => parseConfig(ha.replace('http://kc2:8080', 'http://kc1:8080/'), { path: 'c.yaml', env: {} })),
+    ['keycloak.ha.servers[1].server: expected a server not listed before, received string "http://kc1:8080/"'])
+  t.same(problemsOf(() => parseConfig(ha.replace('strategy: round_robin', 'strategy: fastest'), { path: 'c.yaml', env: {} })),
+    ['keycloak.ha.strategy: expected priority, round_robin or random, received string "fastest"'])
+  t.same(problemsOf(() => parseConfig(MINIMAL.replace('  server: http://keycloak:8080\n', ''), { path: 'c.yaml', env: {} })),
+    ['keycloak.server: expected a value (this key is required unless keycloak.ha.enabled): the back-channel base URL, received nothing'])
+})

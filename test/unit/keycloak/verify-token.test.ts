@@ -23,7 +23,7 @@ async function setup (t: { teardown: (fn: () => void) => void }, cacheMaxEntries
   repository.save(ISSUER, { jwks: { keys: [publicJwk] }, fetchedAt: clock.now(), server: 'http://keycloak' })
   const metrics = createMetrics()
   // Keycloak disabled: every key must come from the store, and nothing is fetched.
-  const pool = new KeycloakPool({ servers: [{ url: 'http://127.0.0.1:9' }], realm: 'acme', timeoutMs: 500, enabled: false, clock, log, metrics })
+  const pool = new KeycloakPool({ servers: [{ url: 'http://127.0.0.1:9' }], realm: 'acme', timeoutMs: 500, enabled: false, breaker: { enabled: true, failureThreshold: 3, cooldownMs: 60_000 }, clock, log, metrics })
   const jwks = new JwksManager({ issuer: ISSUER, repository, pool, clock, log, metrics, refreshIntervalMs: 60_000, minRefreshIntervalMs: 10_000 })
   jwks.start()
   t.teardown(() => jwks.stop())

@@ -1,0 +1,102 @@
+import { existsSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { statusReport, type StatusReport } from '../admin/status.ts'
+import { ModeTracker } from '../breaker/mode.ts'
+import { systemClock } from '../clock.ts'
+import type { Config } from '../config/schema.ts'
+import { createKeycloakClient } from '../keycloak/client.ts'
+import { AccessTokenVerifier } from '../keycloak/verify-token.ts'
+import { createLogger } from '../log.ts'
+import { createMetrics } from '../metrics/registry.ts'
+import { openDatabase, schemaVersion } from '../store/db.ts'
+import { emit, formatTable, type Output } from './output.ts'
+
+/** Where a status report came from. */
+export type StatusSource = { kind: 'running', url: string } | { kind: 'offline', database: string | null }
+
+/** The admin URL of the instance this configuration describes (a wildcard bind is asked on loopback). */
+export function adminUrlOf (config: Config): string {
+  const host = config.admin.host === '0.0.0.0' ? '127.0.0.1' : config.admin.host === '::' ? '[::1]' : config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host
+  return `http://${host}:${config.admin.port}`
+}
+
+/**
+ * The status of the Gatehouse a configuration describes: from its admin listener when it is
+ * running, otherwise from its database plus a live health check of every Keycloak server,
+ * built by the same code the running instance uses.
+ */
+export async function collectStatus (config: Config): Promise<{ report: StatusReport, source: StatusSource }> {
+  const url = `${adminUrlOf(config)}/status`
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(1000) })
+    if (response.ok) return { report: await response.json() as StatusReport, source: { kind: 'running', url } }
+  } catch {
+    // Nothing listening there: read what the database knows and ask Keycloak ourselves.
+  }
+  return await offlineStatus(config)
+}
+
+async function offlineStatus (config: Config): Promise<{ report: StatusReport, source: StatusSource }> {
+  const file = config.database.path === ':memory:' ? null : resolve(config.base_dir, config.database.path)
+  const found = file !== null && existsSync(file)
+  const { db } = openDatabase({ path: found ? file : ':memory:', busyTimeoutMs: config.database.busy_timeout_ms, migrate: !found })
+  try {
+    const clock = systemClock
+    const log = createLogger({ level: 'silent' })
+    const metrics = createMetrics()
+    const keycloak = createKeycloakClient(config, { db, clock, log, metrics })
+    keycloak.jwks.load()
+    await keycloak.health.round()
+    const mode = new ModeTracker({
+      keycloakReachable: () => keycloak.pool.reachable(),
+      cachedCredentialsUsable: () => { const age = keycloak.jwks.ageSeconds(); return age !== null && age * 1000 < keycloak.gracePeriodMs }
+    }, log)
+    const verifier = new AccessTokenVerifier({ jwks: keycloak.jwks, issuer: config.keycloak.issuer, audiences: [config.keycloak.client_id], algorithms: config.tokens.algorithms, clockSkewSeconds: 0, cacheMaxEntries: 0, clock, metrics })
+    const report = statusReport({ config, clock, startedAt: clock.now(), keycloak, mode: mode.mode, verifier, databasePath: found ? file : '(no database yet)', schemaVersion: () => schemaVersion(db) })
+    return { report, source: { kind: 'offline', database: found ? file : null } }
+  } finally {
+    db.close()
+  }
+}
+
+/** `gatehouse status`: the picture an SRE wants during an incident, as a table or JSON. */
+export async function runStatusCommand (config: Config, json: boolean, output: Output): Promise<number> {
+  const { report, source } = await collectStatus(config)
+  emit(output, json, { ...report, source }, () => formatStatus(report, source))
+  return 0
+}
+
+const ago = (iso: string | null): string => {
+  if (iso === null) return '-'
+  const seconds = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000))
+  return seconds < 120 ? `${seconds}s ago` : seconds < 7200 ? `${Math.round(seconds / 60)}m ago` : `${Math.round(seconds / 3600)}h ago`
+}
+
+/** The status report as text. */
+export function formatStatus (report: StatusReport, source: StatusSource): string {
+  const from = source.kind === 'running'
+    ? `running instance (${source.url})`
+    : `no running instance; ${source.database === null ? 'no database' : `database ${source.database}`} and live health checks`
+  const kc = report.keycloak
+  const servers = formatTable(kc.servers, [
+    { header: 'server', value: (s) => s.server },
+    { header: 'state', value: (s) => s.state },
+    { header: 'failures', value: (s) => s.consecutive_failures },
+    { header: 'last success', value: (s) => ago(s.last_success_at) },
+    { header: 'last failure', value: (s) => ago(s.last_failure_at) },
+    { header: 'error', value: (s) => s.last_error_kind },
+    { header: 'probe', value: (s) => (s.probe_after === null ? null : s.probe_after) }
+  ])
+  const j = report.jwks
+  return [
+    `Gatehouse ${report.version}: ${from}`,
+    `mode:      ${report.mode}${report.environment !== null ? `   environment: ${report.environment}` : ''}`,
+    `keycloak:  ${kc.enabled ? (kc.reachable ? 'reachable' : 'unreachable') : 'disabled by feature flag'}; issuer ${kc.issuer}; strategy ${kc.strategy}`,
+    `discovery: ${kc.discovery.issuer === null ? 'never fetched' : `issuer ${kc.discovery.issuer_matches === true ? 'matches' : `DIFFERS (${kc.discovery.issuer})`}, ${ago(kc.discovery.fetched_at)}`}`,
+    '',
+    servers,
+    '',
+    `jwks:      ${j.keys} key${j.keys === 1 ? '' : 's'}${j.keys > 0 ? ` (${j.key_ids.join(', ')})` : ''}; fetched ${ago(j.fetched_at)}${j.source !== null ? ` from ${j.source}` : ''}; usable until ${j.usable_until ?? '-'}`,
+    `database:  ${report.database.path} (schema ${report.database.schema_version})`
+  ].join('\n')
+}
