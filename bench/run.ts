@@ -13,6 +13,7 @@
 // Gatehouse alone. BENCH_DURATION (seconds per run, default 3), BENCH_ROUNDS (default 7)
 // and BENCH_CONNECTIONS (default 50) tune it.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -119,9 +120,12 @@ function table (results: Result[]): string {
   return [head, ...rows].map((row) => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n')
 }
 
+// Per-run keys; the bench never stores anything secret.
+const BENCH_SECRETS = { encryption_keys: [randomBytes(32).toString('hex')], cookie_keys: [randomBytes(32).toString('hex')] }
+
 function gatehouseConfig (name: string, settings: Record<string, unknown>): string {
   const path = join(work, `${name}.yaml`)
-  writeFileSync(path, stringify({ server: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, policies: { dir: join(work, 'policies') }, ...settings }))
+  writeFileSync(path, stringify({ server: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, policies: { dir: join(work, 'policies') }, secrets: BENCH_SECRETS, ...settings }))
   return path
 }
 

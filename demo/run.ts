@@ -1,6 +1,7 @@
 // `npm run demo`: a demo app, a Keycloak stand-in with two users, and Gatehouse in front of
 // the app, all on localhost, configured by the repository's config.yaml. `--check` runs the
 // walkthrough's requests itself, prints what happened, and exits (non-zero on any surprise).
+import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -62,6 +63,9 @@ const env = {
   UPSTREAM_URL: `http://127.0.0.1:${upstreamPort}`,
   GATEHOUSE_DB: join(dataDir, 'gatehouse.db'),
   GATEHOUSE_HOST: '127.0.0.1',
+  // Per-run keys: a real deployment keeps its own in the environment or a secret store.
+  GATEHOUSE_ENCRYPTION_KEY: process.env.GATEHOUSE_ENCRYPTION_KEY ?? randomBytes(32).toString('base64'),
+  GATEHOUSE_COOKIE_KEY: process.env.GATEHOUSE_COOKIE_KEY ?? randomBytes(32).toString('base64'),
   GATEHOUSE_LOG_LEVEL: process.env.GATEHOUSE_LOG_LEVEL ?? 'warn'
 }
 const { config, policy } = loadForServe(CONFIG, env)
@@ -87,6 +91,10 @@ Get a token for alice and call the app through Gatehouse:
   curl -H "Authorization: Bearer $TOKEN" ${gatehouse.proxyUrl}/hello
 
 Then try: no token (401), ${gatehouse.proxyUrl}/public/ (public), ${gatehouse.proxyUrl}/admin as bob (403).
+
+In a browser, open ${gatehouse.proxyUrl}/hello: you are sent to the stand-in's login page (alice /
+alice-password) and back to the app, which shows the identity headers Gatehouse sent it. Sign out at
+${gatehouse.proxyUrl}/_gatehouse/logout. Stop the stand-in's port to see the local login form instead.
 `)
 
 async function walkthrough (): Promise<boolean> {
@@ -101,6 +109,10 @@ async function walkthrough (): Promise<boolean> {
   ]
   let ok = true
   process.stdout.write('\nWalkthrough:\n')
+  const page = await fetch(`${gatehouse.proxyUrl}/hello`, { headers: { accept: 'text/html' }, redirect: 'manual' })
+  const toLogin = page.status === 302 && (page.headers.get('location') ?? '').startsWith('/_gatehouse/login?rd=')
+  ok &&= toLogin
+  process.stdout.write(`  ${toLogin ? 'ok  ' : 'FAIL'} a browser without a session is sent to sign in: ${page.status} ${page.headers.get('location') ?? ''}\n`)
   for (const [label, path, headers, expected] of steps) {
     const res = await fetch(`${gatehouse.proxyUrl}${path}`, { headers })
     const body = await res.text()

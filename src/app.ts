@@ -7,13 +7,26 @@ import { accessLogVia, type AccessLog } from './access-log.ts'
 import { adminPlugin } from './admin/plugin.ts'
 import { statusReport, type StatusReport } from './admin/status.ts'
 import { loadPolicies, type PolicySet } from './authz/policy.ts'
-import { ModeTracker } from './breaker/mode.ts'
+import { cachedMaterialUsable, ModeTracker } from './breaker/mode.ts'
 import { createDecider, type Decide } from './decision/decide.ts'
 import { createKeycloakClient, type KeycloakClient } from './keycloak/client.ts'
 import { AccessTokenVerifier } from './keycloak/verify-token.ts'
 import { createMetrics, type HotPathMetrics, type Metrics } from './metrics/registry.ts'
 import { createProxyServer, genericErrorHandler } from './proxy/server.ts'
 import { schemaVersion, type Db } from './store/db.ts'
+import { issuerBase, realmEndpoints } from './keycloak/endpoints.ts'
+import { OidcClient } from './keycloak/oidc.ts'
+import { CookieJar } from './session/cookie.ts'
+import { LoginService } from './session/login.ts'
+import { PasswordChanger } from './session/password-change.ts'
+import { sessionRoutes } from './session/routes.ts'
+import { SessionService } from './session/service.ts'
+import { AuditLogRepository } from './store/audit-log.ts'
+import { KeyRing } from './store/crypto.ts'
+import { LoginAttemptsRepository } from './store/login-attempts.ts'
+import { SyncQueueRepository } from './store/sync-queue.ts'
+import { TokenCacheRepository } from './store/token-cache.ts'
+import { UsersRepository } from './store/users.ts'
 
 /** What `buildApp` needs from outside: HOUSE-STYLE §2, no module-level singletons. */
 export interface AppDeps {
@@ -36,6 +49,9 @@ export interface App {
   mode: ModeTracker
   metrics: Metrics & HotPathMetrics
   policy: PolicySet
+  sessions: SessionService
+  login: LoginService
+  oidc: OidcClient
   status: () => StatusReport
   /**
    * Loads the stored JWKS (synchronously, before this returns) and starts background work:
@@ -61,10 +77,13 @@ export function buildApp (config: Config, deps: AppDeps): App {
   let mode: ModeTracker | undefined
   const keycloak = createKeycloakClient(config, { db: deps.db, clock, log, metrics, afterHealthRound: () => mode?.evaluate() })
   const { pool, jwks } = keycloak
+  const ring = new KeyRing(config.secrets.encryption_keys)
+  const tokenCache = new TokenCacheRepository(deps.db, ring)
   mode = new ModeTracker({
     keycloakReachable: () => pool.reachable(),
-    // Bearer tokens stay verifiable while the stored keys are inside the grace period.
-    cachedCredentialsUsable: () => { const age = jwks.ageSeconds(); return age !== null && age * 1000 < keycloak.gracePeriodMs }
+    // Bearer tokens stay verifiable while the stored keys are inside the grace period, and
+    // sessions while their cached tokens are.
+    cachedCredentialsUsable: () => cachedMaterialUsable(jwks.ageSeconds(), keycloak.gracePeriodMs, () => tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs))
   }, log.child({ module: 'mode' }))
   const tracker = mode
   pool.onChange(() => tracker.evaluate())
@@ -85,7 +104,44 @@ export function buildApp (config: Config, deps: AppDeps): App {
     clock,
     metrics
   })
-  const decide = createDecider({ policy, verifier, headers: config.headers, clientIds, prefix: config.server.prefix, log: log.child({ module: 'decision' }) })
+  const oidc = new OidcClient({
+    pool,
+    jwks,
+    publicEndpoints: realmEndpoints(issuerBase(config.keycloak.issuer), config.keycloak.realm),
+    issuer: config.keycloak.issuer,
+    clientId: config.keycloak.client_id,
+    clientSecret: config.keycloak.client_secret,
+    clock,
+    clockSkewSeconds: config.tokens.clock_skew_seconds
+  })
+  const sessionLog = log.child({ module: 'session' })
+  const sessions = new SessionService({ config, db: deps.db, tokens: tokenCache, pool, oidc, clock, log: sessionLog, metrics, clientIds })
+  const users = new UsersRepository(deps.db)
+  const attempts = new LoginAttemptsRepository(deps.db)
+  const audit = new AuditLogRepository(deps.db)
+  const queue = new SyncQueueRepository(deps.db, ring)
+  const login = new LoginService({ config, users, attempts, audit, pool, oidc, clock, log: log.child({ module: 'login' }), clientIds, logins: metrics.loginsTotal })
+  const passwords = new PasswordChanger({ config, users, attempts, audit, queue, pool, oidc, login, clock, log: sessionLog })
+  const jar = new CookieJar(config.secrets.cookie_keys, config.session.cookie_name)
+  metrics.bind({
+    cachedTokens: () => tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs),
+    sessionsActive: () => sessions.repository.countByMode()
+  })
+
+  const decide = createDecider({
+    policy,
+    verifier,
+    headers: config.headers,
+    clientIds,
+    prefix: config.server.prefix,
+    log: log.child({ module: 'decision' }),
+    sessions: {
+      identify: async (cookie) => {
+        const secret = jar.sessionSecret(cookie)
+        return secret === null ? null : (await sessions.identify(secret))?.identity ?? null
+      }
+    }
+  })
 
   let closing = false
   const status = (): StatusReport => statusReport({
@@ -96,11 +152,15 @@ export function buildApp (config: Config, deps: AppDeps): App {
     mode: tracker.mode,
     verifier,
     databasePath: config.database.path === ':memory:' ? ':memory:' : resolve(config.base_dir, config.database.path),
-    schemaVersion: () => schemaVersion(deps.db)
+    schemaVersion: () => schemaVersion(deps.db),
+    sessions: () => ({ active: sessions.repository.countByMode(), cachedTokens: tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs) })
   })
 
   const accessLog = config.log.access_log ? (deps.accessLog === undefined ? accessLogVia(log) : deps.accessLog) : null
-  const proxy = createProxyServer({ config, decide, log: log.child({ module: 'proxy' }), metrics, accessLog })
+  const routes = async (fastify: FastifyInstance): Promise<void> => {
+    await sessionRoutes(fastify, { config, sessions, login, passwords, oidc, pool, jwks, jar, ring, audit, queue, verifier, clientIds, clock, log: sessionLog })
+  }
+  const proxy = createProxyServer({ config, decide, log: log.child({ module: 'proxy' }), metrics, accessLog, routes })
   const admin = Fastify({ loggerInstance: log.child({ module: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
   admin.setErrorHandler(genericErrorHandler)
   void admin.register(adminPlugin, { metrics, db: deps.db, clock, status, closing: () => closing })
@@ -114,9 +174,13 @@ export function buildApp (config: Config, deps: AppDeps): App {
     mode: tracker,
     metrics,
     policy,
+    sessions,
+    login,
+    oidc,
     status,
     start: () => {
       jwks.start()
+      sessions.start()
       return keycloak.health.start().then(() => tracker.settle())
     },
     close: async () => {
@@ -124,6 +188,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
       jwks.stop()
       keycloak.health.stop()
       await Promise.allSettled([proxy.close(), admin.close()])
+      await sessions.stop()
     }
   }
 }

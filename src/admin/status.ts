@@ -42,6 +42,8 @@ export interface StatusReport {
   }
   jwks: { keys: number, key_ids: string[], fetched_at: string | null, age_seconds: number | null, source: string | null, usable_until: string | null }
   tokens: { verified_cache_entries: number }
+  /** Live browser sessions by mode, and session token sets still usable (fresh or in grace). */
+  sessions: { active: Record<string, number>, cached_tokens: number }
   database: { path: string, schema_version: number }
 }
 
@@ -55,6 +57,7 @@ export interface StatusSources {
   verifier: AccessTokenVerifier
   databasePath: string
   schemaVersion: () => number
+  sessions: () => { active: Record<string, number>, cachedTokens: number }
 }
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
@@ -100,6 +103,7 @@ export function statusReport (s: StatusSources): StatusReport {
       usable_until: jwks.fetchedAt === null ? null : iso(jwks.fetchedAt + s.keycloak.gracePeriodMs)
     },
     tokens: { verified_cache_entries: s.verifier.cacheSize },
+    sessions: (({ active, cachedTokens }) => ({ active, cached_tokens: cachedTokens }))(s.sessions()),
     database: { path: s.databasePath, schema_version: s.schemaVersion() }
   }
 }

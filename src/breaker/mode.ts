@@ -13,6 +13,15 @@ export interface ModeInputs {
 }
 
 /**
+ * Whether cached Keycloak material is still usable while Keycloak is away: the stored JWKS
+ * inside the grace period (bearer tokens stay verifiable), or some session's cached tokens.
+ * The token count is read only when the JWKS alone does not settle it.
+ */
+export function cachedMaterialUsable (jwksAgeSeconds: number | null, gracePeriodMs: number, usableSessionTokens: () => number): boolean {
+  return (jwksAgeSeconds !== null && jwksAgeSeconds * 1000 < gracePeriodMs) || usableSessionTokens() > 0
+}
+
+/**
  * `normal` while Keycloak is reachable; `degraded` while it is not but cached Keycloak
  * material is still usable; `offline` when only local authentication is left.
  */

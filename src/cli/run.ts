@@ -1,3 +1,4 @@
+import type { Readable, Writable } from 'node:stream'
 import { parseArgs } from 'node:util'
 import { ConfigError, GatehouseError, PolicyError, UsageError } from '../errors.ts'
 import { DEFAULT_CONFIG_PATH } from '../config/load.ts'
@@ -6,7 +7,9 @@ import { VERSION } from '../version.ts'
 import { loadForServe, runConfigCommand } from './config-command.ts'
 import { processOutput, type Output } from './output.ts'
 import { startServer } from './serve.ts'
+import { DEFAULT_CLEANUP_DAYS, runSessionsCommand } from './sessions-command.ts'
 import { runStatusCommand } from './status-command.ts'
+import { runUsersCommand } from './users-command.ts'
 
 const USAGE = `gatehouse ${VERSION}: authentication sidecar for apps behind Keycloak
 
@@ -18,6 +21,23 @@ commands:
   config show           print the effective configuration, secrets redacted
   status                mode, Keycloak servers and circuits, JWKS: from the running instance's
                         admin listener, else from the database and live health checks
+  users add USER [--email E] [--role R]... [--group G]...
+                        add a local user; the password is read from standard input
+                        (first line), or prompted for twice when it is a terminal
+  users passwd USER     set a local user's password (read as for users add)
+  users disable USER    refuse the user's logins and end their live sessions
+  users enable USER     allow the user's logins again
+  users list            users, roles, groups and state (never password hashes)
+  sessions list [USER] [--all]
+                        live sessions (--all: ended ones too), newest first
+  sessions invalidate ID
+                        end one session and forget its cached tokens
+  sessions logout-user USER
+                        end every live session of USER and queue the Keycloak logout
+  sessions cleanup [--days N]
+                        end expired sessions; purge sessions ended more than N days ago
+                        (default ${DEFAULT_CLEANUP_DAYS}), stale cached tokens and old login attempts
+  sessions metrics      active sessions by mode, logins in the last hour by mode and result
   version               print the version
 
 options:
@@ -31,6 +51,10 @@ exit codes: 0 success, 1 failure, 2 invalid usage or configuration`
 export interface CliContext {
   output?: Output
   env?: NodeJS.ProcessEnv
+  /** Where `users add|passwd` read the password. Default is `process.stdin`. */
+  stdin?: Readable & { isTTY?: boolean }
+  /** Where password prompts are written. Default is `process.stderr`. */
+  prompts?: Writable
 }
 
 /**
@@ -48,10 +72,15 @@ export async function runCli (argv: string[], context: CliContext = {}): Promise
       options: {
         config: { type: 'string', short: 'c' },
         json: { type: 'boolean', default: false },
+        email: { type: 'string' },
+        role: { type: 'string', multiple: true },
+        group: { type: 'string', multiple: true },
+        days: { type: 'string' },
+        all: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false }
       }
     })
-    const [command, sub] = positionals
+    const [command, sub, ...rest] = positionals
     if (values.help === true || command === undefined || command === 'help') {
       output.out(USAGE)
       return command === undefined && values.help !== true ? 2 : 0
@@ -68,6 +97,13 @@ export async function runCli (argv: string[], context: CliContext = {}): Promise
         return await serve(configPath, env)
       case 'status':
         return await runStatusCommand(loadForServe(configPath, env).config, json, output)
+      case 'users':
+        return await runUsersCommand(sub, rest, {
+          configPath, env, json, email: values.email, roles: values.role, groups: values.group,
+          stdin: context.stdin ?? process.stdin, prompts: context.prompts ?? process.stderr
+        }, output)
+      case 'sessions':
+        return runSessionsCommand(sub, rest, { configPath, env, json, all: values.all, days: values.days }, output)
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)}; run gatehouse --help`)
     }

@@ -1,7 +1,10 @@
 import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { statusReport, type StatusReport } from '../admin/status.ts'
-import { ModeTracker } from '../breaker/mode.ts'
+import { cachedMaterialUsable, ModeTracker } from '../breaker/mode.ts'
+import { KeyRing } from '../store/crypto.ts'
+import { SessionsRepository } from '../store/sessions.ts'
+import { TokenCacheRepository } from '../store/token-cache.ts'
 import { systemClock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
 import { createKeycloakClient } from '../keycloak/client.ts'
@@ -47,12 +50,14 @@ async function offlineStatus (config: Config): Promise<{ report: StatusReport, s
     const keycloak = createKeycloakClient(config, { db, clock, log, metrics })
     keycloak.jwks.load()
     await keycloak.health.round()
+    const tokenCache = new TokenCacheRepository(db, new KeyRing(config.secrets.encryption_keys))
+    const usableTokens = (): number => tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs)
     const mode = new ModeTracker({
       keycloakReachable: () => keycloak.pool.reachable(),
-      cachedCredentialsUsable: () => { const age = keycloak.jwks.ageSeconds(); return age !== null && age * 1000 < keycloak.gracePeriodMs }
+      cachedCredentialsUsable: () => cachedMaterialUsable(keycloak.jwks.ageSeconds(), keycloak.gracePeriodMs, usableTokens)
     }, log)
     const verifier = new AccessTokenVerifier({ jwks: keycloak.jwks, issuer: config.keycloak.issuer, audiences: [config.keycloak.client_id], algorithms: config.tokens.algorithms, clockSkewSeconds: 0, cacheMaxEntries: 0, clock, metrics })
-    const report = statusReport({ config, clock, startedAt: clock.now(), keycloak, mode: mode.mode, verifier, databasePath: found ? file : '(no database yet)', schemaVersion: () => schemaVersion(db) })
+    const report = statusReport({ config, clock, startedAt: clock.now(), keycloak, mode: mode.mode, verifier, databasePath: found ? file : '(no database yet)', schemaVersion: () => schemaVersion(db), sessions: () => ({ active: new SessionsRepository(db).countByMode(), cachedTokens: usableTokens() }) })
     return { report, source: { kind: 'offline', database: found ? file : null } }
   } finally {
     db.close()
@@ -97,6 +102,7 @@ export function formatStatus (report: StatusReport, source: StatusSource): strin
     servers,
     '',
     `jwks:      ${j.keys} key${j.keys === 1 ? '' : 's'}${j.keys > 0 ? ` (${j.key_ids.join(', ')})` : ''}; fetched ${ago(j.fetched_at)}${j.source !== null ? ` from ${j.source}` : ''}; usable until ${j.usable_until ?? '-'}`,
+    `sessions:  ${Object.entries(report.sessions.active).map(([mode, n]) => `${n} ${mode}`).join(', ')}; ${report.sessions.cached_tokens} cached token set${report.sessions.cached_tokens === 1 ? '' : 's'} usable`,
     `database:  ${report.database.path} (schema ${report.database.schema_version})`
   ].join('\n')
 }

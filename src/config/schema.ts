@@ -25,6 +25,18 @@ export const DEFAULT_HA_STRATEGY = 'priority'
 export const DEFAULT_SERVER_PRIORITY = 1
 export const DEFAULT_SERVER_WEIGHT = 100
 export const DEFAULT_JWKS_REFRESH_INTERVAL_SECONDS = 300
+export const DEFAULT_AUTH_PRIMARY = 'keycloak'
+export const DEFAULT_SESSION_COOKIE = 'gatehouse_session'
+export const DEFAULT_IDLE_TIMEOUT_MINUTES = 60
+export const DEFAULT_ABSOLUTE_TIMEOUT_HOURS = 12
+export const DEFAULT_REFRESH_WINDOW_SECONDS = 60
+export const DEFAULT_TOUCH_INTERVAL_SECONDS = 30
+export const DEFAULT_SESSION_CACHE_MAX_ENTRIES = 10_000
+export const DEFAULT_CACHED_CREDENTIALS_DAYS = 30
+export const DEFAULT_PASSWORD_MIN_LENGTH = 12
+export const DEFAULT_MAX_FAILED_ATTEMPTS = 5
+export const DEFAULT_WINDOW_MINUTES = 15
+export const DEFAULT_LOCKOUT_MINUTES = 15
 export const DEFAULT_JWKS_MIN_REFRESH_INTERVAL_SECONDS = 10
 export const DEFAULT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const
 export const DEFAULT_CLOCK_SKEW_SECONDS = 30
@@ -56,6 +68,8 @@ const HttpUrl = (description: string, extra: Record<string, unknown> = {}) =>
 const HeaderName = (fallback: string, description: string) =>
   Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$', 'x-expected': 'an HTTP header name', default: fallback, description })
 
+const Secret = (description: string) => Type.String({ minLength: 1, 'x-secret': true, description })
+
 export const ServerSchema = Type.Object({
   host: Type.String({ minLength: 1, default: DEFAULT_SERVER_HOST, description: `Address the proxy listener binds. Default is ${DEFAULT_SERVER_HOST}.` }),
   port: Port(DEFAULT_SERVER_PORT, `Port of the proxy listener (0 picks a free one). Default is ${DEFAULT_SERVER_PORT}.`),
@@ -70,7 +84,8 @@ export const ServerSchema = Type.Object({
     'x-expected': 'true, false, or a list of addresses/CIDR ranges',
     description: 'Whether X-Forwarded-For/Proto/Host sent by the peer are believed: false (the peer is the client), true (any peer), or the addresses/CIDR ranges of trusted proxies. Default is false.'
   }),
-  shutdown_timeout_ms: Type.Integer({ minimum: 0, default: DEFAULT_SHUTDOWN_TIMEOUT_MS, description: `On SIGTERM/SIGINT, how long in-flight requests may finish before connections are cut, in milliseconds. Default is ${DEFAULT_SHUTDOWN_TIMEOUT_MS} (10 seconds).` })
+  shutdown_timeout_ms: Type.Integer({ minimum: 0, default: DEFAULT_SHUTDOWN_TIMEOUT_MS, description: `On SIGTERM/SIGINT, how long in-flight requests may finish before connections are cut, in milliseconds. Default is ${DEFAULT_SHUTDOWN_TIMEOUT_MS} (10 seconds).` }),
+  public_url: Type.Optional(HttpUrl('The URL browsers use to reach the app through Gatehouse (`https://app.example.com`): the OIDC redirect URI and logout return address are built from it. Default is the scheme and Host of each request (as trust_proxy allows); set it in production.'))
 }, { additionalProperties: false, default: {}, description: 'The proxy listener.' })
 
 export const AdminSchema = Type.Object({
@@ -97,7 +112,8 @@ export const ResilienceSchema = Type.Object({
   failure_threshold: Type.Integer({ minimum: 1, default: DEFAULT_FAILURE_THRESHOLD, description: `Consecutive failures (timeouts, refused or reset connections, 5xx; never 4xx) that open a server's circuit. Default is ${DEFAULT_FAILURE_THRESHOLD}.` }),
   cooldown_seconds: Type.Integer({ minimum: 1, default: DEFAULT_COOLDOWN_SECONDS, description: `How long an open circuit waits before one probe may test the server again, in seconds. Default is ${DEFAULT_COOLDOWN_SECONDS}.` }),
   token_grace_period_hours: Type.Number({ exclusiveMinimum: 0, default: DEFAULT_TOKEN_GRACE_PERIOD_HOURS, description: `How long cached Keycloak material stays usable while Keycloak is unreachable, in hours: session tokens after they were cached, and the stored JWKS after it was fetched (past it the mode is offline). Default is ${DEFAULT_TOKEN_GRACE_PERIOD_HOURS}.` }),
-  health_check_cache_seconds: Type.Integer({ minimum: 1, default: DEFAULT_HEALTH_CHECK_CACHE_SECONDS, description: `A server that has not been heard from for this long is health-checked (its realm's discovery document); results are reused for as long. Default is ${DEFAULT_HEALTH_CHECK_CACHE_SECONDS}.` })
+  health_check_cache_seconds: Type.Integer({ minimum: 1, default: DEFAULT_HEALTH_CHECK_CACHE_SECONDS, description: `A server that has not been heard from for this long is health-checked (its realm's discovery document); results are reused for as long. Default is ${DEFAULT_HEALTH_CHECK_CACHE_SECONDS}.` }),
+  allow_offline_mode: Type.Boolean({ default: true, description: 'While Keycloak is unreachable, let people in on what Gatehouse holds: sessions on cached tokens (mode cached) and, with auth.primary keycloak, logins on cached credentials. When false those wait for Keycloak (local users of auth.primary local still log in). Default is true.' })
 }, { additionalProperties: false, default: {}, description: 'Circuit breakers and grace periods (the original system\'s keycloak.resilience).' })
 
 export const HaServerSchema = Type.Object({
@@ -185,6 +201,61 @@ export const FeatureFlagsSchema = Type.Object({
   keycloak_enabled: Type.Boolean({ default: true, description: 'When false Gatehouse never calls Keycloak: tokens are checked against the stored JWKS only. Default is true.' })
 }, { additionalProperties: false, default: {}, description: 'Switches for whole features.' })
 
+export const AuthSchema = Type.Object({
+  primary: Type.Union([Type.Literal('keycloak'), Type.Literal('local')], {
+    default: DEFAULT_AUTH_PRIMARY,
+    'x-expected': 'keycloak or local',
+    description: `Which side owns passwords. keycloak: Keycloak decides every password while reachable; a hash of the last password it accepted is cached for logins during an outage. local: Gatehouse's own user table decides; Keycloak is asked for tokens best-effort and password changes are pushed to it. Default is ${DEFAULT_AUTH_PRIMARY}.`
+  })
+}, { additionalProperties: false, default: {}, description: 'Dual authentication (DESIGN §1).' })
+
+export const SessionSchema = Type.Object({
+  cookie_name: Type.String({ pattern: '^[A-Za-z0-9_-]+$', 'x-expected': 'a cookie name (letters, digits, _ and -)', default: DEFAULT_SESSION_COOKIE, description: `Name of the session cookie; behind TLS it gets the __Host- prefix. Default is ${DEFAULT_SESSION_COOKIE}.` }),
+  cookie_secure: Type.Union([Type.Literal('auto'), Type.Literal('always'), Type.Literal('never')], {
+    default: 'auto',
+    'x-expected': 'auto, always or never',
+    description: 'Mark cookies Secure (and use the __Host- prefix): auto when the request came over https (as trust_proxy allows), always, or never. Default is auto.'
+  }),
+  idle_timeout_minutes: Type.Integer({ minimum: 1, default: DEFAULT_IDLE_TIMEOUT_MINUTES, description: `A session unused this long ends, in minutes. Default is ${DEFAULT_IDLE_TIMEOUT_MINUTES}.` }),
+  absolute_timeout_hours: Type.Number({ exclusiveMinimum: 0, default: DEFAULT_ABSOLUTE_TIMEOUT_HOURS, description: `A session ends this long after login however active, in hours. Default is ${DEFAULT_ABSOLUTE_TIMEOUT_HOURS}.` }),
+  touch_interval_seconds: Type.Integer({ minimum: 1, default: DEFAULT_TOUCH_INTERVAL_SECONDS, description: `How often sessions' last-seen times are written, in one batch, in seconds (the idle timeout's resolution). Default is ${DEFAULT_TOUCH_INTERVAL_SECONDS}.` }),
+  refresh_window_seconds: Type.Integer({ minimum: 0, default: DEFAULT_REFRESH_WINDOW_SECONDS, description: `Keycloak tokens expiring within this many seconds are refreshed in the background, in seconds. Default is ${DEFAULT_REFRESH_WINDOW_SECONDS}.` }),
+  after_grace: Type.Union([Type.Literal('login'), Type.Literal('local')], {
+    default: 'login',
+    'x-expected': 'login or local',
+    description: 'When a session\'s cached tokens pass the grace period while Keycloak is still unreachable: login (the person logs in again, on the local form) or local (the session goes on in mode local, when local logins are allowed for the user). Default is login.'
+  }),
+  cache_max_entries: Type.Integer({ minimum: 0, default: DEFAULT_SESSION_CACHE_MAX_ENTRIES, description: `Sessions kept in memory in front of SQLite. Default is ${DEFAULT_SESSION_CACHE_MAX_ENTRIES}.` })
+}, { additionalProperties: false, default: {}, description: 'Browser sessions.' })
+
+export const PasswordPolicySchema = Type.Object({
+  min_length: Type.Integer({ minimum: 1, default: DEFAULT_PASSWORD_MIN_LENGTH, description: `Shortest new password. Default is ${DEFAULT_PASSWORD_MIN_LENGTH}.` }),
+  not_username: Type.Boolean({ default: true, description: 'A new password may not contain the user name. Default is true.' }),
+  not_current: Type.Boolean({ default: true, description: 'A new password may not be the current one. Default is true.' })
+}, { additionalProperties: false, default: {}, description: 'Rules for new passwords (change password, users add/passwd).' })
+
+export const LocalAuthSchema = Type.Object({
+  allow: Type.Union([Type.Literal('all'), Type.Literal('none'), Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })], {
+    default: 'all',
+    'x-expected': 'all, none, or a list of roles',
+    description: 'Who may log in without Keycloak (modes local and cached): all, none, or only users holding one of these roles (break-glass, e.g. [admin]). Default is all.'
+  }),
+  cached_credentials_days: Type.Integer({ minimum: 0, default: DEFAULT_CACHED_CREDENTIALS_DAYS, description: `With auth.primary keycloak, how long a password Keycloak accepted may be used for offline logins, in days (0: never cached). Default is ${DEFAULT_CACHED_CREDENTIALS_DAYS}.` }),
+  queue_password_changes: Type.Boolean({ default: false, description: 'With auth.primary keycloak, accept password changes while Keycloak is unreachable and queue them (otherwise they are refused until it is back). Default is false.' }),
+  password_policy: PasswordPolicySchema
+}, { additionalProperties: false, default: {}, description: 'Logins that do not depend on Keycloak.' })
+
+export const SecuritySchema = Type.Object({
+  max_failed_attempts: Type.Integer({ minimum: 1, default: DEFAULT_MAX_FAILED_ATTEMPTS, description: `Failed logins (per user, and per client address) within window_minutes that lock further attempts. Default is ${DEFAULT_MAX_FAILED_ATTEMPTS}.` }),
+  window_minutes: Type.Integer({ minimum: 1, default: DEFAULT_WINDOW_MINUTES, description: `The window failed logins are counted in, in minutes. Default is ${DEFAULT_WINDOW_MINUTES}.` }),
+  lockout_minutes: Type.Integer({ minimum: 1, default: DEFAULT_LOCKOUT_MINUTES, description: `How long a lockout lasts, in minutes. Default is ${DEFAULT_LOCKOUT_MINUTES}.` })
+}, { additionalProperties: false, default: {}, description: 'Brute-force protection.' })
+
+export const SecretsSchema = Type.Object({
+  encryption_keys: Type.Array(Secret('A 32-byte key, base64 or hex.'), { minItems: 1, description: 'Keys for tokens and queued passwords at rest (AES-256-GCM): the first encrypts, every one decrypts, so keys rotate by adding a new one first. Required; keep them in the environment.' }),
+  cookie_keys: Type.Array(Secret('At least 32 characters.'), { minItems: 1, description: 'Keys signing cookies and CSRF tokens: the first signs, every one verifies. Required; keep them in the environment.' })
+}, { additionalProperties: false, description: 'Key rings. Required.' })
+
 const sections = {
   server: ServerSchema,
   admin: AdminSchema,
@@ -195,7 +266,12 @@ const sections = {
   policies: PoliciesSchema,
   database: DatabaseSchema,
   log: LogSchema,
-  feature_flags: FeatureFlagsSchema
+  feature_flags: FeatureFlagsSchema,
+  auth: AuthSchema,
+  session: SessionSchema,
+  local_auth: LocalAuthSchema,
+  security: SecuritySchema,
+  secrets: SecretsSchema
 }
 
 /** Names an `environments:` overlay may have; `GATEHOUSE_ENV` picks one. */

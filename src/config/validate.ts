@@ -1,6 +1,7 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv'
 import type { TSchema } from '@sinclair/typebox'
 import type { ConfigProblem } from '../errors.ts'
+import { decodeKey } from '../store/crypto.ts'
 
 /**
  * Schema validation and cross-field checks. Both return problems, never throw, so that
@@ -147,6 +148,9 @@ function formatErrors (validate: ValidateFunction, data: unknown): ConfigProblem
 
 /** Minimal shape the cross-field checks read (the config before it is frozen). */
 interface CrossFieldInput {
+  secrets?: { encryption_keys?: string[], cookie_keys?: string[] }
+  auth?: { primary?: string }
+  local_auth?: { cached_credentials_days?: number }
   keycloak?: { issuer?: string, realm?: string, server?: string, ha?: { enabled?: boolean, servers?: Array<{ server?: string }> } }
   upstream?: { url?: string }
   server?: { port?: number, host?: string }
@@ -199,6 +203,12 @@ export function crossFieldProblems (input: Record<string, unknown>): ConfigProbl
   if (config.upstream?.url !== undefined && parseUrl(config.upstream.url) === null) {
     problems.push({ path: 'upstream.url', expected: 'a valid URL', received: renderValue(config.upstream.url) })
   }
+  config.secrets?.encryption_keys?.forEach((key, i) => {
+    if (decodeKey(key) === null) problems.push({ path: `secrets.encryption_keys[${i}]`, expected: '32 bytes written as 64 hex digits or 43-44 base64 characters (openssl rand -base64 32)', received: '[redacted]' })
+  })
+  config.secrets?.cookie_keys?.forEach((key, i) => {
+    if (key.length < 32) problems.push({ path: `secrets.cookie_keys[${i}]`, expected: 'at least 32 characters (openssl rand -base64 32)', received: '[redacted]' })
+  })
   const s = config.server
   const a = config.admin
   if (s?.port !== undefined && s.port !== 0 && s.port === a?.port && (s.host === a.host || s.host === '0.0.0.0' || a.host === '0.0.0.0')) {

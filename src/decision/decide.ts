@@ -5,7 +5,7 @@ import type { Identity } from '../identity.ts'
 import { identityFromClaims } from '../keycloak/claims.ts'
 import type { AccessTokenVerifier, TokenRejection, VerifiedToken } from '../keycloak/verify-token.ts'
 import { normaliseTarget } from '../authz/normalise-path.ts'
-import { matchRule, satisfies, type PolicySet } from '../authz/policy.ts'
+import { matchRule, satisfies, type PolicyRule, type PolicySet } from '../authz/policy.ts'
 import { identityHeaders } from './identity-headers.ts'
 
 /** Which way a request came in. Only the proxy owns the sidecar prefix. */
@@ -70,6 +70,13 @@ export interface DeciderDeps {
   /** The sidecar's own route prefix (`server.prefix`). */
   prefix: string
   log: Logger
+  /** Browser sessions: the identity a request's session cookie stands for, or null. */
+  sessions?: SessionLookup
+}
+
+/** How `decide()` reads a session cookie (the session service, behind the cookie jar). */
+export interface SessionLookup {
+  identify: (cookieHeader: string | string[] | undefined) => Promise<Identity | null>
 }
 
 /** The decision function: request facts in, {@link Decision} out. */
@@ -118,9 +125,16 @@ async function decideUnsafe (deps: DeciderDeps, memo: Memo, facts: RequestFacts)
 
   const token = bearerToken(facts.headers.authorization)
   if (token === null) {
-    return deny(401, 'no_credentials', rule.name, null, { error: 'unauthorized' }, {
-      'www-authenticate': `Bearer realm="${REALM}", error="invalid_token", error_description="no access token"`
-    })
+    const identity = await deps.sessions?.identify(facts.headers.cookie) ?? null
+    if (identity === null) {
+      if (facts.entry === 'proxy' && isBrowserNavigation(facts)) {
+        return { kind: 'redirect', reason: 'no_credentials', location: `${deps.prefix}/login?rd=${encodeURIComponent(target)}`, rule: rule.name }
+      }
+      return deny(401, 'no_credentials', rule.name, null, { error: 'unauthorized' }, {
+        'www-authenticate': `Bearer realm="${REALM}", error="invalid_token", error_description="no access token"`
+      })
+    }
+    return authorised(rule, target, identity, sessionHeaders(memo, identity, deps))
   }
   const outcome = deps.verifier.remembered(token) ?? await deps.verifier.verify(token)
   if (!outcome.ok) {
@@ -131,6 +145,10 @@ async function decideUnsafe (deps: DeciderDeps, memo: Memo, facts: RequestFacts)
   }
 
   const { identity, headers } = derived(memo, outcome.token, token, deps)
+  return authorised(rule, target, identity, headers)
+}
+
+function authorised (rule: PolicyRule, target: string, identity: Identity, headers: Record<string, string>): Decision {
   if (!satisfies(rule.requirement, identity.roles)) {
     return deny(403, 'missing_role', rule.name, identity, { error: 'forbidden' })
   }
@@ -144,7 +162,27 @@ async function decideUnsafe (deps: DeciderDeps, memo: Memo, facts: RequestFacts)
   }
 }
 
-type Memo = WeakMap<VerifiedToken, { identity: Identity, headers: Record<string, string> }>
+/**
+ * A top-level page load by a browser: sent to the login page rather than answered 401.
+ * (Fetches and API clients do not ask for HTML first.)
+ */
+function isBrowserNavigation (facts: RequestFacts): boolean {
+  if (facts.method !== 'GET' && facts.method !== 'HEAD') return false
+  const accept = facts.headers.accept
+  return typeof accept === 'string' && accept.includes('text/html')
+}
+
+type Memo = WeakMap<object, { identity: Identity, headers: Record<string, string> }>
+
+// A session hands out the same frozen identity object until something in it changes.
+function sessionHeaders (memo: Memo, identity: Identity, deps: DeciderDeps): Record<string, string> {
+  let entry = memo.get(identity)
+  if (entry === undefined) {
+    entry = { identity, headers: Object.freeze(identityHeaders(identity, deps.headers)) }
+    memo.set(identity, entry)
+  }
+  return entry.headers
+}
 
 // The identity and headers a token yields never change: worked out once per verified token,
 // which the verifier's cache hands back as the same object on every hit. Frozen, as shared.

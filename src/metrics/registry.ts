@@ -24,6 +24,14 @@ export interface Metrics {
   circuitState: Gauge<'server'>
   /** Circuit state changes by server and the state entered. */
   circuitTransitions: Counter<'server' | 'to'>
+  /** Session token refreshes by result (success, invalid_grant, unavailable…). */
+  tokenRefresh: Counter<'result'>
+  /** Session token sets still usable (fresh, or inside the grace period). */
+  cachedTokens: Gauge
+  /** Live sessions by mode. */
+  sessionsActive: Gauge<'mode'>
+  /** Logins by mode and result (success, bad_credentials, locked…). */
+  loginsTotal: Counter<'mode' | 'result'>
 }
 
 /** Values of `gatehouse_circuit_state`. */
@@ -48,6 +56,10 @@ export interface GaugeSources {
   mode: () => typeof MODES[number]
   /** Each server's circuit state. */
   circuits: () => Array<{ server: string, state: keyof typeof CIRCUIT_STATE_VALUES }>
+  /** Usable cached token sets. */
+  cachedTokens: () => number
+  /** Live sessions by mode. */
+  sessionsActive: () => Record<string, number>
 }
 
 /** Builds the registry and every metric; gauges read `sources` lazily, at scrape time. */
@@ -136,6 +148,35 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
       name: 'gatehouse_circuit_transitions_total',
       help: 'Circuit breaker state changes, by server and the state entered.',
       labelNames: ['server', 'to'] as const,
+      registers
+    }),
+    tokenRefresh: new Counter({
+      name: 'gatehouse_token_refresh_total',
+      help: 'Refreshes of sessions\' Keycloak tokens, by result.',
+      labelNames: ['result'] as const,
+      registers
+    }),
+    cachedTokens: new Gauge({
+      name: 'gatehouse_cached_tokens',
+      help: 'Sessions\' Keycloak token sets still usable: fresh, or inside the grace period.',
+      registers,
+      collect () {
+        this.set(bound.cachedTokens?.() ?? 0)
+      }
+    }),
+    sessionsActive: new Gauge({
+      name: 'gatehouse_sessions_active',
+      help: 'Live browser sessions, by authentication mode.',
+      labelNames: ['mode'] as const,
+      registers,
+      collect () {
+        for (const [mode, n] of Object.entries(bound.sessionsActive?.() ?? {})) this.set({ mode }, n)
+      }
+    }),
+    loginsTotal: new Counter({
+      name: 'gatehouse_logins_total',
+      help: 'Logins, by authentication mode and result.',
+      labelNames: ['mode', 'result'] as const,
       registers
     })
   }

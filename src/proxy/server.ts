@@ -17,6 +17,8 @@ export interface ProxyServerOptions {
   metrics: HotPathMetrics
   /** Where access lines go; none when null. */
   accessLog: AccessLog | null
+  /** Gatehouse's own routes under the prefix, registered before the proxy. */
+  routes?: (fastify: FastifyInstance) => Promise<void>
 }
 
 /**
@@ -47,6 +49,7 @@ export function createProxyServer (options: ProxyServerOptions): FastifyInstance
     recordRequest(request, reply, metrics, accessLog)
     done()
   })
+  if (options.routes !== undefined) void proxy.register(options.routes)
   void proxy.register(proxyPlugin, { config, decide: options.decide })
   return proxy
 }

@@ -3,7 +3,10 @@ import { writeFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { runGatehouse } from '../fixtures/cli.ts'
 
+const SECRETS = `secrets: { encryption_keys: ['${'11'.repeat(32)}'], cookie_keys: [cli-test-cookie-key-cli-test-cookie-key] }`
+
 const GOOD = `
+${SECRETS}
 upstream: { url: 'http://127.0.0.1:8080' }
 keycloak:
   issuer: https://sso.example.com/realms/acme
@@ -17,6 +20,7 @@ t.test('a bad config.yaml prints every key path and exits 2 without starting any
   const dir = t.testdir()
   const path = join(dir, 'config.yaml')
   writeFileSync(path, `
+${SECRETS}
 server:
   port: eighty
 upstream: { url: 'http://127.0.0.1:8080', retries: 3 }

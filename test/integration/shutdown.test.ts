@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { startEchoUpstream } from '../fixtures/upstream.ts'
 import { rawRequest } from '../fixtures/http-client.ts'
+import { TEST_SECRETS } from '../fixtures/gatehouse.ts'
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url))
 
@@ -18,6 +19,7 @@ async function serve (t: { teardown: (fn: () => void) => void }, dir: string, up
     upstream: { url: upstreamUrl },
     // Keycloak is nowhere: start-up must not care.
     keycloak: { issuer: 'https://sso.example.test/realms/acme', server: 'http://127.0.0.1:9', client_id: 'app' },
+    secrets: TEST_SECRETS,
     policies: { dir: './policies', default: 'public' },
     database: { path: './g.db' }
   }))

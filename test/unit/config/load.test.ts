@@ -4,7 +4,11 @@ import { join } from 'node:path'
 import { loadConfig, parseConfig } from '../../../src/config/load.ts'
 import { ConfigError } from '../../../src/errors.ts'
 
+// Keys for tests only: fixed, so reports stay byte-for-byte comparable.
+const SECRETS = `secrets: { encryption_keys: ['${'00'.repeat(32)}'], cookie_keys: [test-cookie-key-test-cookie-key-0000] }`
+
 const MINIMAL = `
+${SECRETS}
 upstream:
   url: http://127.0.0.1:8080
 keycloak:
@@ -42,6 +46,7 @@ t.test('a minimal file gets every default and the realm from the issuer', async 
 
 t.test('every problem is reported at once with its full key path', async (t) => {
   const text = `
+${SECRETS}
 upstream:
   url: http://127.0.0.1:8080
   timeout_ms: soon
@@ -70,6 +75,7 @@ t.test('a missing required key is named', async (t) => {
   const problems = problemsOf(() => parseConfig('keycloak:\n  issuer: https://sso.example.com/realms/a\n  server: http://k\n', { path: 'c.yaml', env: {} }))
   t.same(problems.sort(), [
     'keycloak.client_id: expected a value (this key is required), received nothing',
+    'secrets: expected a value (this key is required), received nothing',
     'upstream: expected a value (this key is required), received nothing'
   ])
 })
@@ -154,6 +160,7 @@ t.test('an unknown GATEHOUSE_ENV or environment name is refused', async (t) => {
 
 t.test('cross-field checks: the issuer must be a realm URL, the realm must agree, listeners must differ', async (t) => {
   const text = `
+${SECRETS}
 upstream: { url: 'http://127.0.0.1:1' }
 keycloak: { issuer: 'https://sso.example.com/oidc', server: 'http://k', client_id: a }
 `
@@ -189,6 +196,7 @@ t.test('a missing file is ERR_CONFIG_READ', async (t) => {
 
 t.test('keycloak.ha: the servers list replaces keycloak.server, and is checked', async (t) => {
   const ha = `
+${SECRETS}
 upstream: { url: 'http://127.0.0.1:8080' }
 keycloak:
   issuer: https://sso.example.com/realms/acme
@@ -204,7 +212,7 @@ keycloak:
 `
   const config = parseConfig(ha, { path: 'c.yaml', env: {} })
   t.same(config.keycloak.ha.servers, [{ server: 'http://kc1:8080', priority: 1, weight: 100 }, { server: 'http://kc2:8080', priority: 2, weight: 20 }])
-  t.same(config.keycloak.resilience, { enabled: true, failure_threshold: 3, cooldown_seconds: 60, token_grace_period_hours: 24, health_check_cache_seconds: 30 })
+  t.same(config.keycloak.resilience, { enabled: true, failure_threshold: 3, cooldown_seconds: 60, token_grace_period_hours: 24, health_check_cache_seconds: 30, allow_offline_mode: true })
   t.same(problemsOf(() => parseConfig(ha.replace(/ {4}servers:[\s\S]*$/, '    servers: []\n'), { path: 'c.yaml', env: {} })),
     ['keycloak.ha.servers: expected at least one server when keycloak.ha.enabled is true, received an empty list'])
   t.same(problemsOf(() => parseConfig(ha.replace('http://kc2:8080', 'http://kc1:8080/'), { path: 'c.yaml', env: {} })),

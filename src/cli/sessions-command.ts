@@ -1,0 +1,274 @@
+import { resolve } from 'node:path'
+import { systemClock, type Clock } from '../clock.ts'
+import type { Config } from '../config/schema.ts'
+import { UsageError } from '../errors.ts'
+import { AuditLogRepository } from '../store/audit-log.ts'
+import { KeyRing } from '../store/crypto.ts'
+import { openDatabase, type Db } from '../store/db.ts'
+import { LoginAttemptsRepository } from '../store/login-attempts.ts'
+import { SessionsRepository, type SessionMode, type SessionRecord } from '../store/sessions.ts'
+import { SyncQueueRepository } from '../store/sync-queue.ts'
+import { TokenCacheRepository } from '../store/token-cache.ts'
+import { UsersRepository } from '../store/users.ts'
+import { loadForServe } from './config-command.ts'
+import { emit, formatTable, type Output } from './output.ts'
+
+/** Ended sessions older than this many days are purged by `sessions cleanup` without `--days`. Default is 30. */
+export const DEFAULT_CLEANUP_DAYS = 30
+
+const MINUTE = 60_000
+const HOUR = 60 * MINUTE
+const DAY = 24 * HOUR
+
+/** Options of {@link runSessionsCommand}. */
+export interface SessionsCommandOptions {
+  configPath: string
+  env?: NodeJS.ProcessEnv
+  json: boolean
+  /** `--all`, for `sessions list`: include ended sessions. */
+  all?: boolean
+  /** `--days`, for `sessions cleanup`, as typed. */
+  days?: string
+  /** Default is the system clock. */
+  clock?: Clock
+}
+
+/**
+ * A session as `sessions list --json` prints it. Its secret is never stored, so it cannot be
+ * printed; tokens stay in the (encrypted) token cache.
+ */
+export interface SessionView {
+  id: string
+  username: string
+  subject: string | null
+  mode: SessionMode
+  ip: string | null
+  user_agent: string | null
+  created_at: string
+  last_seen_at: string
+  /** Absolute end. */
+  expires_at: string
+  /** When it ends if unused: last seen plus `session.idle_timeout_minutes`. */
+  idle_expires_at: string
+  ended_at: string | null
+  end_reason: string | null
+}
+
+/** What `sessions cleanup` removed. */
+export interface CleanupReport {
+  expired_sessions: number
+  purged_sessions: number
+  purged_tokens: number
+  purged_login_attempts: number
+  days: number
+}
+
+/** What `sessions metrics` reports. */
+export interface SessionMetrics {
+  active_sessions: Record<SessionMode, number> & { total: number }
+  /** Logins recorded in the audit log in the last hour, by mode and result. */
+  logins_last_hour: Array<{ mode: string, result: string, count: number }>
+}
+
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
+
+/** The public view of a session row. */
+export function sessionView (session: SessionRecord, idleMs: number): SessionView {
+  return {
+    id: session.id,
+    username: session.username,
+    subject: session.subject,
+    mode: session.mode,
+    ip: session.ip,
+    user_agent: session.userAgent,
+    created_at: new Date(session.createdAt).toISOString(),
+    last_seen_at: new Date(session.lastSeenAt).toISOString(),
+    expires_at: new Date(session.expiresAt).toISOString(),
+    idle_expires_at: new Date(session.lastSeenAt + idleMs).toISOString(),
+    ended_at: iso(session.endedAt),
+    end_reason: session.endReason
+  }
+}
+
+/** `gatehouse sessions list|invalidate|logout-user|cleanup|metrics`. */
+export function runSessionsCommand (sub: string | undefined, args: string[], options: SessionsCommandOptions, output: Output): number {
+  if (sub !== 'list' && options.all === true) throw new UsageError('--all only applies to sessions list')
+  if (sub !== 'cleanup' && options.days !== undefined) throw new UsageError('--days only applies to sessions cleanup')
+  switch (sub) {
+    case 'list':
+      if (args.length > 1) throw new UsageError('usage: gatehouse sessions list [USER] [--all] [--json]')
+      return withStore(options, (store) => list(store, args[0]?.trim(), options, output))
+    case 'invalidate': {
+      const id = args[0]?.trim()
+      if (args.length !== 1 || id === undefined || id.length === 0) throw new UsageError('usage: gatehouse sessions invalidate ID')
+      return withStore(options, (store) => invalidate(store, id, options, output))
+    }
+    case 'logout-user': {
+      const username = args[0]?.trim()
+      if (args.length !== 1 || username === undefined || username.length === 0) throw new UsageError('usage: gatehouse sessions logout-user USER')
+      return withStore(options, (store) => logoutUser(store, username, options, output))
+    }
+    case 'cleanup': {
+      if (args.length !== 0) throw new UsageError('usage: gatehouse sessions cleanup [--days N]')
+      if (options.days !== undefined && !/^\d+$/.test(options.days.trim())) throw new UsageError(`--days expects a whole number of days, received ${JSON.stringify(options.days)}`)
+      const days = options.days === undefined ? DEFAULT_CLEANUP_DAYS : Number(options.days)
+      return withStore(options, (store) => cleanup(store, days, options, output))
+    }
+    case 'metrics':
+      if (args.length !== 0) throw new UsageError('usage: gatehouse sessions metrics [--json]')
+      return withStore(options, (store) => metrics(store, options, output))
+    default:
+      throw new UsageError(`unknown sessions subcommand ${JSON.stringify(sub ?? '')}: use list, invalidate, logout-user, cleanup or metrics`)
+  }
+}
+
+interface Store {
+  config: Config
+  db: Db
+  sessions: SessionsRepository
+  tokens: TokenCacheRepository
+  sync: SyncQueueRepository
+  audit: AuditLogRepository
+  clock: Clock
+}
+
+function withStore (options: SessionsCommandOptions, fn: (store: Store) => number): number {
+  const { config } = loadForServe(options.configPath, options.env)
+  const path = config.database.path === ':memory:' ? ':memory:' : resolve(config.base_dir, config.database.path)
+  const { db } = openDatabase({ path, busyTimeoutMs: config.database.busy_timeout_ms })
+  try {
+    const ring = new KeyRing(config.secrets.encryption_keys)
+    return fn({
+      config,
+      db,
+      sessions: new SessionsRepository(db),
+      tokens: new TokenCacheRepository(db, ring),
+      sync: new SyncQueueRepository(db, ring),
+      audit: new AuditLogRepository(db),
+      clock: options.clock ?? systemClock
+    })
+  } finally {
+    db.close()
+  }
+}
+
+const idleMsOf = (config: Config): number => config.session.idle_timeout_minutes * MINUTE
+
+/** Sessions carry the user name as it was when they began; a local user's row has the canonical spelling. */
+function canonicalUsername (store: Store, given: string): string {
+  return new UsersRepository(store.db).find(given)?.username ?? given
+}
+
+function list (store: Store, given: string | undefined, options: SessionsCommandOptions, output: Output): number {
+  const username = given === undefined ? undefined : canonicalUsername(store, given)
+  const sessions = store.sessions.list({ ...(username !== undefined ? { username } : {}), includeEnded: options.all === true })
+  const views = sessions.map((s) => sessionView(s, idleMsOf(store.config)))
+  emit(output, options.json, views, () => views.length === 0
+    ? `no ${options.all === true ? '' : 'live '}sessions${username !== undefined ? ` of ${username}` : ''}`
+    : formatSessions(views, options.all === true))
+  return 0
+}
+
+function invalidate (store: Store, id: string, options: SessionsCommandOptions, output: Output): number {
+  const session = store.sessions.find(id)
+  if (session === null) return fail(output, `no such session ${JSON.stringify(id)}`)
+  const now = store.clock.now()
+  const ended = store.db.transaction(() => {
+    if (!store.sessions.end(id, 'invalidated', now)) return false
+    store.tokens.delete(id)
+    store.audit.append({ actor: session.username, action: 'session_invalidated', result: 'success', authMode: session.mode, reason: 'invalidated', detail: { via: 'cli', session_id: id } }, now)
+    return true
+  })()
+  if (!ended) return fail(output, `session ${id} already ended (${store.sessions.find(id)?.endReason ?? 'no reason recorded'})`)
+  emit(output, options.json, { id, username: session.username, ended_at: new Date(now).toISOString() }, () => `invalidated session ${id} of ${session.username}`)
+  return 0
+}
+
+function logoutUser (store: Store, given: string, options: SessionsCommandOptions, output: Output): number {
+  const username = canonicalUsername(store, given)
+  const now = store.clock.now()
+  const result = store.db.transaction(() => {
+    const live = store.sessions.list({ username })
+    for (const session of live) {
+      store.sessions.end(session.id, 'logout_user', now)
+      store.tokens.delete(session.id)
+    }
+    // Keycloak sessions end too, when the sync worker replays this (Admin API: POST /users/{id}/logout).
+    const subjects = [...new Set(live.map((s) => s.subject).filter((s) => s !== null))]
+    const queued = subjects.map((subject) => store.sync.enqueue({ username, operation: 'logout_user', payload: { subject } }, now))
+    if (live.length > 0) {
+      store.audit.append({ actor: username, action: 'session_invalidated', result: 'success', reason: 'logout_user', detail: { via: 'cli', session_ids: live.map((s) => s.id), keycloak_logout_queued: queued.length > 0 } }, now)
+    }
+    return { ended: live.map((s) => s.id), queued }
+  })()
+  emit(output, options.json, { username, ended_sessions: result.ended, keycloak_logout_queued: result.queued.length > 0, sync_items: result.queued }, () => {
+    const ended = result.ended.length === 0 ? `${username} had no live sessions` : `ended ${result.ended.length} session${result.ended.length === 1 ? '' : 's'} of ${username}`
+    return result.queued.length > 0 ? `${ended}; Keycloak logout queued for the sync worker` : ended
+  })
+  return 0
+}
+
+function cleanup (store: Store, days: number, options: SessionsCommandOptions, output: Output): number {
+  const now = store.clock.now()
+  const { session, keycloak, security } = store.config
+  const report = store.db.transaction((): CleanupReport => {
+    let expired = store.sessions.expire(now, idleMsOf(store.config))
+    // expires_at was fixed at login; a since-shortened absolute timeout applies to older sessions too.
+    for (const s of store.sessions.list()) {
+      if (s.createdAt + session.absolute_timeout_hours * HOUR <= now && store.sessions.end(s.id, 'expired', now)) expired++
+    }
+    // Tokens first: their rows go with their sessions (ON DELETE CASCADE) and would go uncounted.
+    const purgedTokens = store.tokens.cleanup(now, keycloak.resilience.token_grace_period_hours * HOUR)
+    const purgedSessions = store.sessions.purge(now, days * DAY)
+    const purgedAttempts = new LoginAttemptsRepository(store.db).purge(now - security.window_minutes * MINUTE)
+    return { expired_sessions: expired, purged_sessions: purgedSessions, purged_tokens: purgedTokens, purged_login_attempts: purgedAttempts, days }
+  })()
+  const plural = (n: number, one: string, many: string): string => `${n} ${n === 1 ? one : many}`
+  emit(output, options.json, report, () => [
+    `ended ${plural(report.expired_sessions, 'expired session', 'expired sessions')}`,
+    `purged ${plural(report.purged_sessions, 'session', 'sessions')} ended more than ${plural(days, 'day', 'days')} ago`,
+    `removed ${plural(report.purged_tokens, 'cached token set', 'cached token sets')} (past the grace period or of ended sessions)`,
+    `removed ${plural(report.purged_login_attempts, 'login attempt', 'login attempts')} older than ${plural(security.window_minutes, 'minute', 'minutes')}`
+  ].join('\n'))
+  return 0
+}
+
+function metrics (store: Store, options: SessionsCommandOptions, output: Output): number {
+  const byMode = store.sessions.countByMode()
+  const report: SessionMetrics = {
+    active_sessions: { ...byMode, total: byMode.keycloak + byMode.cached + byMode.local },
+    logins_last_hour: store.audit.loginCounts(store.clock.now() - HOUR)
+  }
+  emit(output, options.json, report, () => [
+    `active sessions: ${report.active_sessions.total} (keycloak ${byMode.keycloak}, cached ${byMode.cached}, local ${byMode.local})`,
+    '',
+    'logins in the last hour:',
+    report.logins_last_hour.length === 0
+      ? '  none'
+      : formatTable(report.logins_last_hour, [
+        { header: 'mode', value: (r) => r.mode },
+        { header: 'result', value: (r) => r.result },
+        { header: 'count', value: (r) => r.count }
+      ])
+  ].join('\n'))
+  return 0
+}
+
+function fail (output: Output, message: string): number {
+  output.err(`gatehouse: ${message}`)
+  return 1
+}
+
+function formatSessions (sessions: SessionView[], all: boolean): string {
+  const expires = (s: SessionView): string => (s.idle_expires_at < s.expires_at ? s.idle_expires_at : s.expires_at)
+  return formatTable(sessions, [
+    { header: 'id', value: (s) => s.id },
+    { header: 'user', value: (s) => s.username },
+    { header: 'mode', value: (s) => s.mode },
+    { header: 'ip', value: (s) => s.ip },
+    { header: 'created', value: (s) => s.created_at },
+    { header: 'last seen', value: (s) => s.last_seen_at },
+    { header: 'expires', value: (s) => (s.ended_at === null ? expires(s) : null) },
+    ...(all ? [{ header: 'ended', value: (s: SessionView) => (s.ended_at === null ? null : `${s.ended_at} (${s.end_reason ?? '-'})`) }] : [])
+  ])
+}

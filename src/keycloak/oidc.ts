@@ -1,0 +1,202 @@
+import * as client from 'openid-client'
+import { compactVerify, errors as joseErrors, decodeJwt } from 'jose'
+import type { Clock } from '../clock.ts'
+import { KeycloakRejected, KeycloakUnavailable } from '../errors.ts'
+import type { KeycloakClaims } from './claims.ts'
+import type { KeycloakPool, KeycloakOperation } from './failover.ts'
+import type { JwksManager } from './jwks.ts'
+import type { RealmEndpoints } from './endpoints.ts'
+
+/** Tokens Keycloak issued, with what Gatehouse needs to know about them. */
+export interface TokenSet {
+  accessToken: string
+  refreshToken: string | null
+  idToken: string | null
+  /** `exp` of the access token (ms). */
+  accessExpiresAt: number
+  /** When the refresh token expires, from `refresh_expires_in` (ms), or null. */
+  refreshExpiresAt: number | null
+  /** Claims of the access token (roles, groups, sid…): it is what the decision reads. */
+  claims: KeycloakClaims
+}
+
+/** Options of {@link OidcClient}. */
+export interface OidcOptions {
+  pool: KeycloakPool
+  jwks: JwksManager
+  /** Browser-facing endpoints, under the public issuer. */
+  publicEndpoints: RealmEndpoints
+  issuer: string
+  clientId: string
+  clientSecret: string | undefined
+  clock: Clock
+  /** Tolerance on ID token times, in seconds. */
+  clockSkewSeconds: number
+}
+
+/**
+ * Keycloak's OIDC endpoints through openid-client, every request through the server pool:
+ * the browser is sent to the public authorization and logout endpoints; the code exchange,
+ * the password grant and refreshes go to the back channel of whichever server the pool picks
+ * (openid-client's `customFetch` rewrites the request onto it), under the pool's deadline
+ * and breakers. Failures come out as {@link KeycloakUnavailable} or {@link KeycloakRejected}.
+ */
+export class OidcClient {
+  readonly #options: OidcOptions
+  readonly #config: client.Configuration
+  readonly #templateRealmUrl: string
+
+  constructor (options: OidcOptions) {
+    this.#options = options
+    // The token endpoint named here is a template: customFetch moves each request to the
+    // realm URL of the server the pool chose.
+    const template = options.pool.endpointsOf(options.pool.servers[0] as string) as RealmEndpoints
+    this.#templateRealmUrl = template.realmUrl
+    const server: client.ServerMetadata = {
+      issuer: options.issuer,
+      authorization_endpoint: options.publicEndpoints.authorization,
+      end_session_endpoint: options.publicEndpoints.logout,
+      token_endpoint: template.token,
+      userinfo_endpoint: template.userinfo,
+      jwks_uri: template.certs,
+      code_challenge_methods_supported: ['S256']
+    }
+    const auth = options.clientSecret === undefined ? client.None() : client.ClientSecretBasic(options.clientSecret)
+    this.#config = new client.Configuration(server, options.clientId, { id_token_signed_response_alg: 'RS256' }, auth)
+    // The pool's deadline governs; openid-client's own (30 s) must never be the shorter one.
+    this.#config.timeout = 3600
+    this.#config[client.customFetch] = (url, init) => this.#fetch(url, init)
+    if ([options.publicEndpoints.authorization, template.token].some((u) => u.startsWith('http:'))) client.allowInsecureRequests(this.#config)
+  }
+
+  /** The public authorization URL a browser is sent to (code flow with PKCE S256, state and nonce). */
+  authorizationUrl (params: { redirectUri: string, state: string, nonce: string, codeChallenge: string, scope?: string }): URL {
+    return client.buildAuthorizationUrl(this.#config, {
+      redirect_uri: params.redirectUri,
+      scope: params.scope ?? 'openid profile email',
+      state: params.state,
+      nonce: params.nonce,
+      code_challenge: params.codeChallenge,
+      code_challenge_method: 'S256'
+    })
+  }
+
+  /** Exchanges the code from a callback URL over the back channel and checks the ID token. */
+  async exchangeCode (callbackUrl: URL, checks: { codeVerifier: string, state: string, nonce: string }, redirectUri: string): Promise<TokenSet> {
+    return await this.#grant(async () => await client.authorizationCodeGrant(this.#config, callbackUrl, {
+      pkceCodeVerifier: checks.codeVerifier,
+      expectedState: checks.state,
+      expectedNonce: checks.nonce,
+      idTokenExpected: true
+    }, { redirect_uri: redirectUri }))
+  }
+
+  /** Keycloak's direct access grant (ROPC) for a username and password. */
+  async passwordGrant (username: string, password: string): Promise<TokenSet> {
+    return await this.#grant(async () => await client.genericGrantRequest(this.#config, 'password', { username, password, scope: 'openid profile email' }))
+  }
+
+  /** Trades a refresh token for new tokens (the old refresh token may then be dead). */
+  async refresh (refreshToken: string): Promise<TokenSet> {
+    return await this.#grant(async () => await client.refreshTokenGrant(this.#config, refreshToken))
+  }
+
+  /** The public end-session URL (RP-initiated logout). */
+  endSessionUrl (params: { idTokenHint?: string | null, postLogoutRedirectUri?: string }): URL {
+    const query: Record<string, string> = { client_id: this.#options.clientId }
+    if (params.idTokenHint != null) query.id_token_hint = params.idTokenHint
+    if (params.postLogoutRedirectUri !== undefined) query.post_logout_redirect_uri = params.postLogoutRedirectUri
+    return client.buildEndSessionUrl(this.#config, query)
+  }
+
+  async #grant (request: () => Promise<client.TokenEndpointResponse & client.TokenEndpointResponseHelpers>): Promise<TokenSet> {
+    let response: client.TokenEndpointResponse & client.TokenEndpointResponseHelpers
+    try {
+      response = await request()
+    } catch (err) {
+      throw keycloakErrorOf(err)
+    }
+    const now = this.#options.clock.now()
+    const claims = decodeJwt(response.access_token) as KeycloakClaims
+    if (response.id_token !== undefined) await this.#verifyIdTokenSignature(response.id_token)
+    const refreshIn = (response as { refresh_expires_in?: unknown }).refresh_expires_in
+    return {
+      accessToken: response.access_token,
+      refreshToken: response.refresh_token ?? null,
+      idToken: response.id_token ?? null,
+      // Counted on our clock from `expires_in`, not from `exp`: a clock skew between
+      // Gatehouse and Keycloak must not make a fresh token look expired (and refresh forever).
+      accessExpiresAt: typeof response.expires_in === 'number' ? now + response.expires_in * 1000 : typeof claims.exp === 'number' ? claims.exp * 1000 : now + 300_000,
+      refreshExpiresAt: typeof refreshIn === 'number' && refreshIn > 0 ? now + refreshIn * 1000 : null,
+      claims
+    }
+  }
+
+  /**
+   * openid-client checks the ID token's claims (issuer, audience, nonce, times); its
+   * signature is checked here against the realm's JWKS, which Gatehouse keeps anyway.
+   */
+  async #verifyIdTokenSignature (idToken: string): Promise<void> {
+    const verify = async (): Promise<void> => {
+      const keys = this.#options.jwks.keySet()
+      if (keys === null) throw new joseErrors.JWKSNoMatchingKey()
+      // Signature only: openid-client has checked the claims (issuer, audience, nonce, times).
+      await compactVerify(idToken, keys)
+    }
+    try {
+      await verify()
+    } catch (err) {
+      if (!(err instanceof joseErrors.JWKSNoMatchingKey) || !await this.#options.jwks.refreshForUnknownKey('unknown_kid')) {
+        throw new KeycloakRejected(502, `keycloak's ID token failed verification: ${(err as Error).message}`)
+      }
+      await verify().catch((again: unknown) => { throw new KeycloakRejected(502, `keycloak's ID token failed verification: ${(again as Error).message}`) })
+    }
+  }
+
+  async #fetch (url: string, init: client.CustomFetchOptions): Promise<Response> {
+    const suffix = url.startsWith(this.#templateRealmUrl) ? url.slice(this.#templateRealmUrl.length) : null
+    if (suffix === null) throw new KeycloakUnavailable('bad_response', `refusing a request outside the realm: ${url}`)
+    const grant = init.body instanceof URLSearchParams ? init.body.get('grant_type') : null
+    const operation: KeycloakOperation = grant === 'refresh_token' ? 'refresh' : suffix.endsWith('/token') ? 'token' : suffix.endsWith('/userinfo') ? 'userinfo' : 'token'
+    return await this.#options.pool.call(operation, async (target) => {
+      let response: Response
+      try {
+        response = await fetch(target.endpoints.realmUrl + suffix, { ...(init as RequestInit), signal: target.signal, redirect: 'manual' })
+      } catch (err) {
+        throw unavailable(err, target.server, target.signal)
+      }
+      if (response.status >= 500) {
+        await response.body?.cancel().catch(() => {})
+        throw new KeycloakUnavailable('http_5xx', `keycloak answered ${response.status}`, { server: target.server })
+      }
+      // Buffered here, inside the deadline, so openid-client never reads a body after it.
+      const body = await response.arrayBuffer().catch((err: unknown) => { throw unavailable(err, target.server, target.signal) })
+      return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers })
+    })
+  }
+}
+
+function unavailable (err: unknown, server: string, signal: AbortSignal): KeycloakUnavailable {
+  if (err instanceof KeycloakUnavailable) return err
+  const code = (err as { cause?: { code?: string } }).cause?.code
+  const kind = signal.aborted ? 'timeout' : code === 'ECONNREFUSED' ? 'refused' : code === 'ECONNRESET' ? 'reset' : 'network'
+  return new KeycloakUnavailable(kind, `keycloak could not be reached (${kind})`, { server, cause: err })
+}
+
+/** openid-client's errors, at the boundary, as Gatehouse's two Keycloak errors. */
+export function keycloakErrorOf (err: unknown): KeycloakUnavailable | KeycloakRejected {
+  for (let e: unknown = err; e !== undefined && e !== null; e = (e as { cause?: unknown }).cause) {
+    if (e instanceof KeycloakUnavailable || e instanceof KeycloakRejected) return e
+    if (e instanceof client.ResponseBodyError) {
+      return new KeycloakRejected(e.status, `keycloak refused: ${e.error}${e.error_description !== undefined ? ` (${e.error_description})` : ''}`, { oauthError: e.error })
+    }
+    if (e instanceof client.WWWAuthenticateChallengeError) {
+      // A 401 with a challenge (as for bad user credentials): the OAuth error is in its parameters.
+      const params = e.cause.find((c) => c.parameters.error !== undefined)?.parameters
+      const error = params?.error ?? 'invalid_client'
+      return new KeycloakRejected(e.status, `keycloak refused: ${error}${params?.error_description !== undefined ? ` (${params.error_description})` : ''}`, { oauthError: error })
+    }
+    if (e === (e as { cause?: unknown }).cause) break
+  }
+  return new KeycloakRejected(502, `keycloak's answer failed validation: ${(err as Error).message}`, { cause: err })
+}

@@ -1,0 +1,222 @@
+import type { Logger } from 'pino'
+import type { Clock } from '../clock.ts'
+import type { Config } from '../config/schema.ts'
+import { KeycloakRejected, KeycloakUnavailable } from '../errors.ts'
+import type { KeycloakPool } from '../keycloak/failover.ts'
+import type { OidcClient, TokenSet } from '../keycloak/oidc.ts'
+import type { AuditLogRepository } from '../store/audit-log.ts'
+import type { LoginAttemptsRepository } from '../store/login-attempts.ts'
+import type { SessionMode } from '../store/sessions.ts'
+import type { UserRecord, UsersRepository } from '../store/users.ts'
+import { localLoginAllowed } from './local-allow.ts'
+import { DEFAULT_SCRYPT, hashPassword, needsRehash, verifyPassword } from './passwords.ts'
+import { storedIdentityOf, type NewSession, type StoredIdentity } from './service.ts'
+
+/** Why a login failed, as the audit log and metrics name it. */
+export type LoginFailure = 'bad_credentials' | 'locked' | 'disabled' | 'local_not_allowed' | 'unavailable'
+
+/** The outcome of one login attempt. */
+export type LoginOutcome =
+  | { ok: true, session: Omit<NewSession, 'ip' | 'userAgent'> }
+  | { ok: false, reason: LoginFailure, status: 401 | 403 | 429 | 503, message: string, retryAfterSeconds?: number }
+
+/** What {@link LoginService} needs. */
+export interface LoginDeps {
+  config: Config
+  users: UsersRepository
+  attempts: LoginAttemptsRepository
+  audit: AuditLogRepository
+  pool: KeycloakPool
+  oidc: OidcClient
+  clock: Clock
+  log: Logger
+  clientIds: readonly string[]
+  logins: { inc: (labels: { mode: string, result: string }) => void }
+}
+
+// Verified against when the user does not exist, so an unknown name costs as long as a
+// wrong password and the answer does not tell which it was.
+const DUMMY_HASH = hashPassword('gatehouse-dummy-password', DEFAULT_SCRYPT)
+
+const BAD_CREDENTIALS = 'Invalid user name or password.'
+
+/**
+ * Password logins on Gatehouse's own form: dual authentication per `auth.primary`
+ * (DESIGN §1), cached credentials, `local_auth.allow`, and lockout per user and per client
+ * address. Every attempt is counted and audited; no password is ever logged or stored in
+ * plain text.
+ */
+export class LoginService {
+  readonly #deps: LoginDeps
+
+  constructor (deps: LoginDeps) {
+    this.#deps = deps
+  }
+
+  /** Authenticates one attempt; on success, says what session to start. */
+  async login (username: string, password: string, ip: string | null): Promise<LoginOutcome> {
+    const name = username.trim()
+    const locked = this.lockedFor(name, ip)
+    if (locked !== null) {
+      this.#audit(name, ip, 'lockout', 'failure', null, 'locked')
+      this.#deps.logins.inc({ mode: 'none', result: 'locked' })
+      return { ok: false, reason: 'locked', status: 429, message: 'Too many failed sign-in attempts. Try again later.', retryAfterSeconds: locked }
+    }
+    const outcome = name === '' || password === ''
+      ? { ok: false as const, reason: 'bad_credentials' as const, status: 401 as const, message: BAD_CREDENTIALS }
+      : this.#deps.config.auth.primary === 'local' ? await this.#localPrimary(name, password) : await this.#keycloakPrimary(name, password)
+    this.#record(name, ip, outcome)
+    return outcome
+  }
+
+  /** Counts a login completed through Keycloak's own pages (the code flow). */
+  recordSso (): void {
+    this.#deps.logins.inc({ mode: 'keycloak', result: 'success' })
+  }
+
+  /**
+   * Seconds until a lockout of this user or address ends, or null when neither is locked:
+   * `max_failed_attempts` failures within `window_minutes` lock for `lockout_minutes` after
+   * the last of them.
+   */
+  lockedFor (username: string, ip: string | null): number | null {
+    const { security } = this.#deps.config
+    const now = this.#deps.clock.now()
+    const since = now - Math.max(security.window_minutes, security.lockout_minutes) * 60_000
+    const windows = [this.#deps.attempts.userFailures(username, since)]
+    if (ip !== null) windows.push(this.#deps.attempts.ipFailures(ip, since))
+    let until = 0
+    for (const w of windows) {
+      if (w.count >= security.max_failed_attempts && w.latest !== null) until = Math.max(until, w.latest + security.lockout_minutes * 60_000)
+    }
+    return until > now ? Math.ceil((until - now) / 1000) : null
+  }
+
+  // local: the local password decides; Keycloak is asked for tokens best-effort.
+  async #localPrimary (username: string, password: string): Promise<LoginOutcome> {
+    const user = this.#deps.users.find(username)
+    const local = user?.source === 'local' ? user : null
+    if (!await this.#verifyLocal(local, password)) return badCredentials()
+    const checked = local as UserRecord
+    if (!checked.enabled) return { ok: false, reason: 'disabled', status: 403, message: 'This account is disabled.' }
+    const tokens = await this.#tryPasswordGrant(checked.username, password)
+    if (tokens !== null) return this.#keycloakSession(checked.username, tokens, true)
+    return this.#localSession(checked, 'local')
+  }
+
+  // keycloak: Keycloak decides while reachable; its last accepted password is cached for
+  // outages. A local (break-glass) user of that name is checked when Keycloak refuses or is away.
+  async #keycloakPrimary (username: string, password: string): Promise<LoginOutcome> {
+    const { config, pool, oidc, users, log } = this.#deps
+    const user = users.find(username)
+    if (pool.reachable()) {
+      try {
+        const tokens = await oidc.passwordGrant(username, password)
+        await this.#cacheCredential(username, password, tokens)
+        return this.#keycloakSession(username, tokens, false)
+      } catch (err) {
+        if (err instanceof KeycloakRejected && err.oauthError === 'invalid_grant') {
+          if (user?.source === 'local' && await this.#verifyLocal(user, password)) return this.#localSession(user, 'local')
+          return badCredentials()
+        }
+        // Unreachable after all, or refusing the grant itself (direct grants off): the
+        // cached credential is the fallback, as when the circuit is open.
+        log.warn({ reason: (err as Error).message, user: username }, err instanceof KeycloakUnavailable ? 'password grant failed: keycloak unreachable' : 'password grant refused; trying cached credentials')
+      }
+    }
+    if (user?.source === 'keycloak') {
+      if (!config.keycloak.resilience.allow_offline_mode) return { ok: false, reason: 'unavailable', status: 503, message: 'Sign-in is unavailable while single sign-on is down. Try again later.' }
+      const fresh = user.credentialExpiresAt !== null && user.credentialExpiresAt > this.#deps.clock.now()
+      if (!await this.#verifyLocal(fresh ? user : null, password)) return badCredentials()
+      return this.#localSession(user, 'cached')
+    }
+    if (!await this.#verifyLocal(user, password)) return badCredentials()
+    return this.#localSession(user as UserRecord, 'local')
+  }
+
+  async #verifyLocal (user: UserRecord | null, password: string): Promise<boolean> {
+    const hash = user?.passwordHash ?? null
+    if (hash === null) {
+      await verifyPassword(password, await DUMMY_HASH)
+      return false
+    }
+    const ok = await verifyPassword(password, hash)
+    if (ok && user?.source === 'local' && needsRehash(hash)) this.#deps.users.setPassword(user.username, await hashPassword(password), this.#deps.clock.now())
+    return ok
+  }
+
+  async #tryPasswordGrant (username: string, password: string): Promise<TokenSet | null> {
+    if (!this.#deps.pool.reachable()) return null
+    try {
+      return await this.#deps.oidc.passwordGrant(username, password)
+    } catch (err) {
+      // Keycloak refusing a password the local table accepts means the two disagree: the
+      // sync queue's password push settles it; the person logs in locally meanwhile.
+      this.#deps.log.warn({ reason: (err as Error).message, user: username }, 'keycloak tokens unavailable for a local login')
+      return null
+    }
+  }
+
+  async #cacheCredential (username: string, password: string, tokens: TokenSet): Promise<void> {
+    const { config, users, clock, clientIds } = this.#deps
+    const days = config.local_auth.cached_credentials_days
+    if (days === 0) return
+    const identity = storedIdentityOf(tokens, clientIds)
+    const now = clock.now()
+    users.cacheCredential({
+      username,
+      passwordHash: await hashPassword(password),
+      keycloakId: identity.user === '' ? null : identity.user,
+      email: identity.email,
+      roles: [...identity.roles],
+      groups: [...identity.groups],
+      expiresAt: now + days * 86_400_000
+    }, now)
+  }
+
+  #keycloakSession (username: string, tokens: TokenSet, localBasis: boolean): LoginOutcome {
+    const identity = storedIdentityOf(tokens, this.#deps.clientIds)
+    return { ok: true, session: { username, subject: identity.user === '' ? null : identity.user, mode: 'keycloak', identity, tokens, localBasis } }
+  }
+
+  #localSession (user: UserRecord, mode: Exclude<SessionMode, 'keycloak'>): LoginOutcome {
+    if (!user.enabled) return { ok: false, reason: 'disabled', status: 403, message: 'This account is disabled.' }
+    if (!localLoginAllowed(this.#deps.config.local_auth.allow, user.roles)) {
+      return { ok: false, reason: 'local_not_allowed', status: 403, message: 'Single sign-on is unavailable, and your account may not sign in without it. Try again when it is back.' }
+    }
+    const identity: StoredIdentity = {
+      // Keycloak users keep their `sub`, so the app sees the same user in every mode.
+      user: user.source === 'keycloak' && user.keycloakId !== null ? user.keycloakId : user.username,
+      preferredUsername: user.username,
+      email: user.email,
+      groups: user.groups,
+      roles: user.roles
+    }
+    return { ok: true, session: { username: user.username, subject: user.keycloakId, mode, identity, tokens: null, localBasis: true } }
+  }
+
+  #record (username: string, ip: string | null, outcome: LoginOutcome): void {
+    const { attempts, clock, config, logins } = this.#deps
+    const now = clock.now()
+    attempts.record({ username, ip, channel: 'form', succeeded: outcome.ok }, now)
+    if (outcome.ok) {
+      attempts.clearUser(username)
+      logins.inc({ mode: outcome.session.mode, result: 'success' })
+      this.#audit(username, ip, 'login', 'success', outcome.session.mode, null)
+      return
+    }
+    logins.inc({ mode: 'none', result: outcome.reason })
+    this.#audit(username, ip, 'login', 'failure', null, outcome.reason)
+    if (outcome.reason === 'bad_credentials' && this.lockedFor(username, ip) !== null) {
+      this.#audit(username, ip, 'lockout', 'success', null, `${config.security.max_failed_attempts} failed attempts`)
+    }
+  }
+
+  #audit (actor: string, ip: string | null, action: 'login' | 'lockout', result: 'success' | 'failure', authMode: string | null, reason: string | null): void {
+    this.#deps.audit.append({ actor: actor === '' ? null : actor.slice(0, 128), action, result, authMode, reason, ip }, this.#deps.clock.now())
+  }
+}
+
+function badCredentials (): LoginOutcome {
+  return { ok: false, reason: 'bad_credentials', status: 401, message: BAD_CREDENTIALS }
+}

@@ -1,0 +1,35 @@
+const BASE = 'http://gatehouse.invalid'
+const MAX_LENGTH = 2048
+
+/**
+ * The same-origin relative path a return URL (`rd`, a logout redirect) may send a browser
+ * to, or `fallback`. Only a single leading `/` is accepted: no scheme, no `//` or `/\`
+ * (browsers read both as another host), no backslash or control character anywhere (browsers
+ * drop tabs and newlines, turning `/\t/evil` into `//evil`), and none of these hidden behind
+ * percent-encoding. What passes is re-serialised by the URL parser, so what the browser gets
+ * is what was checked.
+ */
+export function safeReturnPath (value: unknown, fallback = '/'): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > MAX_LENGTH) return fallback
+  let decoded = value
+  for (let i = 0; i < 3; i++) {
+    if (!acceptable(decoded)) return fallback
+    let next: string
+    try {
+      next = decodeURIComponent(decoded)
+    } catch {
+      return fallback
+    }
+    if (next === decoded) break
+    decoded = next
+  }
+  if (!acceptable(decoded)) return fallback
+  const url = new URL(value, BASE)
+  if (url.origin !== BASE) return fallback
+  return url.pathname + url.search + url.hash
+}
+
+function acceptable (path: string): boolean {
+  // eslint-disable-next-line no-control-regex
+  return path.startsWith('/') && !path.startsWith('//') && !/[\\\u0000-\u001f\u007f]/.test(path)
+}

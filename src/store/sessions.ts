@@ -1,0 +1,152 @@
+import type { Identity } from '../identity.ts'
+import type { Db } from './db.ts'
+
+/** How a session's person was authenticated (DESIGN §1); `token` is for bearer calls only. */
+export type SessionMode = 'keycloak' | 'cached' | 'local'
+
+/** A session as stored. Its secret is never stored, only the SHA-256 of it. */
+export interface SessionRecord {
+  /** Public id: shown by the CLI and in logs, useless as a credential. */
+  id: string
+  username: string
+  /** Keycloak `sub`, when known. */
+  subject: string | null
+  mode: SessionMode
+  /** Keycloak's session id (`sid`), for back-channel logout. */
+  keycloakSid: string | null
+  /** Who the session is, as the app's headers say it (roles, groups, email…). */
+  identity: Omit<Identity, 'authMode' | 'accessToken' | 'expiresAt'>
+  ip: string | null
+  userAgent: string | null
+  createdAt: number
+  lastSeenAt: number
+  /** Absolute end (ms). */
+  expiresAt: number
+  endedAt: number | null
+  endReason: string | null
+  /** The person proved a password Gatehouse holds, so the session may outlive its Keycloak part. */
+  localBasis: boolean
+}
+
+interface Row {
+  id: string
+  username: string
+  subject: string | null
+  auth_mode: SessionMode
+  keycloak_sid: string | null
+  identity: string
+  ip: string | null
+  user_agent: string | null
+  created_at: number
+  last_seen_at: number
+  expires_at: number
+  ended_at: number | null
+  end_reason: string | null
+  local_basis: number
+}
+
+function fromRow (row: Row): SessionRecord {
+  return {
+    id: row.id,
+    username: row.username,
+    subject: row.subject,
+    mode: row.auth_mode,
+    keycloakSid: row.keycloak_sid,
+    identity: JSON.parse(row.identity) as SessionRecord['identity'],
+    ip: row.ip,
+    userAgent: row.user_agent,
+    createdAt: row.created_at,
+    lastSeenAt: row.last_seen_at,
+    expiresAt: row.expires_at,
+    endedAt: row.ended_at,
+    endReason: row.end_reason,
+    localBasis: row.local_basis === 1
+  }
+}
+
+/** The `sessions` table. Ended sessions are kept (for `sessions list`) until cleanup. */
+export class SessionsRepository {
+  readonly #db: Db
+
+  constructor (db: Db) {
+    this.#db = db
+  }
+
+  /** Stores a new session under the hash of its secret. */
+  insert (session: SessionRecord, secretHash: Buffer): void {
+    this.#db.prepare(`INSERT INTO sessions (id, secret_hash, username, subject, auth_mode, keycloak_sid, identity, ip, user_agent, created_at, last_seen_at, expires_at, local_basis)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(session.id, secretHash, session.username, session.subject, session.mode, session.keycloakSid,
+      JSON.stringify(session.identity), session.ip, session.userAgent, session.createdAt, session.lastSeenAt, session.expiresAt, session.localBasis ? 1 : 0)
+  }
+
+  /** The live (not ended) session whose secret hashes to `secretHash`, or null. */
+  findLiveByHash (secretHash: Buffer): SessionRecord | null {
+    const row = this.#db.prepare('SELECT * FROM sessions WHERE secret_hash = ? AND ended_at IS NULL').get(secretHash) as Row | undefined
+    return row === undefined ? null : fromRow(row)
+  }
+
+  /** A session by id, ended or not. */
+  find (id: string): SessionRecord | null {
+    const row = this.#db.prepare('SELECT * FROM sessions WHERE id = ?').get(id) as Row | undefined
+    return row === undefined ? null : fromRow(row)
+  }
+
+  /** Sessions, newest first: of one user or all; live only unless `includeEnded`. */
+  list (options: { username?: string, includeEnded?: boolean } = {}): SessionRecord[] {
+    const where: string[] = []
+    const args: string[] = []
+    if (options.username !== undefined) { where.push('username = ?'); args.push(options.username) }
+    if (options.includeEnded !== true) where.push('ended_at IS NULL')
+    const sql = `SELECT * FROM sessions ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC`
+    return (this.#db.prepare(sql).all(...args) as Row[]).map(fromRow)
+  }
+
+  /** Writes many last-seen times in one transaction (sliding renewal is batched). */
+  touchMany (touches: ReadonlyMap<string, number>): void {
+    const update = this.#db.prepare('UPDATE sessions SET last_seen_at = MAX(last_seen_at, ?) WHERE id = ? AND ended_at IS NULL')
+    this.#db.transaction(() => { for (const [id, at] of touches) update.run(at, id) })()
+  }
+
+  /** Changes a live session's mode and identity (a refresh, a fall to cached or local). */
+  update (id: string, mode: SessionMode, identity: SessionRecord['identity'], subject: string | null, keycloakSid: string | null): void {
+    this.#db.prepare('UPDATE sessions SET auth_mode = ?, identity = ?, subject = ?, keycloak_sid = ? WHERE id = ? AND ended_at IS NULL')
+      .run(mode, JSON.stringify(identity), subject, keycloakSid, id)
+  }
+
+  /** Ends one session. Returns whether it was live. */
+  end (id: string, reason: string, now: number): boolean {
+    return this.#db.prepare('UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL').run(now, reason, id).changes === 1
+  }
+
+  /** Ends every live session matching a Keycloak session id or subject; returns their ids. */
+  endWhere (match: { keycloakSid?: string, subject?: string, username?: string }, reason: string, now: number): string[] {
+    const clauses: string[] = []
+    const args: string[] = []
+    if (match.keycloakSid !== undefined) { clauses.push('keycloak_sid = ?'); args.push(match.keycloakSid) }
+    if (match.subject !== undefined) { clauses.push('subject = ?'); args.push(match.subject) }
+    if (match.username !== undefined) { clauses.push('username = ?'); args.push(match.username) }
+    if (clauses.length === 0) return []
+    const where = `(${clauses.join(' OR ')}) AND ended_at IS NULL`
+    const ids = (this.#db.prepare(`SELECT id FROM sessions WHERE ${where}`).all(...args) as Array<{ id: string }>).map((r) => r.id)
+    if (ids.length > 0) this.#db.prepare(`UPDATE sessions SET ended_at = ?, end_reason = ? WHERE ${where}`).run(now, reason, ...args)
+    return ids
+  }
+
+  /** Ends sessions past their absolute or idle lifetime; returns how many. */
+  expire (now: number, idleMs: number): number {
+    const result = this.#db.prepare("UPDATE sessions SET ended_at = ?, end_reason = 'expired' WHERE ended_at IS NULL AND (expires_at <= ? OR last_seen_at <= ?)").run(now, now, now - idleMs)
+    return result.changes
+  }
+
+  /** Deletes sessions that ended more than `olderThanMs` ago (live ones never); returns how many. */
+  purge (now: number, olderThanMs: number): number {
+    return this.#db.prepare('DELETE FROM sessions WHERE ended_at IS NOT NULL AND ended_at <= ?').run(now - olderThanMs).changes
+  }
+
+  /** Live sessions by mode. */
+  countByMode (): Record<SessionMode, number> {
+    const counts: Record<SessionMode, number> = { keycloak: 0, cached: 0, local: 0 }
+    for (const row of this.#db.prepare('SELECT auth_mode, count(*) AS n FROM sessions WHERE ended_at IS NULL GROUP BY auth_mode').all() as Array<{ auth_mode: SessionMode, n: number }>) counts[row.auth_mode] = row.n
+    return counts
+  }
+}
