@@ -14,8 +14,8 @@ import { AccessTokenVerifier } from './keycloak/verify-token.ts'
 import { createMetrics, type HotPathMetrics, type Metrics } from './metrics/registry.ts'
 import { createProxyServer, genericErrorHandler } from './proxy/server.ts'
 import { schemaVersion, type Db } from './store/db.ts'
-import { issuerBase, realmEndpoints } from './keycloak/endpoints.ts'
-import { OidcClient } from './keycloak/oidc.ts'
+import type { OidcClient } from './keycloak/oidc.ts'
+import { createSync, oidcClientFor, type SyncParts } from './sync/create.ts'
 import { CookieJar } from './session/cookie.ts'
 import { LoginService } from './session/login.ts'
 import { PasswordChanger } from './session/password-change.ts'
@@ -24,7 +24,6 @@ import { SessionService } from './session/service.ts'
 import { AuditLogRepository } from './store/audit-log.ts'
 import { KeyRing } from './store/crypto.ts'
 import { LoginAttemptsRepository } from './store/login-attempts.ts'
-import { SyncQueueRepository } from './store/sync-queue.ts'
 import { TokenCacheRepository } from './store/token-cache.ts'
 import { UsersRepository } from './store/users.ts'
 
@@ -51,6 +50,7 @@ export interface App {
   policy: PolicySet
   sessions: SessionService
   login: LoginService
+  sync: SyncParts
   oidc: OidcClient
   status: () => StatusReport
   /**
@@ -104,28 +104,23 @@ export function buildApp (config: Config, deps: AppDeps): App {
     clock,
     metrics
   })
-  const oidc = new OidcClient({
-    pool,
-    jwks,
-    publicEndpoints: realmEndpoints(issuerBase(config.keycloak.issuer), config.keycloak.realm),
-    issuer: config.keycloak.issuer,
-    clientId: config.keycloak.client_id,
-    clientSecret: config.keycloak.client_secret,
-    clock,
-    clockSkewSeconds: config.tokens.clock_skew_seconds
-  })
+  const oidc = oidcClientFor(config, keycloak, clock, { clientId: config.keycloak.client_id, clientSecret: config.keycloak.client_secret })
   const sessionLog = log.child({ module: 'session' })
   const sessions = new SessionService({ config, db: deps.db, tokens: tokenCache, pool, oidc, clock, log: sessionLog, metrics, clientIds })
   const users = new UsersRepository(deps.db)
   const attempts = new LoginAttemptsRepository(deps.db)
   const audit = new AuditLogRepository(deps.db)
-  const queue = new SyncQueueRepository(deps.db, ring)
+  const sync = createSync(config, { db: deps.db, ring, keycloak, clock, log: log.child({ module: 'sync' }), metrics })
+  const { queue } = sync
+  // A queued write goes to Keycloak at once when it is reachable (the worker's next cycle is now).
+  const queued = (): void => { if (config.sync.enabled) sync.worker.kick() }
   const login = new LoginService({ config, users, attempts, audit, pool, oidc, clock, log: log.child({ module: 'login' }), clientIds, logins: metrics.loginsTotal })
-  const passwords = new PasswordChanger({ config, users, attempts, audit, queue, pool, oidc, login, clock, log: sessionLog })
+  const passwords = new PasswordChanger({ config, users, attempts, audit, queue, pool, oidc, login, clock, log: sessionLog, queued })
   const jar = new CookieJar(config.secrets.cookie_keys, config.session.cookie_name)
   metrics.bind({
     cachedTokens: () => tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs),
-    sessionsActive: () => sessions.repository.countByMode()
+    sessionsActive: () => sessions.repository.countByMode(),
+    syncQueue: () => queue.stats(clock.now())
   })
 
   const decide = createDecider({
@@ -153,12 +148,13 @@ export function buildApp (config: Config, deps: AppDeps): App {
     verifier,
     databasePath: config.database.path === ':memory:' ? ':memory:' : resolve(config.base_dir, config.database.path),
     schemaVersion: () => schemaVersion(deps.db),
-    sessions: () => ({ active: sessions.repository.countByMode(), cachedTokens: tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs) })
+    sessions: () => ({ active: sessions.repository.countByMode(), cachedTokens: tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs) }),
+    sync: () => queue.stats(clock.now())
   })
 
   const accessLog = config.log.access_log ? (deps.accessLog === undefined ? accessLogVia(log) : deps.accessLog) : null
   const routes = async (fastify: FastifyInstance): Promise<void> => {
-    await sessionRoutes(fastify, { config, sessions, login, passwords, oidc, pool, jwks, jar, ring, audit, queue, verifier, clientIds, clock, log: sessionLog })
+    await sessionRoutes(fastify, { config, sessions, login, passwords, oidc, pool, jwks, jar, ring, audit, queue, queued, verifier, clientIds, clock, log: sessionLog })
   }
   const proxy = createProxyServer({ config, decide, log: log.child({ module: 'proxy' }), metrics, accessLog, routes })
   const admin = Fastify({ loggerInstance: log.child({ module: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
@@ -176,11 +172,13 @@ export function buildApp (config: Config, deps: AppDeps): App {
     policy,
     sessions,
     login,
+    sync,
     oidc,
     status,
     start: () => {
       jwks.start()
       sessions.start()
+      if (config.sync.enabled) sync.worker.start()
       return keycloak.health.start().then(() => tracker.settle())
     },
     close: async () => {
@@ -188,7 +186,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
       jwks.stop()
       keycloak.health.stop()
       await Promise.allSettled([proxy.close(), admin.close()])
-      await sessions.stop()
+      await Promise.all([sessions.stop(), sync.worker.stop()])
     }
   }
 }

@@ -5,6 +5,7 @@ import type { CircuitState } from '../breaker/circuit-breaker.ts'
 import type { KeycloakClient } from '../keycloak/client.ts'
 import type { DiscoveryStatus } from '../keycloak/metadata.ts'
 import type { AccessTokenVerifier } from '../keycloak/verify-token.ts'
+import type { SyncStats } from '../store/sync-queue.ts'
 import { VERSION } from '../version.ts'
 
 /** One Keycloak server as `/status` reports it. */
@@ -44,6 +45,8 @@ export interface StatusReport {
   tokens: { verified_cache_entries: number }
   /** Live browser sessions by mode, and session token sets still usable (fresh or in grace). */
   sessions: { active: Record<string, number>, cached_tokens: number }
+  /** The sync queue: items by status, the oldest unfinished one's age, the latest error. */
+  sync: { pending: number, processing: number, failed: number, dead: number, done: number, oldest_pending_seconds: number | null, last_error: SyncStats['lastError'] }
   database: { path: string, schema_version: number }
 }
 
@@ -58,6 +61,7 @@ export interface StatusSources {
   databasePath: string
   schemaVersion: () => number
   sessions: () => { active: Record<string, number>, cachedTokens: number }
+  sync: () => SyncStats
 }
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
@@ -104,6 +108,7 @@ export function statusReport (s: StatusSources): StatusReport {
     },
     tokens: { verified_cache_entries: s.verifier.cacheSize },
     sessions: (({ active, cachedTokens }) => ({ active, cached_tokens: cachedTokens }))(s.sessions()),
+    sync: (({ byStatus, oldestPendingSeconds, lastError }) => ({ ...byStatus, oldest_pending_seconds: oldestPendingSeconds, last_error: lastError }))(s.sync()),
     database: { path: s.databasePath, schema_version: s.schemaVersion() }
   }
 }

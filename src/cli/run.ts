@@ -10,6 +10,7 @@ import { startServer } from './serve.ts'
 import { DEFAULT_CLEANUP_DAYS, runSessionsCommand } from './sessions-command.ts'
 import { runStatusCommand } from './status-command.ts'
 import { runUsersCommand } from './users-command.ts'
+import { DEFAULT_SYNC_CLEANUP_DAYS, runSyncCommand } from './sync-command.ts'
 
 const USAGE = `gatehouse ${VERSION}: authentication sidecar for apps behind Keycloak
 
@@ -28,6 +29,9 @@ commands:
   users disable USER    refuse the user's logins and end their live sessions
   users enable USER     allow the user's logins again
   users list            users, roles, groups and state (never password hashes)
+  users migrate-to-keycloak [--dry-run] [--role R]... [--batch-size N]
+                        provision local users into Keycloak through the sync queue (idempotent;
+                        users Keycloak already has are linked); --dry-run changes nothing
   sessions list [USER] [--all]
                         live sessions (--all: ended ones too), newest first
   sessions invalidate ID
@@ -38,6 +42,15 @@ commands:
                         end expired sessions; purge sessions ended more than N days ago
                         (default ${DEFAULT_CLEANUP_DAYS}), stale cached tokens and old login attempts
   sessions metrics      active sessions by mode, logins in the last hour by mode and result
+  sync status           the Keycloak sync queue: counts by status and operation, oldest
+                        unfinished item, last error, the unfinished items
+  sync now              replay due items once (exit 1 when Keycloak is unreachable)
+  sync retry ID | --all-dead
+                        put failed or dead items back in the queue
+  sync cleanup [--days N]
+                        remove done items older than N days (default ${DEFAULT_SYNC_CLEANUP_DAYS})
+  sync start            run the replay worker in the foreground (with sync.enabled: false in
+                        serve); SIGTERM stops it cleanly
   version               print the version
 
 options:
@@ -77,6 +90,9 @@ export async function runCli (argv: string[], context: CliContext = {}): Promise
         group: { type: 'string', multiple: true },
         days: { type: 'string' },
         all: { type: 'boolean', default: false },
+        'all-dead': { type: 'boolean', default: false },
+        'dry-run': { type: 'boolean', default: false },
+        'batch-size': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false }
       }
     })
@@ -100,10 +116,13 @@ export async function runCli (argv: string[], context: CliContext = {}): Promise
       case 'users':
         return await runUsersCommand(sub, rest, {
           configPath, env, json, email: values.email, roles: values.role, groups: values.group,
-          stdin: context.stdin ?? process.stdin, prompts: context.prompts ?? process.stderr
+          stdin: context.stdin ?? process.stdin, prompts: context.prompts ?? process.stderr,
+          dryRun: values['dry-run'] === true, batchSize: values['batch-size'], progressTty: context.output === undefined && process.stderr.isTTY
         }, output)
       case 'sessions':
         return runSessionsCommand(sub, rest, { configPath, env, json, all: values.all, days: values.days }, output)
+      case 'sync':
+        return await runSyncCommand(sub, rest, { config: loadForServe(configPath, env).config, json, days: values.days, allDead: values['all-dead'] === true }, output)
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)}; run gatehouse --help`)
     }

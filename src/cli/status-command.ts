@@ -4,6 +4,7 @@ import { statusReport, type StatusReport } from '../admin/status.ts'
 import { cachedMaterialUsable, ModeTracker } from '../breaker/mode.ts'
 import { KeyRing } from '../store/crypto.ts'
 import { SessionsRepository } from '../store/sessions.ts'
+import { SyncQueueRepository } from '../store/sync-queue.ts'
 import { TokenCacheRepository } from '../store/token-cache.ts'
 import { systemClock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
@@ -50,14 +51,15 @@ async function offlineStatus (config: Config): Promise<{ report: StatusReport, s
     const keycloak = createKeycloakClient(config, { db, clock, log, metrics })
     keycloak.jwks.load()
     await keycloak.health.round()
-    const tokenCache = new TokenCacheRepository(db, new KeyRing(config.secrets.encryption_keys))
+    const ring = new KeyRing(config.secrets.encryption_keys)
+    const tokenCache = new TokenCacheRepository(db, ring)
     const usableTokens = (): number => tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs)
     const mode = new ModeTracker({
       keycloakReachable: () => keycloak.pool.reachable(),
       cachedCredentialsUsable: () => cachedMaterialUsable(keycloak.jwks.ageSeconds(), keycloak.gracePeriodMs, usableTokens)
     }, log)
     const verifier = new AccessTokenVerifier({ jwks: keycloak.jwks, issuer: config.keycloak.issuer, audiences: [config.keycloak.client_id], algorithms: config.tokens.algorithms, clockSkewSeconds: 0, cacheMaxEntries: 0, clock, metrics })
-    const report = statusReport({ config, clock, startedAt: clock.now(), keycloak, mode: mode.mode, verifier, databasePath: found ? file : '(no database yet)', schemaVersion: () => schemaVersion(db), sessions: () => ({ active: new SessionsRepository(db).countByMode(), cachedTokens: usableTokens() }) })
+    const report = statusReport({ config, clock, startedAt: clock.now(), keycloak, mode: mode.mode, verifier, databasePath: found ? file : '(no database yet)', schemaVersion: () => schemaVersion(db), sessions: () => ({ active: new SessionsRepository(db).countByMode(), cachedTokens: usableTokens() }), sync: () => new SyncQueueRepository(db, ring).stats(clock.now()) })
     return { report, source: { kind: 'offline', database: found ? file : null } }
   } finally {
     db.close()
@@ -102,6 +104,7 @@ export function formatStatus (report: StatusReport, source: StatusSource): strin
     servers,
     '',
     `jwks:      ${j.keys} key${j.keys === 1 ? '' : 's'}${j.keys > 0 ? ` (${j.key_ids.join(', ')})` : ''}; fetched ${ago(j.fetched_at)}${j.source !== null ? ` from ${j.source}` : ''}; usable until ${j.usable_until ?? '-'}`,
+    `sync:      ${report.sync.pending} pending, ${report.sync.failed} failed, ${report.sync.dead} dead${report.sync.oldest_pending_seconds !== null ? `; oldest ${report.sync.oldest_pending_seconds}s` : ''}${report.sync.last_error !== null ? `; last error: ${report.sync.last_error.error}` : ''}`,
     `sessions:  ${Object.entries(report.sessions.active).map(([mode, n]) => `${n} ${mode}`).join(', ')}; ${report.sessions.cached_tokens} cached token set${report.sessions.cached_tokens === 1 ? '' : 's'} usable`,
     `database:  ${report.database.path} (schema ${report.database.schema_version})`
   ].join('\n')

@@ -10,6 +10,8 @@ import { openDatabase, type Db } from '../store/db.ts'
 import { SessionsRepository } from '../store/sessions.ts'
 import { UsersRepository, type UserRecord } from '../store/users.ts'
 import { loadForServe } from './config-command.ts'
+import { migrateToKeycloak } from '../sync/migrate.ts'
+import { openSync } from './sync-command.ts'
 import { emit, formatTable, type Output } from './output.ts'
 
 /** Longest user name `users add` accepts, in characters. */
@@ -30,12 +32,18 @@ export interface UsersCommandOptions extends PasswordSource {
   json: boolean
   /** `--email`, for `users add`. */
   email?: string
-  /** `--role`, repeatable, for `users add`. */
+  /** `--role`, repeatable, for `users add` (and the selection of `migrate-to-keycloak`). */
   roles?: string[]
   /** `--group`, repeatable, for `users add`. */
   groups?: string[]
   /** Default is the system clock. */
   clock?: Clock
+  /** `--dry-run`, for `migrate-to-keycloak`. */
+  dryRun?: boolean
+  /** `--batch-size`, for `migrate-to-keycloak`. */
+  batchSize?: string
+  /** Draw a progress bar (standard error is a terminal). */
+  progressTty?: boolean
 }
 
 /** A user as `users list --json` prints it: never the hash, only whether there is one. */
@@ -96,7 +104,7 @@ export function normaliseUsername (raw: string | undefined): string {
  * for twice with echo off when standard input is a terminal.
  */
 export async function runUsersCommand (sub: string | undefined, args: string[], options: UsersCommandOptions, output: Output): Promise<number> {
-  const addOnly = [options.email !== undefined && '--email', (options.roles ?? []).length > 0 && '--role', (options.groups ?? []).length > 0 && '--group'].filter((o) => o !== false)
+  const addOnly = [options.email !== undefined && '--email', sub !== 'migrate-to-keycloak' && (options.roles ?? []).length > 0 && '--role', (options.groups ?? []).length > 0 && '--group'].filter((o) => o !== false)
   if (sub !== 'add' && addOnly.length > 0) throw new UsageError(`${addOnly.join(', ')} ${addOnly.length === 1 ? 'applies' : 'apply'} only to users add`)
   switch (sub) {
     case 'add':
@@ -122,8 +130,13 @@ export async function runUsersCommand (sub: string | undefined, args: string[], 
         return 0
       })
     }
+    case 'migrate-to-keycloak': {
+      if (args.length !== 0) throw new UsageError('usage: gatehouse users migrate-to-keycloak [--dry-run] [--role R]... [--batch-size N]')
+      if (options.batchSize !== undefined && !/^[1-9]\d{0,3}$/.test(options.batchSize)) throw new UsageError(`--batch-size expects a whole number from 1 to 9999, received ${JSON.stringify(options.batchSize)}`)
+      return await migrate(options, output)
+    }
     default:
-      throw new UsageError(`unknown users subcommand ${JSON.stringify(sub ?? '')}: use add, passwd, disable, enable or list`)
+      throw new UsageError(`unknown users subcommand ${JSON.stringify(sub ?? '')}: use add, passwd, disable, enable, list or migrate-to-keycloak`)
   }
 }
 
@@ -317,4 +330,41 @@ function formatUsers (users: UserView[]): string {
     { header: 'password changed', value: (u) => u.password_changed_at },
     { header: 'created', value: (u) => u.created_at }
   ])
+}
+
+/**
+ * `users migrate-to-keycloak`: a progress bar on a terminal, a line per user otherwise, then
+ * the summary (created, linked, failed with reasons).
+ */
+async function migrate (options: UsersCommandOptions, output: Output): Promise<number> {
+  const loaded = loadForServe(options.configPath, options.env).config
+  const config = options.batchSize === undefined ? loaded : { ...loaded, sync: { ...loaded.sync, batch_size: Number(options.batchSize) } }
+  const ctx = await openSync(config, { logLevel: 'silent' })
+  const tty = options.progressTty === true && !options.json
+  try {
+    const summary = await migrateToKeycloak(ctx, {
+      dryRun: options.dryRun === true,
+      roles: names(options.roles, '--role'),
+      progress: (settled, total, line) => {
+        if (options.json) return
+        if (!tty) { output.out(`[${settled}/${total}] ${line}`); return }
+        const width = 30
+        const filled = total === 0 ? width : Math.round(width * settled / total)
+        output.err(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${settled}/${total}`)
+      }
+    })
+    if (tty) output.err('\n')
+    emit(output, options.json, summary, () => {
+      const counts = Object.entries(summary.counts).map(([k, n]) => `${n} ${k.replaceAll('_', ' ')}`).join(', ')
+      const failures = summary.results.filter((r) => r.result === 'failed').map((r) => `  ${r.username}: ${r.reason ?? 'unknown'}`)
+      return [`${summary.dryRun ? 'dry run, nothing changed: ' : ''}${summary.selected} local user${summary.selected === 1 ? '' : 's'} selected${counts === '' ? '' : `: ${counts}`}`,
+        ...(summary.keycloakReachable ? [] : ['keycloak is unreachable: creations stay queued and replay when it is back']),
+        ...(failures.length > 0 ? ['failed:', ...failures] : []),
+        ...(!summary.dryRun && (summary.counts.created ?? 0) > 0 ? ['passwords are not copied (Keycloak cannot take scrypt hashes): users set one in Keycloak, or with auth.primary local their next password change is pushed'] : [])
+      ].join('\n')
+    })
+    return (summary.counts.failed ?? 0) > 0 ? 1 : 0
+  } finally {
+    ctx.close()
+  }
 }

@@ -132,6 +132,11 @@ export const HaSchema = Type.Object({
   servers: Type.Array(HaServerSchema, { default: [], description: 'The servers of one Keycloak cluster (same realm, same keys), each behind its own circuit breaker. Default is none.' })
 }, { additionalProperties: false, default: {}, description: 'Several Keycloak servers with failover (the original system\'s keycloak.ha).' })
 
+export const AdminApiSchema = Type.Object({
+  client_id: Type.Optional(Type.String({ minLength: 1, description: 'Client whose service account calls the Admin API (client credentials; realm-management roles manage-users, view-users, query-groups). Default is keycloak.client_id.' })),
+  client_secret: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, description: 'That client\'s secret. Default is keycloak.client_secret.' }))
+}, { additionalProperties: false, default: {}, description: 'The Keycloak Admin API, used by the sync queue to replay identity writes.' })
+
 export const KeycloakSchema = Type.Object({
   issuer: HttpUrl('The public issuer tokens carry (`iss`): `{public base}/realms/{realm}`. The browser is always sent here. Required.'),
   realm: Type.Optional(Type.String({ minLength: 1, description: 'Realm name. Default is the last segment of `issuer`.' })),
@@ -142,7 +147,8 @@ export const KeycloakSchema = Type.Object({
   timeout_ms: Type.Integer({ minimum: 1, default: DEFAULT_KEYCLOAK_TIMEOUT_MS, description: `Deadline of every call to Keycloak, failover to other servers included, in milliseconds; no user request waits longer. Default is ${DEFAULT_KEYCLOAK_TIMEOUT_MS} (2 seconds).` }),
   jwks: JwksSchema,
   resilience: ResilienceSchema,
-  ha: HaSchema
+  ha: HaSchema,
+  admin: AdminApiSchema
 }, { additionalProperties: false, description: 'The Keycloak realm tokens come from.' })
 
 export const TokensSchema = Type.Object({
@@ -251,6 +257,20 @@ export const SecuritySchema = Type.Object({
   lockout_minutes: Type.Integer({ minimum: 1, default: DEFAULT_LOCKOUT_MINUTES, description: `How long a lockout lasts, in minutes. Default is ${DEFAULT_LOCKOUT_MINUTES}.` })
 }, { additionalProperties: false, default: {}, description: 'Brute-force protection.' })
 
+export const DEFAULT_SYNC_INTERVAL_SECONDS = 60
+export const DEFAULT_SYNC_BATCH_SIZE = 100
+export const DEFAULT_SYNC_MAX_ATTEMPTS = 10
+
+export const SyncSchema = Type.Object({
+  enabled: Type.Boolean({ default: true, description: 'Run the replay worker inside serve. When false, run `gatehouse sync start` beside it instead (or nothing replays). Default is true.' }),
+  interval_seconds: Type.Integer({ minimum: 1, default: DEFAULT_SYNC_INTERVAL_SECONDS, description: `How often the worker looks for due items, in seconds; it also runs at once when Keycloak comes back and when an item is queued. Default is ${DEFAULT_SYNC_INTERVAL_SECONDS}.` }),
+  batch_size: Type.Integer({ minimum: 1, maximum: 1000, default: DEFAULT_SYNC_BATCH_SIZE, description: `Items claimed at a time. Default is ${DEFAULT_SYNC_BATCH_SIZE}.` }),
+  max_attempts: Type.Integer({ minimum: 1, default: DEFAULT_SYNC_MAX_ATTEMPTS, description: `Failed attempts (Keycloak answered with an error) after which an item is dead. Attempts while Keycloak is unreachable do not count. Default is ${DEFAULT_SYNC_MAX_ATTEMPTS}.` }),
+  backoff_base_seconds: Type.Integer({ minimum: 1, default: 5, description: 'First retry delay, doubled after each failure, with jitter. Default is 5.' }),
+  backoff_max_seconds: Type.Integer({ minimum: 1, default: 900, description: 'Longest retry delay. Default is 900 (15 minutes).' }),
+  lease_seconds: Type.Integer({ minimum: 5, default: 120, description: 'How long a worker holds a claimed item; an item whose worker died is claimed again after it. Default is 120.' })
+}, { additionalProperties: false, default: {}, description: 'The sync queue\'s replay worker (identity writes to Keycloak).' })
+
 export const SecretsSchema = Type.Object({
   encryption_keys: Type.Array(Secret('A 32-byte key, base64 or hex.'), { minItems: 1, description: 'Keys for tokens and queued passwords at rest (AES-256-GCM): the first encrypts, every one decrypts, so keys rotate by adding a new one first. Required; keep them in the environment.' }),
   cookie_keys: Type.Array(Secret('At least 32 characters.'), { minItems: 1, description: 'Keys signing cookies and CSRF tokens: the first signs, every one verifies. Required; keep them in the environment.' })
@@ -271,6 +291,7 @@ const sections = {
   session: SessionSchema,
   local_auth: LocalAuthSchema,
   security: SecuritySchema,
+  sync: SyncSchema,
   secrets: SecretsSchema
 }
 

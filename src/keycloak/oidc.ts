@@ -96,6 +96,11 @@ export class OidcClient {
     return await this.#grant(async () => await client.genericGrantRequest(this.#config, 'password', { username, password, scope: 'openid profile email' }))
   }
 
+  /** A service-account token (client credentials), for the Admin API. */
+  async clientCredentials (): Promise<TokenSet> {
+    return await this.#grant(async () => await client.clientCredentialsGrant(this.#config))
+  }
+
   /** Trades a refresh token for new tokens (the old refresh token may then be dead). */
   async refresh (refreshToken: string): Promise<TokenSet> {
     return await this.#grant(async () => await client.refreshTokenGrant(this.#config, refreshToken))

@@ -32,6 +32,14 @@ export interface Metrics {
   sessionsActive: Gauge<'mode'>
   /** Logins by mode and result (success, bad_credentials, locked…). */
   loginsTotal: Counter<'mode' | 'result'>
+  /** Sync queue items by status. */
+  syncQueueDepth: Gauge<'status'>
+  /** Age of the oldest unfinished sync item; 0 when none. */
+  syncOldestPending: Gauge
+  /** Replayed sync items by operation and result (done, failed, dead, released). */
+  syncOperations: Counter<'operation' | 'result'>
+  /** Time to replay one sync item. */
+  syncReplayDuration: Histogram
 }
 
 /** Values of `gatehouse_circuit_state`. */
@@ -60,6 +68,8 @@ export interface GaugeSources {
   cachedTokens: () => number
   /** Live sessions by mode. */
   sessionsActive: () => Record<string, number>
+  /** Sync queue items by status, and the oldest unfinished one's age. */
+  syncQueue: () => { byStatus: Record<string, number>, oldestPendingSeconds: number | null }
 }
 
 /** Builds the registry and every metric; gauges read `sources` lazily, at scrape time. */
@@ -177,6 +187,35 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
       name: 'gatehouse_logins_total',
       help: 'Logins, by authentication mode and result.',
       labelNames: ['mode', 'result'] as const,
+      registers
+    }),
+    syncQueueDepth: new Gauge({
+      name: 'gatehouse_sync_queue_depth',
+      help: 'Sync queue items, by status.',
+      labelNames: ['status'] as const,
+      registers,
+      collect () {
+        for (const [status, n] of Object.entries(bound.syncQueue?.().byStatus ?? {})) this.set({ status }, n)
+      }
+    }),
+    syncOldestPending: new Gauge({
+      name: 'gatehouse_sync_oldest_pending_seconds',
+      help: 'Age of the oldest sync item not yet replayed; 0 when there is none.',
+      registers,
+      collect () {
+        this.set(bound.syncQueue?.().oldestPendingSeconds ?? 0)
+      }
+    }),
+    syncOperations: new Counter({
+      name: 'gatehouse_sync_operations_total',
+      help: 'Sync items replayed to Keycloak, by operation and result (done, failed, dead, released).',
+      labelNames: ['operation', 'result'] as const,
+      registers
+    }),
+    syncReplayDuration: new Histogram({
+      name: 'gatehouse_sync_replay_duration_seconds',
+      help: 'Time to replay one sync item to Keycloak.',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
       registers
     })
   }

@@ -29,6 +29,8 @@ export interface PasswordChangeDeps {
   login: LoginService
   clock: Clock
   log: Logger
+  /** Called after a write was queued for Keycloak (the sync worker replays it now if it can). */
+  queued: () => void
 }
 
 const WRONG_CURRENT = 'The current password is not correct.'
@@ -110,6 +112,7 @@ export class PasswordChanger {
       payload: { keycloak_id: user?.keycloakId ?? subject },
       secret: { password }
     }, this.#now())
+    this.#deps.queued()
   }
 
   #wrongCurrent (session: SessionRecord, ip: string | null): PasswordChangeOutcome {

@@ -37,6 +37,8 @@ export interface SessionRoutesDeps {
   ring: KeyRing
   audit: AuditLogRepository
   queue: SyncQueueRepository
+  /** Called after a write was queued for Keycloak. */
+  queued: () => void
   verifier: AccessTokenVerifier
   clientIds: readonly string[]
   clock: Clock
@@ -245,6 +247,7 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
     }
     // Keycloak is away: the local session is over now; its Keycloak session ends when it is back.
     deps.queue.enqueue({ username: record.username, operation: 'logout_user', payload: { keycloak_id: record.subject, sid: record.keycloakSid } }, deps.clock.now())
+    deps.queued()
     log.info({ user: record.username, session: record.id }, 'keycloak logout queued')
     return reply.redirect(rd, 303)
   })

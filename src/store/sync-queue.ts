@@ -20,6 +20,15 @@ export const DEFAULT_PRIORITY: Record<SyncOperation, number> = {
   user_create: 5
 }
 
+/** What `sync status` reports. */
+export interface SyncStats {
+  byStatus: Record<SyncStatus, number>
+  byOperation: Array<{ operation: string, status: SyncStatus, count: number }>
+  /** Age of the oldest unfinished item, or null. */
+  oldestPendingSeconds: number | null
+  lastError: { id: string, username: string, operation: string, status: SyncStatus, error: string } | null
+}
+
 /** What queueing an operation takes. */
 export interface EnqueueInput {
   username: string
@@ -112,7 +121,7 @@ export class SyncQueueRepository {
     const secret = input.secret === undefined ? null : this.#ring.encrypt(JSON.stringify(input.secret), `sync_queue:${id}`)
     this.#db.transaction(() => {
       if (input.operation === 'password_change') {
-        this.#db.prepare("DELETE FROM sync_queue WHERE username = ? AND operation = 'password_change' AND status = 'pending'").run(input.username)
+        this.#db.prepare("DELETE FROM sync_queue WHERE username = ? AND operation = 'password_change' AND status IN ('pending', 'failed')").run(input.username)
       }
       this.#db.prepare(`INSERT INTO sync_queue (id, username, operation, payload, payload_enc, priority, status, attempts, next_attempt_at, queued_at)
         VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)`).run(id, input.username, input.operation, JSON.stringify(input.payload ?? {}), secret,
@@ -140,6 +149,96 @@ export class SyncQueueRepository {
       ? this.#db.prepare('SELECT * FROM sync_queue ORDER BY queued_at, rowid').all()
       : this.#db.prepare('SELECT * FROM sync_queue WHERE status = ? ORDER BY queued_at, rowid').all(status)) as Row[]
     return rows.map(fromRow)
+  }
+
+  /**
+   * Claims up to `limit` due items for `owner`, leasing them until `now + leaseMs`: the most
+   * urgent first (priority, then age), but only each user's oldest unfinished item, so a
+   * user's later write never overtakes an earlier one. Due means pending or failed with its
+   * retry time reached, or processing with an expired lease (its worker died). One IMMEDIATE
+   * transaction, so two workers never claim the same item.
+   */
+  claim (owner: string, now: number, limit: number, leaseMs: number): SyncItem[] {
+    return this.#db.transaction(() => {
+      const rows = this.#db.prepare(`SELECT q.* FROM sync_queue q
+        WHERE ((q.status IN ('pending', 'failed') AND q.next_attempt_at <= @now) OR (q.status = 'processing' AND q.lease_expires_at <= @now))
+          AND NOT EXISTS (SELECT 1 FROM sync_queue e WHERE e.username = q.username AND e.status IN ('pending', 'processing', 'failed')
+            AND (e.queued_at < q.queued_at OR (e.queued_at = q.queued_at AND e.rowid < q.rowid)))
+        ORDER BY q.priority, q.queued_at, q.rowid LIMIT @limit`).all({ now, limit }) as Row[]
+      const lease = this.#db.prepare("UPDATE sync_queue SET status = 'processing', attempts = attempts + 1, lease_owner = ?, lease_expires_at = ? WHERE id = ?")
+      for (const row of rows) lease.run(owner, now + leaseMs, row.id)
+      return rows.map((row) => ({ ...fromRow(row), status: 'processing' as const, attempts: row.attempts + 1, leaseOwner: owner, leaseExpiresAt: now + leaseMs }))
+    }).immediate()
+  }
+
+  /**
+   * Marks a leased item done and erases its secret. Fenced by the lease: a worker whose lease
+   * ran out (and whose item another worker took) changes nothing. Returns whether it did.
+   */
+  complete (id: string, owner: string, now: number, payload?: Record<string, unknown>): boolean {
+    const extra = payload === undefined ? '' : ', payload = @payload'
+    return this.#db.prepare(`UPDATE sync_queue SET status = 'done', processed_at = @now, payload_enc = NULL, last_error = NULL, lease_owner = NULL, lease_expires_at = NULL${extra}
+      WHERE id = @id AND status = 'processing' AND lease_owner = @owner`).run({ id, owner, now, ...(payload === undefined ? {} : { payload: JSON.stringify(payload) }) }).changes === 1
+  }
+
+  /** Records a failed attempt: retried at `nextAttemptAt`, or dead (secret erased). Fenced like {@link complete}. */
+  fail (id: string, owner: string, error: string, now: number, next: { dead: true } | { dead: false, at: number }): boolean {
+    const sql = next.dead
+      ? "UPDATE sync_queue SET status = 'dead', processed_at = @now, payload_enc = NULL, last_error = @error, lease_owner = NULL, lease_expires_at = NULL WHERE id = @id AND status = 'processing' AND lease_owner = @owner"
+      : "UPDATE sync_queue SET status = 'failed', next_attempt_at = @at, last_error = @error, lease_owner = NULL, lease_expires_at = NULL WHERE id = @id AND status = 'processing' AND lease_owner = @owner"
+    return this.#db.prepare(sql).run({ id, owner, now, error: error.slice(0, 500), ...(next.dead ? {} : { at: next.at }) }).changes === 1
+  }
+
+  /** Gives a leased item back untouched (Keycloak went away mid-batch): the attempt does not count. */
+  release (id: string, owner: string, error: string): boolean {
+    return this.#db.prepare(`UPDATE sync_queue SET status = CASE WHEN attempts > 1 THEN 'failed' ELSE 'pending' END, attempts = attempts - 1,
+      last_error = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND status = 'processing' AND lease_owner = ?`).run(error.slice(0, 500), id, owner).changes === 1
+  }
+
+  /**
+   * Puts failed or dead items back to pending with a fresh attempt count. An item whose secret
+   * was erased when it died (a password change) cannot be replayed and is left as it is.
+   * Returns the ids requeued.
+   */
+  retry (which: { id: string } | { allDead: true }, now: number): { requeued: string[], unrecoverable: string[] } {
+    const rows = ('id' in which
+      ? this.#db.prepare("SELECT * FROM sync_queue WHERE id = ? AND status IN ('failed', 'dead')").all(which.id)
+      : this.#db.prepare("SELECT * FROM sync_queue WHERE status = 'dead'").all()) as Row[]
+    const requeued: string[] = []
+    const unrecoverable: string[] = []
+    const update = this.#db.prepare("UPDATE sync_queue SET status = 'pending', attempts = 0, next_attempt_at = ?, processed_at = NULL WHERE id = ?")
+    this.#db.transaction(() => {
+      for (const row of rows) {
+        if (row.operation === 'password_change' && row.payload_enc === null) { unrecoverable.push(row.id); continue }
+        update.run(now, row.id)
+        requeued.push(row.id)
+      }
+    })()
+    return { requeued, unrecoverable }
+  }
+
+  /** Deletes done items processed before `before`; returns how many. */
+  purgeDone (before: number): number {
+    return this.#db.prepare("DELETE FROM sync_queue WHERE status = 'done' AND processed_at < ?").run(before).changes
+  }
+
+  /** The picture `sync status` and `/status` show. */
+  stats (now: number): SyncStats {
+    const byStatus = this.countByStatus()
+    const byOperation = this.#db.prepare('SELECT operation, status, count(*) AS n FROM sync_queue GROUP BY operation, status ORDER BY operation, status').all() as Array<{ operation: string, status: SyncStatus, n: number }>
+    const oldest = this.#db.prepare("SELECT min(queued_at) AS at FROM sync_queue WHERE status IN ('pending', 'failed', 'processing')").get() as { at: number | null }
+    const lastError = this.#db.prepare("SELECT id, username, operation, last_error, status FROM sync_queue WHERE last_error IS NOT NULL AND status IN ('failed', 'dead') ORDER BY coalesce(processed_at, next_attempt_at) DESC LIMIT 1").get() as { id: string, username: string, operation: string, last_error: string, status: SyncStatus } | undefined
+    return {
+      byStatus,
+      byOperation: byOperation.map((r) => ({ operation: r.operation, status: r.status, count: r.n })),
+      oldestPendingSeconds: oldest.at === null ? null : Math.max(0, Math.round((now - oldest.at) / 1000)),
+      lastError: lastError === undefined ? null : { id: lastError.id, username: lastError.username, operation: lastError.operation, status: lastError.status, error: lastError.last_error }
+    }
+  }
+
+  /** Unfinished items of one user and operation (for idempotent provisioning). */
+  unfinished (username: string, operation: SyncOperation): SyncItem[] {
+    return (this.#db.prepare("SELECT * FROM sync_queue WHERE username = ? AND operation = ? AND status IN ('pending', 'processing', 'failed')").all(username, operation) as Row[]).map(fromRow)
   }
 
   /** Items by status. */

@@ -214,7 +214,7 @@ t.test('bad user names and misplaced options are usage errors (exit 2)', async (
     [['add', 'alice', '--email', 'not-an-address'], 'gatehouse: --email "not-an-address" is not an email address\n'],
     [['passwd', 'alice', '--role', 'admin'], 'gatehouse: --role applies only to users add\n'],
     [['list', 'alice'], 'gatehouse: usage: gatehouse users list [--json]\n'],
-    [['frob'], 'gatehouse: unknown users subcommand "frob": use add, passwd, disable, enable or list\n']
+    [['frob'], 'gatehouse: unknown users subcommand "frob": use add, passwd, disable, enable, list or migrate-to-keycloak\n']
   ]
   for (const [args, message] of cases) {
     const result = await g.inProcess(args, `${PASSWORD}\n`)

@@ -5,18 +5,14 @@ import type { AddressInfo } from 'node:net'
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose'
 import t from 'tap'
 import {
-  DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, generateSigningKey, startKeycloakStandin
+  DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, generateSigningKey, standinFor
 } from '../fixtures/keycloak-standin.ts'
-import type { KeycloakStandin, KeycloakStandinOptions } from '../fixtures/keycloak-standin.ts'
+import type { KeycloakStandin } from '../fixtures/keycloak-standin.ts'
 
 /** What the helpers need from a (sub)test: somewhere to register cleanup. */
 type Test = Pick<typeof t, 'teardown'>
 
-async function standin (t: Test, options?: KeycloakStandinOptions): Promise<KeycloakStandin> {
-  const kc = await startKeycloakStandin(options)
-  t.teardown(() => kc.close())
-  return kc
-}
+const standin = standinFor
 
 /** A fresh remote key set, as a client that has never cached `/certs` would build. */
 function certsOf (kc: KeycloakStandin): ReturnType<typeof createRemoteJWKSet> {

@@ -1,0 +1,98 @@
+import KcAdminClient, { NetworkError } from '@keycloak/keycloak-admin-client'
+import type { Clock } from '../clock.ts'
+import { KeycloakRejected, KeycloakUnavailable } from '../errors.ts'
+import type { CallTarget, KeycloakPool } from './failover.ts'
+import type { OidcClient } from './oidc.ts'
+
+/** What {@link AdminApi} needs. */
+export interface AdminApiOptions {
+  pool: KeycloakPool
+  /** An OIDC client holding the service account's credentials. */
+  oidc: OidcClient
+  realm: string
+  clock: Clock
+  timeoutMs: number
+}
+
+// A token this close to its end is replaced before use.
+const TOKEN_MARGIN_MS = 10_000
+
+/**
+ * Keycloak's Admin API through the official client, every request through the server pool
+ * (deadline, breakers, failover). The service-account token comes from the client-credentials
+ * grant, through the pool too, and is reused until shortly before it expires; a 401 drops it
+ * and the call is tried once more with a new one. Failures come out as
+ * {@link KeycloakUnavailable} (network, 5xx: the breaker counts them) or
+ * {@link KeycloakRejected} (Keycloak answered 4xx).
+ */
+export class AdminApi {
+  readonly #o: AdminApiOptions
+  #token: { value: string, expiresAt: number } | null = null
+  #pending: Promise<string> | null = null
+
+  constructor (options: AdminApiOptions) {
+    this.#o = options
+  }
+
+  async call<T> (fn: (kc: KcAdminClient) => Promise<T>): Promise<T> {
+    try {
+      return await this.#once(await this.#accessToken(), fn)
+    } catch (err) {
+      if (!(err instanceof KeycloakRejected) || err.status !== 401) throw err
+      this.#token = null
+      return await this.#once(await this.#accessToken(), fn)
+    }
+  }
+
+  async #once<T> (token: string, fn: (kc: KcAdminClient) => Promise<T>): Promise<T> {
+    return await this.#o.pool.call('admin', async (target) => {
+      const kc = new KcAdminClient({ baseUrl: target.server.replace(/\/+$/, ''), realmName: this.#o.realm, timeout: this.#o.timeoutMs })
+      kc.setAccessToken(token)
+      try {
+        return await withDeadline(fn(kc), target.signal)
+      } catch (err) {
+        throw adminErrorOf(err, target)
+      }
+    })
+  }
+
+  async #accessToken (): Promise<string> {
+    const now = this.#o.clock.now()
+    if (this.#token !== null && this.#token.expiresAt - TOKEN_MARGIN_MS > now) return this.#token.value
+    this.#pending ??= this.#o.oidc.clientCredentials().then((tokens) => {
+      this.#token = { value: tokens.accessToken, expiresAt: tokens.accessExpiresAt }
+      return tokens.accessToken
+    }).finally(() => { this.#pending = null })
+    return await this.#pending
+  }
+}
+
+// The admin client's own timeout bounds the request; the pool's signal bounds the wait.
+async function withDeadline<T> (work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) throw new KeycloakUnavailable('timeout', 'keycloak admin API did not answer before the deadline')
+  let onAbort: (() => void) | undefined
+  const aborted = new Promise<never>((_resolve, reject) => {
+    onAbort = () => reject(new KeycloakUnavailable('timeout', 'keycloak admin API did not answer before the deadline'))
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+  try {
+    return await Promise.race([work, aborted])
+  } finally {
+    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
+  }
+}
+
+/** The admin client's errors as Gatehouse's two Keycloak errors. */
+function adminErrorOf (err: unknown, target: CallTarget): KeycloakUnavailable | KeycloakRejected {
+  if (err instanceof KeycloakUnavailable || err instanceof KeycloakRejected) return err
+  if (err instanceof NetworkError) {
+    const status = err.response.status
+    if (status >= 500) return new KeycloakUnavailable('http_5xx', `keycloak admin API answered ${status}`, { server: target.server })
+    const data = err.responseData as { errorMessage?: unknown, error?: unknown, error_description?: unknown } | undefined
+    const detail = [data?.errorMessage, data?.error, data?.error_description].filter((v) => typeof v === 'string').join(': ')
+    return new KeycloakRejected(status, `keycloak admin API refused (${status})${detail === '' ? '' : `: ${detail}`}`, { server: target.server })
+  }
+  const code = (err as { cause?: { code?: string } }).cause?.code
+  const kind = target.signal.aborted || (err as Error).name === 'TimeoutError' ? 'timeout' : code === 'ECONNREFUSED' ? 'refused' : code === 'ECONNRESET' ? 'reset' : 'network'
+  return new KeycloakUnavailable(kind, `keycloak admin API could not be reached (${kind})`, { server: target.server, cause: err })
+}
