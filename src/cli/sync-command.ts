@@ -108,9 +108,13 @@ export async function runSyncCommand (sub: string | undefined, args: string[], o
       ctx.keycloak.health.start()
       ctx.worker.start()
       ctx.log.info({ owner: ctx.worker.owner }, 'sync worker started')
+      // The worker's timers do not hold the process open (inside serve the listeners do); here
+      // this does, until a signal.
+      const alive = setInterval(() => {}, 2 ** 30)
       return await new Promise<number>((resolve) => {
         const stop = (signal: NodeJS.Signals): void => {
           ctx.log.warn({ signal }, 'sync worker stopping')
+          clearInterval(alive)
           void ctx.worker.stop().then(() => { ctx.close(); ctx.log.flush(() => resolve(0)) })
         }
         process.once('SIGTERM', stop)

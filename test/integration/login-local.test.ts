@@ -36,6 +36,10 @@ t.test('circuit open: the browser gets the local form, signs in, and reaches the
   t.equal(seen?.headers['x-auth-request-roles'], 'editor')
   const audit = new AuditLogRepository(gatehouse.db).since(0, 'login')
   t.match(audit.at(-1), { actor: 'carol', result: 'success', authMode: 'local' })
+  const metrics = await (await fetch(`${gatehouse.adminUrl}/metrics`)).text()
+  t.match(metrics, /gatehouse_logins_total\{mode="local",result="success"\} 1/)
+  t.match(metrics, /gatehouse_sessions_active\{mode="local"\} 1/)
+  t.match(metrics, /gatehouse_requests_total\{decision="allow",auth_mode="local"\} 1/)
 })
 
 t.test('local-primary with Keycloak up: the local password decides and Keycloak tokens come too', async (t) => {

@@ -218,3 +218,36 @@ t.test('sync status, retry and cleanup on the command line', async (t) => {
   t.same(JSON.parse(cleanup.stdout), { removed: 1, days: 0 })
   t.equal((await runGatehouse(['sync', 'retry', '-c', c])).code, 2, 'retry needs an id or --all-dead')
 })
+
+t.test('every operation replays against the Admin API: update, disable, group membership, logout', async (t) => {
+  const cluster = await startCluster(t, 1, { groups: ['/staff/admins', '/ops'] })
+  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...cluster.settings(), sync: { enabled: false } }))
+  await gatehouse.started
+  const queue = new SyncQueueRepository(gatehouse.db, ring)
+  const bobRefresh = (await cluster.standin.passwordGrant('bob', 'bob-password')).refresh_token as string
+  queue.enqueue({ username: 'bob', operation: 'group_membership', payload: { group: '/ops', action: 'add' } }, Date.now())
+  queue.enqueue({ username: 'bob', operation: 'user_update', payload: { email: 'robert@example.test' } }, Date.now())
+  queue.enqueue({ username: 'bob', operation: 'logout_user' }, Date.now())
+  queue.enqueue({ username: 'alice', operation: 'group_membership', payload: { group: '/staff/admins', action: 'remove' } }, Date.now())
+  queue.enqueue({ username: 'alice', operation: 'user_disable' }, Date.now())
+  t.match(await gatehouse.app.sync.worker.cycle(), { done: 5, failed: 0 })
+  t.ok(cluster.standin.user('bob').groups.includes('/ops'))
+  t.equal(cluster.standin.user('bob').email, 'robert@example.test')
+  t.equal((await cluster.standin.tokenRequest({ grant_type: 'refresh_token', refresh_token: bobRefresh })).status, 400, 'bob\'s Keycloak sessions ended')
+  t.notOk(cluster.standin.user('alice').groups.includes('/staff/admins'))
+  t.equal(cluster.standin.user('alice').enabled, false)
+})
+
+t.test('gatehouse sync start stops cleanly on SIGTERM', async (t) => {
+  const cluster = await startCluster(t, 1)
+  const dir = t.testdir()
+  writeConfig(dir, { ...cluster.settings(), sync: { enabled: false }, log: { level: 'info' } })
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'sync', 'start', '-c', join(dir, 'config.yaml')], { env: { PATH: process.env.PATH }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  await new Promise<void>((resolve) => child.stdout.on('data', () => { if (out.includes('sync worker started')) resolve() }))
+  child.kill('SIGTERM')
+  const [code] = await new Promise<[number | null]>((resolve) => child.once('exit', (c) => resolve([c])))
+  t.equal(code, 0)
+  t.match(out, 'sync worker stopping')
+})
