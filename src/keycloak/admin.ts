@@ -1,4 +1,4 @@
-import KcAdminClient, { NetworkError } from '@keycloak/keycloak-admin-client'
+import type KcAdminClient from '@keycloak/keycloak-admin-client'
 import type { Clock } from '../clock.ts'
 import { KeycloakRejected, KeycloakUnavailable } from '../errors.ts'
 import type { CallTarget, KeycloakPool } from './failover.ts'
@@ -13,6 +13,11 @@ export interface AdminApiOptions {
   clock: Clock
   timeoutMs: number
 }
+
+// Loaded on first use: the client is a sizeable import that start-up (which must be quick
+// while Keycloak is down) does not need.
+let adminModule: Promise<typeof import('@keycloak/keycloak-admin-client')> | undefined
+const loadAdminClient = async (): Promise<typeof import('@keycloak/keycloak-admin-client')> => await (adminModule ??= import('@keycloak/keycloak-admin-client'))
 
 // A token this close to its end is replaced before use.
 const TOKEN_MARGIN_MS = 10_000
@@ -45,13 +50,14 @@ export class AdminApi {
   }
 
   async #once<T> (token: string, fn: (kc: KcAdminClient) => Promise<T>): Promise<T> {
+    const { default: AdminClient, NetworkError } = await loadAdminClient()
     return await this.#o.pool.call('admin', async (target) => {
-      const kc = new KcAdminClient({ baseUrl: target.server.replace(/\/+$/, ''), realmName: this.#o.realm, timeout: this.#o.timeoutMs })
+      const kc = new AdminClient({ baseUrl: target.server.replace(/\/+$/, ''), realmName: this.#o.realm, timeout: this.#o.timeoutMs })
       kc.setAccessToken(token)
       try {
         return await withDeadline(fn(kc), target.signal)
       } catch (err) {
-        throw adminErrorOf(err, target)
+        throw adminErrorOf(err, target, NetworkError)
       }
     })
   }
@@ -83,7 +89,7 @@ async function withDeadline<T> (work: Promise<T>, signal: AbortSignal): Promise<
 }
 
 /** The admin client's errors as Gatehouse's two Keycloak errors. */
-function adminErrorOf (err: unknown, target: CallTarget): KeycloakUnavailable | KeycloakRejected {
+function adminErrorOf (err: unknown, target: CallTarget, NetworkError: typeof import('@keycloak/keycloak-admin-client').NetworkError): KeycloakUnavailable | KeycloakRejected {
   if (err instanceof KeycloakUnavailable || err instanceof KeycloakRejected) return err
   if (err instanceof NetworkError) {
     const status = err.response.status
