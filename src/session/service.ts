@@ -182,7 +182,7 @@ export class SessionService {
           // Once only: a token that looks expired straight after a refresh is not refreshed again.
           const record = this.#repo.find(entry.record.id)
           if (record === null || record.endedAt !== null) return null
-          entry.record = record
+          entry.record = { ...record, lastSeenAt: Math.max(record.lastSeenAt, this.#touches.get(record.id) ?? 0) }
           entry.tokens = this.#deps.tokens.get(record.id)
           entry.view = null
           return this.#view(entry)

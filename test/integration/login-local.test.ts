@@ -226,3 +226,19 @@ t.test('change password: keycloak-primary checks the current password with Keycl
   t.equal((await formLogin(new BrowserClient(), gatehouse.proxyUrl, 'bob', 'the-next-password')).status, 200)
   t.equal(cluster.upstream.requests.at(-1)?.headers['x-auth-request-mode'], 'cached')
 })
+
+t.test('behind TLS the cookies are Secure and carry the __Host- prefix', async (t) => {
+  const cluster = await startCluster(t, 1)
+  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...cluster.settings(), auth: { primary: 'local' }, server: { trust_proxy: true } }))
+  await gatehouse.started
+  await addLocalUser(gatehouse.db, 'hana', 'hana-local-password')
+  const browser = new BrowserClient({ 'x-forwarded-proto': 'https' })
+  t.equal((await formLogin(browser, gatehouse.proxyUrl, 'hana', 'hana-local-password')).status, 200)
+  const session = browser.cookie(gatehouse.proxyUrl, '__Host-gatehouse_session')
+  t.ok(session?.secure, 'Secure')
+  t.ok(session?.httpOnly, 'HttpOnly')
+  t.equal(session?.sameSite, 'lax')
+  t.ok(browser.cookie(gatehouse.proxyUrl, '__Host-gatehouse_csrf')?.secure)
+  t.notOk(browser.cookie(gatehouse.proxyUrl, 'gatehouse_session'), 'no unprefixed cookie')
+  t.equal(cluster.upstream.requests.at(-1)?.headers['x-auth-request-user'], 'hana')
+})

@@ -190,3 +190,31 @@ t.test('the database file holds no token, password or session secret in plain te
     t.notMatch(log.text(), secret.slice(0, 40), `not in the logs: ${secret.slice(0, 6)}…`)
   }
 })
+
+t.test('sessions end after the idle timeout and at the absolute lifetime; last-seen writes are batched', async (t) => {
+  const cluster = await startCluster(t, 1)
+  const clock = manualClock()
+  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...cluster.settings(), session: { idle_timeout_minutes: 30, absolute_timeout_hours: 1 } }), { clock })
+  await gatehouse.started
+  const repo = new SessionsRepository(gatehouse.db)
+
+  const idle = new BrowserClient()
+  await formLogin(idle, gatehouse.proxyUrl, 'bob', 'bob-password')
+  const created = repo.list()[0]
+  clock.advance(10 * 60_000)
+  t.equal(await modeOf(idle, gatehouse.proxyUrl, cluster.upstream), 'keycloak')
+  t.equal(repo.find(created!.id)?.lastSeenAt, created?.lastSeenAt, 'a request does not write last_seen at once')
+  gatehouse.app.sessions.flushTouches()
+  t.equal(repo.find(created!.id)?.lastSeenAt, clock.now(), 'the batch writes it')
+  clock.advance(31 * 60_000)
+  t.equal(await modeOf(idle, gatehouse.proxyUrl, cluster.upstream), 302, 'idle too long')
+  t.equal(repo.find(created!.id)?.endReason, 'idle')
+
+  const busy = new BrowserClient()
+  await formLogin(busy, gatehouse.proxyUrl, 'alice', 'alice-password')
+  for (let i = 0; i < 3; i++) {
+    clock.advance(20 * 60_000)
+    t.equal(await modeOf(busy, gatehouse.proxyUrl, cluster.upstream), i < 2 ? 'keycloak' : 302, `after ${(i + 1) * 20} minutes`)
+  }
+  t.equal(repo.list({ username: 'alice', includeEnded: true })[0]?.endReason, 'expired', 'the absolute lifetime ends even a busy session')
+})
