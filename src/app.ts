@@ -8,12 +8,12 @@ import { adminPlugin } from './admin/plugin.ts'
 import { statusReport, type StatusReport } from './admin/status.ts'
 import { loadPolicies, type PolicySet } from './authz/policy.ts'
 import { cachedMaterialUsable, ModeTracker } from './breaker/mode.ts'
-import { createDecider, type Decide } from './decision/decide.ts'
+import { createDecider, createIdentifier, type Decide, type DeciderDeps } from './decision/decide.ts'
 import { createKeycloakClient, type KeycloakClient } from './keycloak/client.ts'
 import { AccessTokenVerifier } from './keycloak/verify-token.ts'
 import { createMetrics, type HotPathMetrics, type Metrics } from './metrics/registry.ts'
 import { createProxyServer, genericErrorHandler } from './proxy/server.ts'
-import { schemaVersion, type Db } from './store/db.ts'
+import { databaseFile, schemaVersion, type Db } from './store/db.ts'
 import type { OidcClient } from './keycloak/oidc.ts'
 import { createSync, oidcClientFor, type SyncParts } from './sync/create.ts'
 import { CookieJar } from './session/cookie.ts'
@@ -120,10 +120,10 @@ export function buildApp (config: Config, deps: AppDeps): App {
   metrics.bind({
     cachedTokens: () => tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs),
     sessionsActive: () => sessions.repository.countByMode(),
-    syncQueue: () => queue.stats(clock.now())
+    syncQueue: () => queue.depth(clock.now())
   })
 
-  const decide = createDecider({
+  const deciderDeps: DeciderDeps = {
     policy,
     verifier,
     headers: config.headers,
@@ -136,7 +136,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
         return secret === null ? null : (await sessions.identify(secret))?.identity ?? null
       }
     }
-  })
+  }
+  const decide = createDecider(deciderDeps)
 
   let closing = false
   const status = (): StatusReport => statusReport({
@@ -146,7 +147,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
     keycloak,
     mode: tracker.mode,
     verifier,
-    databasePath: config.database.path === ':memory:' ? ':memory:' : resolve(config.base_dir, config.database.path),
+    databasePath: databaseFile(config),
     schemaVersion: () => schemaVersion(deps.db),
     sessions: () => ({ active: sessions.repository.countByMode(), cachedTokens: tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs) }),
     sync: () => queue.stats(clock.now())
@@ -154,7 +155,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
 
   const accessLog = config.log.access_log ? (deps.accessLog === undefined ? accessLogVia(log) : deps.accessLog) : null
   const routes = async (fastify: FastifyInstance): Promise<void> => {
-    await sessionRoutes(fastify, { config, sessions, login, passwords, oidc, pool, jwks, jar, ring, audit, queue, queued, verifier, clientIds, clock, log: sessionLog })
+    await sessionRoutes(fastify, { config, sessions, login, passwords, oidc, pool, jwks, jar, ring, audit, queue, queued, identify: createIdentifier(deciderDeps), clock, log: sessionLog })
   }
   const proxy = createProxyServer({ config, decide, log: log.child({ module: 'proxy' }), metrics, accessLog, routes })
   const admin = Fastify({ loggerInstance: log.child({ module: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })

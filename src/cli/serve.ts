@@ -1,11 +1,10 @@
-import { resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { buildApp, type App } from '../app.ts'
 import type { Clock } from '../clock.ts'
 import type { AccessLog } from '../access-log.ts'
 import type { Config } from '../config/schema.ts'
 import type { PolicySet } from '../authz/policy.ts'
-import { openDatabase, type Db } from '../store/db.ts'
+import { openConfiguredDatabase, type Db } from '../store/db.ts'
 
 /** A running Gatehouse: both listeners bound, background work started. */
 export interface RunningServer {
@@ -40,8 +39,7 @@ export interface StartOptions {
  */
 export async function startServer (config: Config, options: StartOptions): Promise<RunningServer> {
   const { log } = options
-  const dbPath = config.database.path === ':memory:' ? ':memory:' : resolve(config.base_dir, config.database.path)
-  const { db, migration } = openDatabase({ path: dbPath, busyTimeoutMs: config.database.busy_timeout_ms })
+  const { db, migration } = openConfiguredDatabase(config)
   if (migration.applied.length > 0) log.info({ from: migration.from, to: migration.to, applied: migration.applied }, 'database migrated')
   let app: App
   let started: Promise<void>

@@ -1,10 +1,9 @@
-import { resolve } from 'node:path'
 import { systemClock, type Clock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
 import { UsageError } from '../errors.ts'
 import { AuditLogRepository } from '../store/audit-log.ts'
 import { KeyRing } from '../store/crypto.ts'
-import { openDatabase, type Db } from '../store/db.ts'
+import { openConfiguredDatabase, type Db } from '../store/db.ts'
 import { LoginAttemptsRepository } from '../store/login-attempts.ts'
 import { SessionsRepository, type SessionMode, type SessionRecord } from '../store/sessions.ts'
 import { SyncQueueRepository } from '../store/sync-queue.ts'
@@ -134,8 +133,7 @@ interface Store {
 
 function withStore (options: SessionsCommandOptions, fn: (store: Store) => number): number {
   const { config } = loadForServe(options.configPath, options.env)
-  const path = config.database.path === ':memory:' ? ':memory:' : resolve(config.base_dir, config.database.path)
-  const { db } = openDatabase({ path, busyTimeoutMs: config.database.busy_timeout_ms })
+  const { db } = openConfiguredDatabase(config)
   try {
     const ring = new KeyRing(config.secrets.encryption_keys)
     return fn({
@@ -175,7 +173,6 @@ function invalidate (store: Store, id: string, options: SessionsCommandOptions, 
   const now = store.clock.now()
   const ended = store.db.transaction(() => {
     if (!store.sessions.end(id, 'invalidated', now)) return false
-    store.tokens.delete(id)
     store.audit.append({ actor: session.username, action: 'session_invalidated', result: 'success', authMode: session.mode, reason: 'invalidated', detail: { via: 'cli', session_id: id } }, now)
     return true
   })()
@@ -189,10 +186,7 @@ function logoutUser (store: Store, given: string, options: SessionsCommandOption
   const now = store.clock.now()
   const result = store.db.transaction(() => {
     const live = store.sessions.list({ username })
-    for (const session of live) {
-      store.sessions.end(session.id, 'logout_user', now)
-      store.tokens.delete(session.id)
-    }
+    for (const session of live) store.sessions.end(session.id, 'logout_user', now)
     // Keycloak sessions end too, when the sync worker replays this (Admin API: POST /users/{id}/logout).
     const subjects = [...new Set(live.map((s) => s.subject).filter((s) => s !== null))]
     const queued = subjects.map((subject) => store.sync.enqueue({ username, operation: 'logout_user', payload: { subject } }, now))

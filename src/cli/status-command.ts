@@ -1,5 +1,4 @@
 import { existsSync } from 'node:fs'
-import { resolve } from 'node:path'
 import { statusReport, type StatusReport } from '../admin/status.ts'
 import { cachedMaterialUsable, ModeTracker } from '../breaker/mode.ts'
 import { KeyRing } from '../store/crypto.ts'
@@ -12,7 +11,7 @@ import { createKeycloakClient } from '../keycloak/client.ts'
 import { AccessTokenVerifier } from '../keycloak/verify-token.ts'
 import { createLogger } from '../log.ts'
 import { createMetrics } from '../metrics/registry.ts'
-import { openDatabase, schemaVersion } from '../store/db.ts'
+import { databaseFile, openDatabase, schemaVersion } from '../store/db.ts'
 import { emit, formatTable, type Output } from './output.ts'
 
 /** Where a status report came from. */
@@ -41,7 +40,7 @@ export async function collectStatus (config: Config): Promise<{ report: StatusRe
 }
 
 async function offlineStatus (config: Config): Promise<{ report: StatusReport, source: StatusSource }> {
-  const file = config.database.path === ':memory:' ? null : resolve(config.base_dir, config.database.path)
+  const file = config.database.path === ':memory:' ? null : databaseFile(config)
   const found = file !== null && existsSync(file)
   const { db } = openDatabase({ path: found ? file : ':memory:', busyTimeoutMs: config.database.busy_timeout_ms, migrate: !found })
   try {

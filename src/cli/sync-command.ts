@@ -1,4 +1,3 @@
-import { resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { systemClock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
@@ -7,7 +6,7 @@ import { createKeycloakClient, type KeycloakClient } from '../keycloak/client.ts
 import { createLoggers } from '../log.ts'
 import { createMetrics } from '../metrics/registry.ts'
 import { KeyRing } from '../store/crypto.ts'
-import { openDatabase, type Db } from '../store/db.ts'
+import { openConfiguredDatabase, type Db } from '../store/db.ts'
 import type { SyncStats } from '../store/sync-queue.ts'
 import { createSync, type SyncParts } from '../sync/create.ts'
 import type { SyncWorkerDeps } from '../sync/worker.ts'
@@ -38,8 +37,7 @@ export interface SyncContext extends SyncParts {
  * replays while a server is known to be reachable.
  */
 export async function openSync (config: Config, options: { logLevel?: Config['log']['level'], onSettled?: SyncWorkerDeps['onSettled'] } = {}): Promise<SyncContext> {
-  const path = config.database.path === ':memory:' ? ':memory:' : resolve(config.base_dir, config.database.path)
-  const { db } = openDatabase({ path, busyTimeoutMs: config.database.busy_timeout_ms })
+  const { db } = openConfiguredDatabase(config)
   const { log } = createLoggers({ level: options.logLevel ?? config.log.level })
   const clock = systemClock
   const metrics = createMetrics()

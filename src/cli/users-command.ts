@@ -1,4 +1,3 @@
-import { resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { Writable, type Readable } from 'node:stream'
 import { systemClock, type Clock } from '../clock.ts'
@@ -6,7 +5,7 @@ import type { Config } from '../config/schema.ts'
 import { UsageError } from '../errors.ts'
 import { hashPassword, passwordProblem, verifyPassword } from '../session/passwords.ts'
 import { AuditLogRepository } from '../store/audit-log.ts'
-import { openDatabase, type Db } from '../store/db.ts'
+import { openConfiguredDatabase, type Db } from '../store/db.ts'
 import { SessionsRepository } from '../store/sessions.ts'
 import { UsersRepository, type UserRecord } from '../store/users.ts'
 import { loadForServe } from './config-command.ts'
@@ -150,8 +149,7 @@ interface Store {
 
 async function withStore (options: UsersCommandOptions, fn: (store: Store) => number | Promise<number>): Promise<number> {
   const { config } = loadForServe(options.configPath, options.env)
-  const path = config.database.path === ':memory:' ? ':memory:' : resolve(config.base_dir, config.database.path)
-  const { db } = openDatabase({ path, busyTimeoutMs: config.database.busy_timeout_ms })
+  const { db } = openConfiguredDatabase(config)
   try {
     return await fn({ config, db, users: new UsersRepository(db), audit: new AuditLogRepository(db), clock: options.clock ?? systemClock })
   } finally {
@@ -232,7 +230,6 @@ function setEnabled (store: Store, username: string, enabled: boolean, options: 
     // A disabled user is out now, not when their sessions expire (a running server sees it
     // within its session cache's few seconds).
     if (!enabled) ended = new SessionsRepository(store.db).endWhere({ username: user.username }, 'user_disabled', now)
-    for (const id of ended) store.db.prepare('DELETE FROM token_cache WHERE session_id = ?').run(id)
   })()
   emit(output, options.json, { username: user.username, enabled, sessions_ended: ended.length }, () => {
     const done = `${enabled ? 'enabled' : 'disabled'} user ${user.username}`

@@ -123,29 +123,58 @@ async function decideUnsafe (deps: DeciderDeps, memo: Memo, facts: RequestFacts)
     return deny(403, 'denied_by_policy', rule.name, null, { error: 'forbidden' })
   }
 
-  const token = bearerToken(facts.headers.authorization)
-  if (token === null) {
-    const identity = await deps.sessions?.identify(facts.headers.cookie) ?? null
-    if (identity === null) {
-      if (facts.entry === 'proxy' && isBrowserNavigation(facts)) {
-        return { kind: 'redirect', reason: 'no_credentials', location: `${deps.prefix}/login?rd=${encodeURIComponent(target)}`, rule: rule.name }
-      }
-      return deny(401, 'no_credentials', rule.name, null, { error: 'unauthorized' }, {
-        'www-authenticate': `Bearer realm="${REALM}", error="invalid_token", error_description="no access token"`
-      })
+  const caller = await authenticate(deps, memo, facts.headers, facts.entry)
+  if (caller.refused === 'no_credentials') {
+    if (facts.entry === 'proxy' && isBrowserNavigation(facts)) {
+      return { kind: 'redirect', reason: 'no_credentials', location: `${deps.prefix}/login?rd=${encodeURIComponent(target)}`, rule: rule.name }
     }
-    return authorised(rule, target, identity, sessionHeaders(memo, identity, deps))
+    return deny(401, 'no_credentials', rule.name, null, { error: 'unauthorized' }, {
+      'www-authenticate': `Bearer realm="${REALM}", error="invalid_token", error_description="no access token"`
+    })
+  }
+  if (caller.refused !== undefined) {
+    return deny(401, `token_${caller.refused}`, rule.name, null, { error: 'invalid_token', error_description: caller.detail }, {
+      'www-authenticate': `Bearer realm="${REALM}", error="invalid_token", error_description="${caller.detail.replace(/["\\]/g, '')}"`
+    })
+  }
+  return authorised(rule, target, caller.identity, caller.headers)
+}
+
+/** Who a request's credentials say it is, with the headers the app gets; or why there is nobody. */
+type Caller =
+  | { refused?: undefined, identity: Identity, headers: Record<string, string> }
+  | { refused: 'no_credentials' }
+  | { refused: TokenRejection, detail: string }
+
+/**
+ * Authentication, the part of the decision every way of asking "who is this?" shares: a
+ * bearer token first, else the session cookie. Successes are the memoised entries themselves,
+ * so the request path allocates nothing for a known token or session.
+ */
+async function authenticate (deps: DeciderDeps, memo: Memo, headers: RequestFacts['headers'], entry: EntryPoint): Promise<Caller> {
+  const token = bearerToken(headers.authorization)
+  if (token === null) {
+    const identity = await deps.sessions?.identify(headers.cookie) ?? null
+    return identity === null ? { refused: 'no_credentials' } : sessionHeaders(memo, identity, deps)
   }
   const outcome = deps.verifier.remembered(token) ?? await deps.verifier.verify(token)
   if (!outcome.ok) {
-    deps.log.debug({ reason: outcome.reason, detail: outcome.detail, entry: facts.entry }, 'access token refused')
-    return deny(401, `token_${outcome.reason}`, rule.name, null, { error: 'invalid_token', error_description: outcome.detail }, {
-      'www-authenticate': `Bearer realm="${REALM}", error="invalid_token", error_description="${outcome.detail.replace(/["\\]/g, '')}"`
-    })
+    deps.log.debug({ reason: outcome.reason, detail: outcome.detail, entry }, 'access token refused')
+    return { refused: outcome.reason, detail: outcome.detail }
   }
+  return derived(memo, outcome.token, token, deps)
+}
 
-  const { identity, headers } = derived(memo, outcome.token, token, deps)
-  return authorised(rule, target, identity, headers)
+/**
+ * The identity of a request's credentials, or null: what `{prefix}/userinfo` answers, by the
+ * same authentication as {@link createDecider}'s.
+ */
+export function createIdentifier (deps: DeciderDeps): (headers: RequestFacts['headers']) => Promise<Identity | null> {
+  const memo: Memo = new WeakMap()
+  return async (headers) => {
+    const caller = await authenticate(deps, memo, headers, 'proxy')
+    return caller.refused === undefined ? caller.identity : null
+  }
 }
 
 function authorised (rule: PolicyRule, target: string, identity: Identity, headers: Record<string, string>): Decision {
@@ -175,13 +204,13 @@ function isBrowserNavigation (facts: RequestFacts): boolean {
 type Memo = WeakMap<object, { identity: Identity, headers: Record<string, string> }>
 
 // A session hands out the same frozen identity object until something in it changes.
-function sessionHeaders (memo: Memo, identity: Identity, deps: DeciderDeps): Record<string, string> {
+function sessionHeaders (memo: Memo, identity: Identity, deps: DeciderDeps): { identity: Identity, headers: Record<string, string> } {
   let entry = memo.get(identity)
   if (entry === undefined) {
     entry = { identity, headers: Object.freeze(identityHeaders(identity, deps.headers)) }
     memo.set(identity, entry)
   }
-  return entry.headers
+  return entry
 }
 
 // The identity and headers a token yields never change: worked out once per verified token,

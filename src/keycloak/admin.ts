@@ -2,6 +2,7 @@ import type KcAdminClient from '@keycloak/keycloak-admin-client'
 import type { Clock } from '../clock.ts'
 import { KeycloakRejected, KeycloakUnavailable } from '../errors.ts'
 import type { CallTarget, KeycloakPool } from './failover.ts'
+import { unavailableFrom } from './http.ts'
 import type { OidcClient } from './oidc.ts'
 
 /** What {@link AdminApi} needs. */
@@ -98,7 +99,5 @@ function adminErrorOf (err: unknown, target: CallTarget, NetworkError: typeof im
     const detail = [data?.errorMessage, data?.error, data?.error_description].filter((v) => typeof v === 'string').join(': ')
     return new KeycloakRejected(status, `keycloak admin API refused (${status})${detail === '' ? '' : `: ${detail}`}`, { server: target.server })
   }
-  const code = (err as { cause?: { code?: string } }).cause?.code
-  const kind = target.signal.aborted || (err as Error).name === 'TimeoutError' ? 'timeout' : code === 'ECONNREFUSED' ? 'refused' : code === 'ECONNRESET' ? 'reset' : 'network'
-  return new KeycloakUnavailable(kind, `keycloak admin API could not be reached (${kind})`, { server: target.server, cause: err })
+  return unavailableFrom(err, target)
 }

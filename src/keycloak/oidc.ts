@@ -6,6 +6,7 @@ import type { KeycloakClaims } from './claims.ts'
 import type { KeycloakPool, KeycloakOperation } from './failover.ts'
 import type { JwksManager } from './jwks.ts'
 import type { RealmEndpoints } from './endpoints.ts'
+import { unavailableFrom } from './http.ts'
 
 /** Tokens Keycloak issued, with what Gatehouse needs to know about them. */
 export interface TokenSet {
@@ -168,24 +169,17 @@ export class OidcClient {
       try {
         response = await fetch(target.endpoints.realmUrl + suffix, { ...(init as RequestInit), signal: target.signal, redirect: 'manual' })
       } catch (err) {
-        throw unavailable(err, target.server, target.signal)
+        throw unavailableFrom(err, target)
       }
       if (response.status >= 500) {
         await response.body?.cancel().catch(() => {})
         throw new KeycloakUnavailable('http_5xx', `keycloak answered ${response.status}`, { server: target.server })
       }
       // Buffered here, inside the deadline, so openid-client never reads a body after it.
-      const body = await response.arrayBuffer().catch((err: unknown) => { throw unavailable(err, target.server, target.signal) })
+      const body = await response.arrayBuffer().catch((err: unknown) => { throw unavailableFrom(err, target) })
       return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers })
     })
   }
-}
-
-function unavailable (err: unknown, server: string, signal: AbortSignal): KeycloakUnavailable {
-  if (err instanceof KeycloakUnavailable) return err
-  const code = (err as { cause?: { code?: string } }).cause?.code
-  const kind = signal.aborted ? 'timeout' : code === 'ECONNREFUSED' ? 'refused' : code === 'ECONNRESET' ? 'reset' : 'network'
-  return new KeycloakUnavailable(kind, `keycloak could not be reached (${kind})`, { server, cause: err })
 }
 
 /** openid-client's errors, at the boundary, as Gatehouse's two Keycloak errors. */

@@ -57,11 +57,14 @@ export class CookieJar {
 
   /** Reads one cookie (either spelling of its name) from a Cookie header, verified. */
   read (cookieHeader: string | undefined, kind: keyof CookieNames): string | null {
+    return this.unsign(this.raw(cookieHeader, kind) ?? undefined)
+  }
+
+  /** One cookie's value as sent (either spelling of its name), unverified: for values sealed otherwise. */
+  raw (cookieHeader: string | undefined, kind: keyof CookieNames): string | null {
     if (cookieHeader === undefined || cookieHeader === '') return null
     const cookies = parse(cookieHeader)
-    const secure = cookieNames(this.#sessionName, true)[kind]
-    const plain = cookieNames(this.#sessionName, false)[kind]
-    return this.unsign(cookies[secure] ?? cookies[plain])
+    return cookies[cookieNames(this.#sessionName, true)[kind]] ?? cookies[cookieNames(this.#sessionName, false)[kind]] ?? null
   }
 
   /** The session secret a request carries, verified, or null. */

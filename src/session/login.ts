@@ -69,9 +69,20 @@ export class LoginService {
     return outcome
   }
 
-  /** Counts a login completed through Keycloak's own pages (the code flow). */
-  recordSso (): void {
+  /**
+   * A login completed on Keycloak's own pages (the code flow): counted and audited like the
+   * form's, and the session it starts. Only Keycloak vouches for it (no local basis).
+   */
+  completeSso (tokens: TokenSet, ip: string | null): Omit<NewSession, 'ip' | 'userAgent'> {
+    const session = this.#keycloakSession(tokens, false)
     this.#deps.logins.inc({ mode: 'keycloak', result: 'success' })
+    this.#audit(session.username, ip, 'login', 'success', 'keycloak', 'sso')
+    return session
+  }
+
+  /** A code flow that Keycloak answered but that could not be completed. */
+  ssoFailed (ip: string | null): void {
+    this.#audit('', ip, 'login', 'failure', 'keycloak', 'code_exchange_failed')
   }
 
   /**
@@ -100,7 +111,7 @@ export class LoginService {
     const checked = local as UserRecord
     if (!checked.enabled) return { ok: false, reason: 'disabled', status: 403, message: 'This account is disabled.' }
     const tokens = await this.#tryPasswordGrant(checked.username, password)
-    if (tokens !== null) return this.#keycloakSession(checked.username, tokens, true)
+    if (tokens !== null) return { ok: true, session: this.#keycloakSession(tokens, true, checked.username) }
     return this.#localSession(checked, 'local')
   }
 
@@ -112,8 +123,9 @@ export class LoginService {
     if (pool.reachable()) {
       try {
         const tokens = await oidc.passwordGrant(username, password)
-        await this.#cacheCredential(username, password, tokens)
-        return this.#keycloakSession(username, tokens, false)
+        const identity = storedIdentityOf(tokens, this.#deps.clientIds)
+        await this.cacheCredential(username, password, { keycloakId: identity.user === '' ? null : identity.user, email: identity.email, roles: identity.roles, groups: identity.groups })
+        return { ok: true, session: this.#keycloakSession(tokens, false, username) }
       } catch (err) {
         if (err instanceof KeycloakRejected && err.oauthError === 'invalid_grant') {
           if (user?.source === 'local' && await this.#verifyLocal(user, password)) return this.#localSession(user, 'local')
@@ -157,26 +169,24 @@ export class LoginService {
     }
   }
 
-  async #cacheCredential (username: string, password: string, tokens: TokenSet): Promise<void> {
-    const { config, users, clock, clientIds } = this.#deps
+  /**
+   * Keeps (or replaces) the cached credential of a Keycloak user: a hash of a password Keycloak
+   * accepted, with who the user is, for `local_auth.cached_credentials_days` (0: never kept).
+   */
+  async cacheCredential (username: string, password: string, who: { keycloakId: string | null, email: string | null, roles: readonly string[], groups: readonly string[] }): Promise<void> {
+    const { config, users, clock } = this.#deps
     const days = config.local_auth.cached_credentials_days
     if (days === 0) return
-    const identity = storedIdentityOf(tokens, clientIds)
+    const passwordHash = await hashPassword(password)
     const now = clock.now()
-    users.cacheCredential({
-      username,
-      passwordHash: await hashPassword(password),
-      keycloakId: identity.user === '' ? null : identity.user,
-      email: identity.email,
-      roles: [...identity.roles],
-      groups: [...identity.groups],
-      expiresAt: now + days * 86_400_000
-    }, now)
+    users.cacheCredential({ username, passwordHash, keycloakId: who.keycloakId, email: who.email, roles: [...who.roles], groups: [...who.groups], expiresAt: now + days * 86_400_000 }, now)
   }
 
-  #keycloakSession (username: string, tokens: TokenSet, localBasis: boolean): LoginOutcome {
+  // The user name is the one typed on the form, or (code flow) Keycloak's preferred_username.
+  #keycloakSession (tokens: TokenSet, localBasis: boolean, username?: string): Omit<NewSession, 'ip' | 'userAgent'> {
     const identity = storedIdentityOf(tokens, this.#deps.clientIds)
-    return { ok: true, session: { username, subject: identity.user === '' ? null : identity.user, mode: 'keycloak', identity, tokens, localBasis } }
+    const subject = identity.user === '' ? null : identity.user
+    return { username: username ?? identity.preferredUsername ?? identity.user, subject, mode: 'keycloak', identity, tokens, localBasis }
   }
 
   #localSession (user: UserRecord, mode: Exclude<SessionMode, 'keycloak'>): LoginOutcome {

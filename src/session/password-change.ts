@@ -89,17 +89,7 @@ export class PasswordChanger {
       if (!fresh || !await verifyPassword(current, (user as UserRecord).passwordHash as string)) return this.#wrongCurrent(session, ip)
     }
     this.#enqueue(user, next, session.subject)
-    if (user?.source === 'keycloak') {
-      users.cacheCredential({
-        username,
-        passwordHash: await hashPassword(next),
-        keycloakId: user.keycloakId,
-        email: user.email,
-        roles: user.roles,
-        groups: user.groups,
-        expiresAt: this.#now() + config.local_auth.cached_credentials_days * 86_400_000
-      }, this.#now())
-    }
+    if (user?.source === 'keycloak') await login.cacheCredential(username, next, user)
     return this.#changed(session, ip, true)
   }
 

@@ -1,17 +1,14 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import * as oidcClient from 'openid-client'
-import { parseCookie, stringifySetCookie } from 'cookie'
+import { stringifySetCookie } from 'cookie'
 import type { Logger } from 'pino'
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
-import { bearerToken } from '../decision/decide.ts'
 import { KeycloakUnavailable } from '../errors.ts'
 import type { Identity } from '../identity.ts'
-import { identityFromClaims } from '../keycloak/claims.ts'
 import type { KeycloakPool } from '../keycloak/failover.ts'
 import type { JwksManager } from '../keycloak/jwks.ts'
 import type { OidcClient } from '../keycloak/oidc.ts'
-import type { AccessTokenVerifier } from '../keycloak/verify-token.ts'
 import type { AuditLogRepository } from '../store/audit-log.ts'
 import type { KeyRing } from '../store/crypto.ts'
 import type { SyncQueueRepository } from '../store/sync-queue.ts'
@@ -39,8 +36,8 @@ export interface SessionRoutesDeps {
   queue: SyncQueueRepository
   /** Called after a write was queued for Keycloak. */
   queued: () => void
-  verifier: AccessTokenVerifier
-  clientIds: readonly string[]
+  /** Who a request's credentials are (bearer token, else session): decide()'s authentication. */
+  identify: (headers: FastifyRequest['headers']) => Promise<Identity | null>
   clock: Clock
   log: Logger
 }
@@ -167,21 +164,10 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
     } catch (err) {
       if (err instanceof KeycloakUnavailable) return renderLogin(request, reply, 200, { rd: tx.rd, notice: SSO_UNAVAILABLE })
       log.warn({ reqId: request.id, reason: (err as Error).message }, 'code exchange refused')
-      deps.audit.append({ actor: null, action: 'login', result: 'failure', authMode: 'keycloak', reason: 'code_exchange_failed', ip: request.ip }, deps.clock.now())
+      deps.login.ssoFailed(request.ip)
       return send(reply, 400, messagePage('Sign-in failed', 'Single sign-on could not be completed.', restart))
     }
-    const identity = identityFromClaims(tokens.claims, deps.clientIds, null)
-    const username = identity.preferredUsername ?? identity.user
-    startSession(request, reply, {
-      username,
-      subject: identity.user === '' ? null : identity.user,
-      mode: 'keycloak',
-      identity: { user: identity.user, preferredUsername: identity.preferredUsername, email: identity.email, groups: identity.groups, roles: identity.roles },
-      tokens,
-      localBasis: false
-    })
-    deps.audit.append({ actor: username, action: 'login', result: 'success', authMode: 'keycloak', reason: 'sso', ip: request.ip }, deps.clock.now())
-    deps.login.recordSso()
+    startSession(request, reply, deps.login.completeSso(tokens, request.ip))
     return reply.redirect(tx.rd, 302)
   })
 
@@ -208,7 +194,8 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
   }
 
   function readTransaction (request: FastifyRequest): LoginTransaction | null {
-    const sealed = readRawCookie(request, 'login')
+    // Sealed with the key ring (AES-GCM authenticates it), so not signed as well.
+    const sealed = jar.raw(request.headers.cookie, 'login')
     if (sealed === null) return null
     try {
       const tx = JSON.parse(deps.ring.decryptText(Buffer.from(sealed, 'base64url'), TX_CONTEXT)) as LoginTransaction
@@ -216,13 +203,6 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
     } catch {
       return null
     }
-  }
-
-  function readRawCookie (request: FastifyRequest, kind: keyof CookieNames): string | null {
-    const header = request.headers.cookie
-    if (header === undefined) return null
-    const cookies = parseCookie(header)
-    return cookies[cookieNames(config.session.cookie_name, true)[kind]] ?? cookies[cookieNames(config.session.cookie_name, false)[kind]] ?? null
   }
 
   fastify.get(`${prefix}/logout`, async (request, reply) => {
@@ -278,7 +258,7 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
 
   fastify.get(`${prefix}/userinfo`, async (request, reply) => {
     void reply.header('cache-control', 'no-store')
-    const identity = await callerIdentity(request)
+    const identity = await deps.identify(request.headers)
     if (identity === null) return reply.code(401).header('www-authenticate', 'Bearer realm="gatehouse"').send({ error: 'unauthorized' })
     return {
       user: identity.user,
@@ -291,28 +271,21 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
     }
   })
 
-  // The same two credentials decide() reads: a bearer token, else the session cookie.
-  async function callerIdentity (request: FastifyRequest): Promise<Identity | null> {
-    const token = bearerToken(request.headers.authorization)
-    if (token !== null) {
-      const outcome = deps.verifier.remembered(token) ?? await deps.verifier.verify(token)
-      return outcome.ok ? identityFromClaims(outcome.token.claims, deps.clientIds, null) : null
-    }
+  // The password routes need the session itself (its user and mode), not only an identity.
+  const signedIn = async (request: FastifyRequest): Promise<Awaited<ReturnType<SessionService['identify']>>> => {
     const secret = jar.sessionSecret(request.headers.cookie)
-    return secret === null ? null : (await sessions.identify(secret))?.identity ?? null
+    return secret === null ? null : await sessions.identify(secret)
   }
 
   fastify.get(`${prefix}/password`, async (request, reply) => {
-    const secret = jar.sessionSecret(request.headers.cookie)
-    const session = secret === null ? null : await sessions.identify(secret)
+    const session = await signedIn(request)
     if (session === null) return reply.redirect(`${prefix}/login?rd=${encodeURIComponent(`${prefix}/password`)}`, 302)
     return send(reply, 200, passwordPage({ action: `${prefix}/password`, csrf: csrfToken(request, reply), minLength: config.local_auth.password_policy.min_length }))
   })
 
   fastify.post(`${prefix}/password`, async (request, reply) => {
     if (!csrfValid(request)) return forbidden(reply, request)
-    const secret = jar.sessionSecret(request.headers.cookie)
-    const session = secret === null ? null : await sessions.identify(secret)
+    const session = await signedIn(request)
     if (session === null) return send(reply, 401, messagePage('Not signed in', 'Sign in before changing your password.', { href: `${prefix}/login?rd=${encodeURIComponent(`${prefix}/password`)}`, text: 'Sign in' }))
     const form = (request.body ?? {}) as Form
     const outcome = await deps.passwords.change(session.session, form.current ?? '', form.new ?? '', form.confirm ?? '', request.ip)

@@ -326,24 +326,14 @@ export class SessionService {
 
   /** Ends one session and forgets its tokens. Returns whether it was live. */
   end (sessionId: string, reason: string): boolean {
-    const now = this.#deps.clock.now()
-    let ended = false
-    this.#deps.db.transaction(() => {
-      ended = this.#repo.end(sessionId, reason, now)
-      this.#deps.tokens.delete(sessionId)
-    })()
+    const ended = this.#repo.end(sessionId, reason, this.#deps.clock.now())
     this.#forget(sessionId)
     return ended
   }
 
   /** Ends every live session matching a Keycloak session id, subject or user name; returns them. */
   endWhere (match: { keycloakSid?: string, subject?: string, username?: string }, reason: string): string[] {
-    const now = this.#deps.clock.now()
-    let ids: string[] = []
-    this.#deps.db.transaction(() => {
-      ids = this.#repo.endWhere(match, reason, now)
-      for (const id of ids) this.#deps.tokens.delete(id)
-    })()
+    const ids = this.#repo.endWhere(match, reason, this.#deps.clock.now())
     for (const id of ids) this.#forget(id)
     return ids
   }

@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { dirname, resolve } from 'node:path'
 import Database from 'better-sqlite3'
+import type { Config } from '../config/schema.ts'
 import { StoreError } from '../errors.ts'
 import { migrate, type MigrationResult } from './migrate.ts'
 
@@ -15,6 +16,16 @@ export interface OpenOptions {
   busyTimeoutMs?: number
   /** Apply pending migrations. Default is true. */
   migrate?: boolean
+}
+
+/** The configured database file, relative paths resolved against the config file's directory; or `:memory:`. */
+export function databaseFile (config: Pick<Config, 'database' | 'base_dir'>): string {
+  return config.database.path === ':memory:' ? ':memory:' : resolve(config.base_dir, config.database.path)
+}
+
+/** Opens the configured store (see {@link openDatabase}): what serve and every CLI command use. */
+export function openConfiguredDatabase (config: Pick<Config, 'database' | 'base_dir'>): OpenedDatabase {
+  return openDatabase({ path: databaseFile(config), busyTimeoutMs: config.database.busy_timeout_ms })
 }
 
 /** An open store and what its migrations did. */

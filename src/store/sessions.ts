@@ -113,12 +113,19 @@ export class SessionsRepository {
       .run(mode, JSON.stringify(identity), subject, keycloakSid, id)
   }
 
-  /** Ends one session. Returns whether it was live. */
+  /**
+   * Ends one session and deletes its cached tokens (an ended session's tokens must not
+   * outlive it, whoever ends it: a request, the CLI, a back-channel logout). Returns whether
+   * it was live.
+   */
   end (id: string, reason: string, now: number): boolean {
-    return this.#db.prepare('UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL').run(now, reason, id).changes === 1
+    return this.#db.transaction(() => {
+      this.#db.prepare('DELETE FROM token_cache WHERE session_id = ?').run(id)
+      return this.#db.prepare('UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL').run(now, reason, id).changes === 1
+    })()
   }
 
-  /** Ends every live session matching a Keycloak session id or subject; returns their ids. */
+  /** Ends every live session matching a Keycloak session id, subject or user name, with their tokens; returns their ids. */
   endWhere (match: { keycloakSid?: string, subject?: string, username?: string }, reason: string, now: number): string[] {
     const clauses: string[] = []
     const args: string[] = []
@@ -127,9 +134,13 @@ export class SessionsRepository {
     if (match.username !== undefined) { clauses.push('username = ?'); args.push(match.username) }
     if (clauses.length === 0) return []
     const where = `(${clauses.join(' OR ')}) AND ended_at IS NULL`
-    const ids = (this.#db.prepare(`SELECT id FROM sessions WHERE ${where}`).all(...args) as Array<{ id: string }>).map((r) => r.id)
-    if (ids.length > 0) this.#db.prepare(`UPDATE sessions SET ended_at = ?, end_reason = ? WHERE ${where}`).run(now, reason, ...args)
-    return ids
+    return this.#db.transaction(() => {
+      const ids = (this.#db.prepare(`SELECT id FROM sessions WHERE ${where}`).all(...args) as Array<{ id: string }>).map((r) => r.id)
+      if (ids.length === 0) return ids
+      this.#db.prepare(`DELETE FROM token_cache WHERE session_id IN (SELECT id FROM sessions WHERE ${where})`).run(...args)
+      this.#db.prepare(`UPDATE sessions SET ended_at = ?, end_reason = ? WHERE ${where}`).run(now, reason, ...args)
+      return ids
+    })()
   }
 
   /** Ends sessions past their absolute or idle lifetime; returns how many. */

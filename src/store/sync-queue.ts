@@ -222,16 +222,19 @@ export class SyncQueueRepository {
     return this.#db.prepare("DELETE FROM sync_queue WHERE status = 'done' AND processed_at < ?").run(before).changes
   }
 
+  /** Items by status and the oldest unfinished one's age: what the metrics read at each scrape. */
+  depth (now: number): Pick<SyncStats, 'byStatus' | 'oldestPendingSeconds'> {
+    const oldest = this.#db.prepare("SELECT min(queued_at) AS at FROM sync_queue WHERE status IN ('pending', 'failed', 'processing')").get() as { at: number | null }
+    return { byStatus: this.countByStatus(), oldestPendingSeconds: oldest.at === null ? null : Math.max(0, Math.round((now - oldest.at) / 1000)) }
+  }
+
   /** The picture `sync status` and `/status` show. */
   stats (now: number): SyncStats {
-    const byStatus = this.countByStatus()
     const byOperation = this.#db.prepare('SELECT operation, status, count(*) AS n FROM sync_queue GROUP BY operation, status ORDER BY operation, status').all() as Array<{ operation: string, status: SyncStatus, n: number }>
-    const oldest = this.#db.prepare("SELECT min(queued_at) AS at FROM sync_queue WHERE status IN ('pending', 'failed', 'processing')").get() as { at: number | null }
     const lastError = this.#db.prepare("SELECT id, username, operation, last_error, status FROM sync_queue WHERE last_error IS NOT NULL AND status IN ('failed', 'dead') ORDER BY coalesce(processed_at, next_attempt_at) DESC LIMIT 1").get() as { id: string, username: string, operation: string, last_error: string, status: SyncStatus } | undefined
     return {
-      byStatus,
+      ...this.depth(now),
       byOperation: byOperation.map((r) => ({ operation: r.operation, status: r.status, count: r.n })),
-      oldestPendingSeconds: oldest.at === null ? null : Math.max(0, Math.round((now - oldest.at) / 1000)),
       lastError: lastError === undefined ? null : { id: lastError.id, username: lastError.username, operation: lastError.operation, status: lastError.status, error: lastError.last_error }
     }
   }
