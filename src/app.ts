@@ -16,7 +16,7 @@ import { createProxyServer, genericErrorHandler } from './proxy/server.ts'
 import { databaseFile, schemaVersion, type Db } from './store/db.ts'
 import type { OidcClient } from './keycloak/oidc.ts'
 import { createSync, oidcClientFor, type SyncParts } from './sync/create.ts'
-import { CookieJar } from './session/cookie.ts'
+import { CookieJar, cookiesSecure } from './session/cookie.ts'
 import { LoginService } from './session/login.ts'
 import { PasswordChanger } from './session/password-change.ts'
 import { sessionRoutes } from './session/routes.ts'
@@ -104,7 +104,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
     clock,
     metrics
   })
-  const oidc = oidcClientFor(config, keycloak, clock, { clientId: config.keycloak.client_id, clientSecret: config.keycloak.client_secret })
+  const oidc = oidcClientFor(config, keycloak, clock, { clientId: config.keycloak.client_id, clientSecret: config.keycloak.client_secret }, log.child({ module: 'oidc' }))
   const sessionLog = log.child({ module: 'session' })
   const sessions = new SessionService({ config, db: deps.db, tokens: tokenCache, pool, oidc, clock, log: sessionLog, metrics, clientIds })
   const users = new UsersRepository(deps.db)
@@ -115,7 +115,10 @@ export function buildApp (config: Config, deps: AppDeps): App {
   // A queued write goes to Keycloak at once when it is reachable (the worker's next cycle is now).
   const queued = (): void => { if (config.sync.enabled) sync.worker.kick() }
   const login = new LoginService({ config, users, attempts, audit, pool, oidc, clock, log: log.child({ module: 'login' }), clientIds, logins: metrics.loginsTotal })
-  const passwords = new PasswordChanger({ config, users, attempts, audit, queue, pool, oidc, login, clock, log: sessionLog, queued })
+  const passwords = new PasswordChanger({
+    config, users, audit, queue, pool, oidc, login, clock, log: sessionLog, queued,
+    endOtherSessions: (session) => sessions.endWhere({ username: session.username }, 'password_changed', session.id).length
+  })
   const jar = new CookieJar(config.secrets.cookie_keys, config.session.cookie_name)
   metrics.bind({
     cachedTokens: () => tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs),
@@ -131,8 +134,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
     prefix: config.server.prefix,
     log: log.child({ module: 'decision' }),
     sessions: {
-      identify: async (cookie) => {
-        const secret = jar.sessionSecret(cookie)
+      identify: async (cookie, scheme) => {
+        const secret = jar.sessionSecret(cookie, cookiesSecure(config.session.cookie_secure, config.server.public_url, scheme))
         return secret === null ? null : (await sessions.identify(secret))?.identity ?? null
       }
     }
@@ -150,7 +153,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
     databasePath: databaseFile(config),
     schemaVersion: () => schemaVersion(deps.db),
     sessions: () => ({ active: sessions.repository.countByMode(), cachedTokens: tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs) }),
-    sync: () => queue.stats(clock.now())
+    sync: () => queue.stats(clock.now()),
+    clientAuth: () => oidc.clientAuth
   })
 
   const accessLog = config.log.access_log ? (deps.accessLog === undefined ? accessLogVia(log) : deps.accessLog) : null

@@ -26,7 +26,7 @@ table{border-collapse:collapse;margin:1rem 0}th,td{text-align:left;padding:.35re
 <p><span class="mode" style="background:${MODE_COLOURS[r.mode] ?? '#57606a'}">${escape(r.mode)}</span></p>
 <dl>
 <dt>Keycloak</dt><dd>${kc.enabled ? (kc.reachable ? 'reachable' : 'unreachable') : 'disabled by feature flag'} · strategy ${escape(kc.strategy)}</dd>
-<dt>Issuer</dt><dd>${escape(kc.issuer)}${kc.discovery.issuer_matches === false ? ` — <strong>Keycloak names ${escape(kc.discovery.issuer)}</strong>` : ''}</dd>
+${kc.client_auth.state === 'failed' ? `<dt>Single sign-on</dt><dd><strong>misconfigured</strong>: Keycloak refuses the client credentials (${escape(kc.client_auth.error)}) since ${escape(kc.client_auth.since)}</dd>\n` : ''}<dt>Issuer</dt><dd>${escape(kc.issuer)}${kc.discovery.issuer_matches === false ? ` — <strong>Keycloak names ${escape(kc.discovery.issuer)}</strong>` : ''}</dd>
 <dt>Signing keys</dt><dd>${escape(r.jwks.keys)} (${escape(r.jwks.key_ids.join(', '))}), fetched ${escape(r.jwks.fetched_at)}, usable until ${escape(r.jwks.usable_until)}</dd>
 <dt>Sync queue</dt><dd>${escape(r.sync.pending)} pending, ${escape(r.sync.failed)} failed, ${escape(r.sync.dead)} dead; oldest ${escape(r.sync.oldest_pending_seconds ?? '-')} s${r.sync.last_error === null ? '' : `; last error: ${escape(r.sync.last_error.error)}`}</dd>
 <dt>Sessions</dt><dd>${escape(Object.entries(r.sessions.active).map(([mode, n]) => `${n} ${mode}`).join(', '))}; ${escape(r.sessions.cached_tokens)} cached token sets usable</dd>

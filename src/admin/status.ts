@@ -4,6 +4,7 @@ import type { Mode } from '../breaker/mode.ts'
 import type { CircuitState } from '../breaker/circuit-breaker.ts'
 import type { KeycloakClient } from '../keycloak/client.ts'
 import type { DiscoveryStatus } from '../keycloak/metadata.ts'
+import type { ClientAuthState } from '../keycloak/oidc.ts'
 import type { AccessTokenVerifier } from '../keycloak/verify-token.ts'
 import type { SyncStats } from '../store/sync-queue.ts'
 import { VERSION } from '../version.ts'
@@ -40,6 +41,8 @@ export interface StatusReport {
     reachable: boolean
     servers: ServerReport[]
     discovery: DiscoveryStatus
+    /** Whether Keycloak accepts Gatehouse's client credentials (`failed`: single sign-on is misconfigured). */
+    client_auth: { state: ClientAuthState['state'], error: string | null, since: string | null }
   }
   jwks: { keys: number, key_ids: string[], fetched_at: string | null, age_seconds: number | null, source: string | null, usable_until: string | null }
   tokens: { verified_cache_entries: number }
@@ -62,6 +65,8 @@ export interface StatusSources {
   schemaVersion: () => number
   sessions: () => { active: Record<string, number>, cachedTokens: number }
   sync: () => SyncStats
+  /** The app client's credentials as Keycloak last judged them; `unknown` when absent. */
+  clientAuth?: () => ClientAuthState
 }
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
@@ -96,7 +101,8 @@ export function statusReport (s: StatusSources): StatusReport {
         opened_at: iso(v.openedAt),
         probe_after: iso(v.probeAfter)
       })),
-      discovery: metadata.status()
+      discovery: metadata.status(),
+      client_auth: clientAuthReport(s.clientAuth?.() ?? { state: 'unknown', error: null, since: null })
     },
     jwks: {
       keys: jwks.keyIds().length,
@@ -111,4 +117,8 @@ export function statusReport (s: StatusSources): StatusReport {
     sync: (({ byStatus, oldestPendingSeconds, lastError }) => ({ ...byStatus, oldest_pending_seconds: oldestPendingSeconds, last_error: lastError }))(s.sync()),
     database: { path: s.databasePath, schema_version: s.schemaVersion() }
   }
+}
+
+function clientAuthReport (auth: ClientAuthState): StatusReport['keycloak']['client_auth'] {
+  return { state: auth.state, error: auth.error, since: iso(auth.since) }
 }

@@ -231,7 +231,8 @@ export const SessionSchema = Type.Object({
     'x-expected': 'login or local',
     description: 'When a session\'s cached tokens pass the grace period while Keycloak is still unreachable: login (the person logs in again, on the local form) or local (the session goes on in mode local, when local logins are allowed for the user). Default is login.'
   }),
-  cache_max_entries: Type.Integer({ minimum: 0, default: DEFAULT_SESSION_CACHE_MAX_ENTRIES, description: `Sessions kept in memory in front of SQLite. Default is ${DEFAULT_SESSION_CACHE_MAX_ENTRIES}.` })
+  cache_max_entries: Type.Integer({ minimum: 0, default: DEFAULT_SESSION_CACHE_MAX_ENTRIES, description: `Sessions kept in memory in front of SQLite. Default is ${DEFAULT_SESSION_CACHE_MAX_ENTRIES}.` }),
+  end_others_on_password_change: Type.Boolean({ default: true, description: 'A password change ends every other session of the person, with its cached tokens, and keeps the one that made the change (OWASP ASVS 3.3.3). Default is true.' })
 }, { additionalProperties: false, default: {}, description: 'Browser sessions.' })
 
 export const PasswordPolicySchema = Type.Object({

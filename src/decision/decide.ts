@@ -21,6 +21,11 @@ export interface RequestFacts {
   headers: Readonly<Record<string, string | string[] | undefined>>
   /** Client address, for logs and lockout. */
   ip?: string
+  /**
+   * The scheme the client used to reach the origin (the proxy's trusted protocol, Envoy's
+   * `x-forwarded-proto`): which spelling of the session cookie is read. Default is `http`.
+   */
+  scheme?: string
 }
 
 /** Why a request was let through, refused or sent to log in. */
@@ -76,7 +81,7 @@ export interface DeciderDeps {
 
 /** How `decide()` reads a session cookie (the session service, behind the cookie jar). */
 export interface SessionLookup {
-  identify: (cookieHeader: string | string[] | undefined) => Promise<Identity | null>
+  identify: (cookieHeader: string | string[] | undefined, scheme: string | undefined) => Promise<Identity | null>
 }
 
 /** The decision function: request facts in, {@link Decision} out. */
@@ -123,7 +128,7 @@ async function decideUnsafe (deps: DeciderDeps, memo: Memo, facts: RequestFacts)
     return deny(403, 'denied_by_policy', rule.name, null, { error: 'forbidden' })
   }
 
-  const caller = await authenticate(deps, memo, facts.headers, facts.entry)
+  const caller = await authenticate(deps, memo, facts.headers, facts.entry, facts.scheme)
   if (caller.refused === 'no_credentials') {
     if (facts.entry === 'proxy' && isBrowserNavigation(facts)) {
       return { kind: 'redirect', reason: 'no_credentials', location: `${deps.prefix}/login?rd=${encodeURIComponent(target)}`, rule: rule.name }
@@ -151,10 +156,10 @@ type Caller =
  * bearer token first, else the session cookie. Successes are the memoised entries themselves,
  * so the request path allocates nothing for a known token or session.
  */
-async function authenticate (deps: DeciderDeps, memo: Memo, headers: RequestFacts['headers'], entry: EntryPoint): Promise<Caller> {
+async function authenticate (deps: DeciderDeps, memo: Memo, headers: RequestFacts['headers'], entry: EntryPoint, scheme: string | undefined): Promise<Caller> {
   const token = bearerToken(headers.authorization)
   if (token === null) {
-    const identity = await deps.sessions?.identify(headers.cookie) ?? null
+    const identity = await deps.sessions?.identify(headers.cookie, scheme) ?? null
     return identity === null ? { refused: 'no_credentials' } : sessionHeaders(memo, identity, deps)
   }
   const outcome = deps.verifier.remembered(token) ?? await deps.verifier.verify(token)
@@ -169,10 +174,10 @@ async function authenticate (deps: DeciderDeps, memo: Memo, headers: RequestFact
  * The identity of a request's credentials, or null: what `{prefix}/userinfo` answers, by the
  * same authentication as {@link createDecider}'s.
  */
-export function createIdentifier (deps: DeciderDeps): (headers: RequestFacts['headers']) => Promise<Identity | null> {
+export function createIdentifier (deps: DeciderDeps): (headers: RequestFacts['headers'], scheme: string | undefined) => Promise<Identity | null> {
   const memo: Memo = new WeakMap()
-  return async (headers) => {
-    const caller = await authenticate(deps, memo, headers, 'proxy')
+  return async (headers, scheme) => {
+    const caller = await authenticate(deps, memo, headers, 'proxy', scheme)
     return caller.refused === undefined ? caller.identity : null
   }
 }

@@ -1,8 +1,8 @@
 import type KcAdminClient from '@keycloak/keycloak-admin-client'
 import type { Clock } from '../clock.ts'
 import { KeycloakRejected, KeycloakUnavailable } from '../errors.ts'
-import type { CallTarget, KeycloakPool } from './failover.ts'
-import { unavailableFrom } from './http.ts'
+import type { KeycloakPool } from './failover.ts'
+import { keycloakErrorOf } from './http.ts'
 import type { OidcClient } from './oidc.ts'
 
 /** What {@link AdminApi} needs. */
@@ -51,14 +51,14 @@ export class AdminApi {
   }
 
   async #once<T> (token: string, fn: (kc: KcAdminClient) => Promise<T>): Promise<T> {
-    const { default: AdminClient, NetworkError } = await loadAdminClient()
+    const { default: AdminClient } = await loadAdminClient()
     return await this.#o.pool.call('admin', async (target) => {
       const kc = new AdminClient({ baseUrl: target.server.replace(/\/+$/, ''), realmName: this.#o.realm, timeout: this.#o.timeoutMs })
       kc.setAccessToken(token)
       try {
         return await withDeadline(fn(kc), target.signal)
       } catch (err) {
-        throw adminErrorOf(err, target, NetworkError)
+        throw keycloakErrorOf(err, target)
       }
     })
   }
@@ -87,17 +87,4 @@ async function withDeadline<T> (work: Promise<T>, signal: AbortSignal): Promise<
   } finally {
     if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
   }
-}
-
-/** The admin client's errors as Gatehouse's two Keycloak errors. */
-function adminErrorOf (err: unknown, target: CallTarget, NetworkError: typeof import('@keycloak/keycloak-admin-client').NetworkError): KeycloakUnavailable | KeycloakRejected {
-  if (err instanceof KeycloakUnavailable || err instanceof KeycloakRejected) return err
-  if (err instanceof NetworkError) {
-    const status = err.response.status
-    if (status >= 500) return new KeycloakUnavailable('http_5xx', `keycloak admin API answered ${status}`, { server: target.server })
-    const data = err.responseData as { errorMessage?: unknown, error?: unknown, error_description?: unknown } | undefined
-    const detail = [data?.errorMessage, data?.error, data?.error_description].filter((v) => typeof v === 'string').join(': ')
-    return new KeycloakRejected(status, `keycloak admin API refused (${status})${detail === '' ? '' : `: ${detail}`}`, { server: target.server })
-  }
-  return unavailableFrom(err, target)
 }

@@ -1,12 +1,13 @@
 import * as client from 'openid-client'
 import { compactVerify, errors as joseErrors, decodeJwt } from 'jose'
+import type { Logger } from 'pino'
 import type { Clock } from '../clock.ts'
 import { KeycloakRejected, KeycloakUnavailable } from '../errors.ts'
 import type { KeycloakClaims } from './claims.ts'
 import type { KeycloakPool, KeycloakOperation } from './failover.ts'
 import type { JwksManager } from './jwks.ts'
 import type { RealmEndpoints } from './endpoints.ts'
-import { unavailableFrom } from './http.ts'
+import { keycloakErrorOf, keycloakFetchBuffered } from './http.ts'
 
 /** Tokens Keycloak issued, with what Gatehouse needs to know about them. */
 export interface TokenSet {
@@ -19,6 +20,12 @@ export interface TokenSet {
   refreshExpiresAt: number | null
   /** Claims of the access token (roles, groups, sid…): it is what the decision reads. */
   claims: KeycloakClaims
+  /**
+   * The provider's session id (`sid`), for back-channel logout: from the access token, else
+   * from the ID token (OIDC Back-Channel Logout 1.0 §2.1 puts it in the ID token; Keycloak
+   * puts it in both). Null when neither has one.
+   */
+  sid: string | null
 }
 
 /** Options of {@link OidcClient}. */
@@ -33,6 +40,27 @@ export interface OidcOptions {
   clock: Clock
   /** Tolerance on ID token times, in seconds. */
   clockSkewSeconds: number
+  /** Where a change of {@link ClientAuthState} is logged (an error when Keycloak refuses the credentials). */
+  log?: Logger
+}
+
+/** Whether Keycloak accepts this client's credentials, as the latest token request showed. */
+export interface ClientAuthState {
+  state: 'unknown' | 'ok' | 'failed'
+  /** Keycloak's answer when it refused them (`invalid_client`…), else null. */
+  error: string | null
+  /** Since when (ms), or null before the first token request. */
+  since: number | null
+}
+
+/**
+ * Whether a Keycloak error means it refused the client's own credentials: a missing or wrong
+ * `client_secret`, or an unknown client. That is a misconfiguration, not a wrong password:
+ * RFC 6749 §5.2 names it `invalid_client`; Keycloak answers `unauthorized_client` with a 401
+ * for it (and with a 400 for a client that may not use a grant, which is not this).
+ */
+export function clientAuthRefused (err: unknown): err is KeycloakRejected {
+  return err instanceof KeycloakRejected && (err.oauthError === 'invalid_client' || (err.oauthError === 'unauthorized_client' && err.status === 401))
 }
 
 /**
@@ -46,6 +74,7 @@ export class OidcClient {
   readonly #options: OidcOptions
   readonly #config: client.Configuration
   readonly #templateRealmUrl: string
+  #clientAuth: ClientAuthState = { state: 'unknown', error: null, since: null }
 
   constructor (options: OidcOptions) {
     this.#options = options
@@ -115,16 +144,46 @@ export class OidcClient {
     return client.buildEndSessionUrl(this.#config, query)
   }
 
+  /** Whether Keycloak accepted this client's credentials on the latest token request. */
+  get clientAuth (): ClientAuthState {
+    return this.#clientAuth
+  }
+
+  // Logged once per change, not per request (HOUSE-STYLE §5): at error, because nobody can
+  // sign in through SSO until an operator fixes keycloak.client_id or keycloak.client_secret.
+  #clientAuthIs (state: 'ok' | 'failed', error: KeycloakRejected | null): void {
+    const previous = this.#clientAuth.state
+    if (previous === state) return
+    this.#clientAuth = { state, error: error === null ? null : (error.oauthError ?? String(error.status)), since: this.#options.clock.now() }
+    const log = this.#options.log
+    if (state === 'failed') {
+      log?.error({ client_id: this.#options.clientId, status: error?.status, error: error?.oauthError }, 'keycloak refused the client credentials: single sign-on is misconfigured (check keycloak.client_id and keycloak.client_secret)')
+    } else if (previous === 'failed') {
+      log?.warn({ client_id: this.#options.clientId }, 'keycloak accepts the client credentials again')
+    }
+  }
+
   async #grant (request: () => Promise<client.TokenEndpointResponse & client.TokenEndpointResponseHelpers>): Promise<TokenSet> {
     let response: client.TokenEndpointResponse & client.TokenEndpointResponseHelpers
     try {
       response = await request()
     } catch (err) {
-      throw keycloakErrorOf(err)
+      const error = keycloakErrorOf(err)
+      // Keycloak authenticates the client before it looks at the grant, so any other 4xx
+      // (a wrong password's invalid_grant) shows the credentials are fine.
+      if (clientAuthRefused(error)) this.#clientAuthIs('failed', error)
+      else if (error instanceof KeycloakRejected && error.status < 500) this.#clientAuthIs('ok', null)
+      throw error
     }
+    this.#clientAuthIs('ok', null)
     const now = this.#options.clock.now()
     const claims = decodeJwt(response.access_token) as KeycloakClaims
-    if (response.id_token !== undefined) await this.#verifyIdTokenSignature(response.id_token)
+    let sid = typeof claims.sid === 'string' && claims.sid !== '' ? claims.sid : null
+    if (response.id_token !== undefined) {
+      await this.#verifyIdTokenSignature(response.id_token)
+      const idSid = decodeJwt(response.id_token).sid
+      sid ??= typeof idSid === 'string' && idSid !== '' ? idSid : null
+    }
     const refreshIn = (response as { refresh_expires_in?: unknown }).refresh_expires_in
     return {
       accessToken: response.access_token,
@@ -134,7 +193,8 @@ export class OidcClient {
       // Gatehouse and Keycloak must not make a fresh token look expired (and refresh forever).
       accessExpiresAt: typeof response.expires_in === 'number' ? now + response.expires_in * 1000 : typeof claims.exp === 'number' ? claims.exp * 1000 : now + 300_000,
       refreshExpiresAt: typeof refreshIn === 'number' && refreshIn > 0 ? now + refreshIn * 1000 : null,
-      claims
+      claims,
+      sid
     }
   }
 
@@ -164,38 +224,6 @@ export class OidcClient {
     if (suffix === null) throw new KeycloakUnavailable('bad_response', `refusing a request outside the realm: ${url}`)
     const grant = init.body instanceof URLSearchParams ? init.body.get('grant_type') : null
     const operation: KeycloakOperation = grant === 'refresh_token' ? 'refresh' : suffix.endsWith('/token') ? 'token' : suffix.endsWith('/userinfo') ? 'userinfo' : 'token'
-    return await this.#options.pool.call(operation, async (target) => {
-      let response: Response
-      try {
-        response = await fetch(target.endpoints.realmUrl + suffix, { ...(init as RequestInit), signal: target.signal, redirect: 'manual' })
-      } catch (err) {
-        throw unavailableFrom(err, target)
-      }
-      if (response.status >= 500) {
-        await response.body?.cancel().catch(() => {})
-        throw new KeycloakUnavailable('http_5xx', `keycloak answered ${response.status}`, { server: target.server })
-      }
-      // Buffered here, inside the deadline, so openid-client never reads a body after it.
-      const body = await response.arrayBuffer().catch((err: unknown) => { throw unavailableFrom(err, target) })
-      return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers })
-    })
+    return await this.#options.pool.call(operation, async (target) => await keycloakFetchBuffered(target.endpoints.realmUrl + suffix, init as RequestInit, target))
   }
-}
-
-/** openid-client's errors, at the boundary, as Gatehouse's two Keycloak errors. */
-export function keycloakErrorOf (err: unknown): KeycloakUnavailable | KeycloakRejected {
-  for (let e: unknown = err; e !== undefined && e !== null; e = (e as { cause?: unknown }).cause) {
-    if (e instanceof KeycloakUnavailable || e instanceof KeycloakRejected) return e
-    if (e instanceof client.ResponseBodyError) {
-      return new KeycloakRejected(e.status, `keycloak refused: ${e.error}${e.error_description !== undefined ? ` (${e.error_description})` : ''}`, { oauthError: e.error })
-    }
-    if (e instanceof client.WWWAuthenticateChallengeError) {
-      // A 401 with a challenge (as for bad user credentials): the OAuth error is in its parameters.
-      const params = e.cause.find((c) => c.parameters.error !== undefined)?.parameters
-      const error = params?.error ?? 'invalid_client'
-      return new KeycloakRejected(e.status, `keycloak refused: ${error}${params?.error_description !== undefined ? ` (${params.error_description})` : ''}`, { oauthError: error })
-    }
-    if (e === (e as { cause?: unknown }).cause) break
-  }
-  return new KeycloakRejected(502, `keycloak's answer failed validation: ${(err as Error).message}`, { cause: err })
 }

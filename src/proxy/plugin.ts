@@ -40,7 +40,7 @@ export async function proxyPlugin (fastify: FastifyInstance, options: ProxyPlugi
   })
 
   async function gate (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
-    const decision = await decide({ entry: 'proxy', method: request.method, target: request.url, headers: request.headers, ip: request.ip })
+    const decision = await decide({ entry: 'proxy', method: request.method, target: request.url, headers: request.headers, ip: request.ip, scheme: request.protocol })
     request.decision = decision
     if (decision.kind !== 'allow') return sendDecision(reply, decision)
     // The app receives the path the decision was made on, never another spelling of it.

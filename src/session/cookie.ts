@@ -24,9 +24,14 @@ export function cookieNames (sessionName: string, secure: boolean): CookieNames 
   return { session: `${prefix}${sessionName}`, csrf: `${prefix}${CSRF}`, login: `${prefix}${LOGIN}` }
 }
 
-/** Whether cookies on this request are Secure. */
-export function isSecure (setting: SecureSetting, protocol: string): boolean {
-  return setting === 'always' || (setting === 'auto' && protocol === 'https')
+/**
+ * Whether Gatehouse's cookies are Secure (and so `__Host-` named) for a request that reached
+ * the origin over `protocol`: `session.cookie_secure`, where `auto` follows `server.public_url`
+ * when it is set, else the request's own scheme. The one rule for setting and for reading.
+ */
+export function cookiesSecure (setting: SecureSetting, publicUrl: string | undefined, protocol: string | undefined): boolean {
+  if (setting !== 'auto') return setting === 'always'
+  return publicUrl !== undefined ? publicUrl.startsWith('https:') : protocol === 'https'
 }
 
 /**
@@ -55,20 +60,24 @@ export class CookieJar {
     return result.valid ? result.value : null
   }
 
-  /** Reads one cookie (either spelling of its name) from a Cookie header, verified. */
-  read (cookieHeader: string | undefined, kind: keyof CookieNames): string | null {
-    return this.unsign(this.raw(cookieHeader, kind) ?? undefined)
+  /** Reads one cookie from a Cookie header, verified (see {@link raw} for which name). */
+  read (cookieHeader: string | undefined, kind: keyof CookieNames, secure: boolean): string | null {
+    return this.unsign(this.raw(cookieHeader, kind, secure) ?? undefined)
   }
 
-  /** One cookie's value as sent (either spelling of its name), unverified: for values sealed otherwise. */
-  raw (cookieHeader: string | undefined, kind: keyof CookieNames): string | null {
+  /**
+   * One cookie's value as sent, unverified: for values sealed otherwise. Only the name this
+   * request would set is read: with Secure cookies the `__Host-` one alone. An unprefixed
+   * cookie can be planted by anyone who can set a cookie for the host (a sibling subdomain, a
+   * plain-HTTP man in the middle), so reading it would let them fix a session or a CSRF token.
+   */
+  raw (cookieHeader: string | undefined, kind: keyof CookieNames, secure: boolean): string | null {
     if (cookieHeader === undefined || cookieHeader === '') return null
-    const cookies = parse(cookieHeader)
-    return cookies[cookieNames(this.#sessionName, true)[kind]] ?? cookies[cookieNames(this.#sessionName, false)[kind]] ?? null
+    return parse(cookieHeader)[cookieNames(this.#sessionName, secure)[kind]] ?? null
   }
 
   /** The session secret a request carries, verified, or null. */
-  sessionSecret (cookieHeader: string | string[] | undefined): string | null {
-    return this.read(typeof cookieHeader === 'string' ? cookieHeader : undefined, 'session')
+  sessionSecret (cookieHeader: string | string[] | undefined, secure: boolean): string | null {
+    return this.read(typeof cookieHeader === 'string' ? cookieHeader : undefined, 'session', secure)
   }
 }

@@ -3,9 +3,9 @@ import type { Clock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
 import { KeycloakRejected, KeycloakUnavailable } from '../errors.ts'
 import type { KeycloakPool } from '../keycloak/failover.ts'
-import type { OidcClient, TokenSet } from '../keycloak/oidc.ts'
+import { clientAuthRefused, type OidcClient, type TokenSet } from '../keycloak/oidc.ts'
 import type { AuditLogRepository } from '../store/audit-log.ts'
-import type { LoginAttemptsRepository } from '../store/login-attempts.ts'
+import type { FailureWindow, LoginAttemptsRepository, Reservation } from '../store/login-attempts.ts'
 import type { SessionMode } from '../store/sessions.ts'
 import type { UserRecord, UsersRepository } from '../store/users.ts'
 import { localLoginAllowed } from './local-allow.ts'
@@ -13,12 +13,12 @@ import { DEFAULT_SCRYPT, hashPassword, needsRehash, verifyPassword } from './pas
 import { storedIdentityOf, type NewSession, type StoredIdentity } from './service.ts'
 
 /** Why a login failed, as the audit log and metrics name it. */
-export type LoginFailure = 'bad_credentials' | 'locked' | 'disabled' | 'local_not_allowed' | 'unavailable'
+export type LoginFailure = 'bad_credentials' | 'locked' | 'disabled' | 'local_not_allowed' | 'unavailable' | 'sso_misconfigured'
 
 /** The outcome of one login attempt. */
 export type LoginOutcome =
   | { ok: true, session: Omit<NewSession, 'ip' | 'userAgent'> }
-  | { ok: false, reason: LoginFailure, status: 401 | 403 | 429 | 503, message: string, retryAfterSeconds?: number }
+  | { ok: false, reason: LoginFailure, status: 401 | 403 | 429 | 502 | 503, message: string, retryAfterSeconds?: number }
 
 /** What {@link LoginService} needs. */
 export interface LoginDeps {
@@ -53,20 +53,41 @@ export class LoginService {
     this.#deps = deps
   }
 
-  /** Authenticates one attempt; on success, says what session to start. */
+  /**
+   * Authenticates one attempt; on success, says what session to start. The attempt is
+   * counted before its password is checked ({@link reserve}), so concurrent guesses cannot
+   * outrun the lockout.
+   */
   async login (username: string, password: string, ip: string | null): Promise<LoginOutcome> {
     const name = username.trim()
-    const locked = this.lockedFor(name, ip)
-    if (locked !== null) {
+    const reservation = this.reserve(name, ip)
+    if ('lockedForSeconds' in reservation) {
       this.#audit(name, ip, 'lockout', 'failure', null, 'locked')
       this.#deps.logins.inc({ mode: 'none', result: 'locked' })
-      return { ok: false, reason: 'locked', status: 429, message: 'Too many failed sign-in attempts. Try again later.', retryAfterSeconds: locked }
+      return { ok: false, reason: 'locked', status: 429, message: 'Too many failed sign-in attempts. Try again later.', retryAfterSeconds: reservation.lockedForSeconds }
     }
     const outcome = name === '' || password === ''
       ? { ok: false as const, reason: 'bad_credentials' as const, status: 401 as const, message: BAD_CREDENTIALS }
       : this.#deps.config.auth.primary === 'local' ? await this.#localPrimary(name, password) : await this.#keycloakPrimary(name, password)
-    this.#record(name, ip, outcome)
+    this.#record(reservation.id, name, ip, outcome)
     return outcome
+  }
+
+  /**
+   * Counts an attempt for `username` from `ip` as a failure before its password is checked,
+   * unless the user or the address is locked out (then nothing is counted). Settle it with
+   * {@link settle} once the check is done.
+   */
+  reserve (username: string, ip: string | null): Reservation {
+    const { security } = this.#deps.config
+    const now = this.#deps.clock.now()
+    const since = now - Math.max(security.window_minutes, security.lockout_minutes) * 60_000
+    return this.#deps.attempts.reserve({ username, ip, channel: 'form' }, now, since, (windows) => lockoutLeft(windows, security, now))
+  }
+
+  /** Settles a reserved attempt (see {@link LoginAttemptsRepository.settle}). */
+  settle (id: number, result: 'success' | 'failure' | 'void'): void {
+    this.#deps.attempts.settle(id, result)
   }
 
   /**
@@ -96,11 +117,7 @@ export class LoginService {
     const since = now - Math.max(security.window_minutes, security.lockout_minutes) * 60_000
     const windows = [this.#deps.attempts.userFailures(username, since)]
     if (ip !== null) windows.push(this.#deps.attempts.ipFailures(ip, since))
-    let until = 0
-    for (const w of windows) {
-      if (w.count >= security.max_failed_attempts && w.latest !== null) until = Math.max(until, w.latest + security.lockout_minutes * 60_000)
-    }
-    return until > now ? Math.ceil((until - now) / 1000) : null
+    return lockoutLeft(windows, security, now)
   }
 
   // local: the local password decides; Keycloak is asked for tokens best-effort.
@@ -117,9 +134,12 @@ export class LoginService {
 
   // keycloak: Keycloak decides while reachable; its last accepted password is cached for
   // outages. A local (break-glass) user of that name is checked when Keycloak refuses or is away.
+  // Every way to fail runs exactly one scrypt check (a real hash or the dummy one), so how
+  // long a wrong password takes does not tell whether a local user of that name exists.
   async #keycloakPrimary (username: string, password: string): Promise<LoginOutcome> {
-    const { config, pool, oidc, users, log } = this.#deps
+    const { pool, oidc, users, log } = this.#deps
     const user = users.find(username)
+    let misconfigured = false
     if (pool.reachable()) {
       try {
         const tokens = await oidc.passwordGrant(username, password)
@@ -128,17 +148,32 @@ export class LoginService {
         return { ok: true, session: this.#keycloakSession(tokens, false, username) }
       } catch (err) {
         if (err instanceof KeycloakRejected && err.oauthError === 'invalid_grant') {
-          if (user?.source === 'local' && await this.#verifyLocal(user, password)) return this.#localSession(user, 'local')
+          const local = user?.source === 'local' ? user : null
+          if (await this.#verifyLocal(local, password)) return this.#localSession(local as UserRecord, 'local')
           return badCredentials()
         }
-        // Unreachable after all, or refusing the grant itself (direct grants off): the
-        // cached credential is the fallback, as when the circuit is open.
-        log.warn({ reason: (err as Error).message, user: username }, err instanceof KeycloakUnavailable ? 'password grant failed: keycloak unreachable' : 'password grant refused; trying cached credentials')
+        // Unreachable after all, refusing the grant itself (direct grants off), or refusing
+        // our own client credentials (logged at error by the OIDC client): the cached
+        // credential is the fallback, as when the circuit is open.
+        misconfigured = clientAuthRefused(err)
+        if (!misconfigured) log.warn({ reason: (err as Error).message, user: username }, err instanceof KeycloakUnavailable ? 'password grant failed: keycloak unreachable' : 'password grant refused; trying cached credentials')
       }
     }
+    const outcome = await this.#withoutKeycloak(user, password)
+    // One answer for every failure while Keycloak refuses us, so it tells nothing about which
+    // local or cached accounts exist; the attempt still counts toward the lockout.
+    return misconfigured && !outcome.ok && outcome.reason !== 'locked' ? ssoMisconfigured() : outcome
+  }
+
+  // keycloak-primary when Keycloak cannot decide: a cached credential, or a local user.
+  async #withoutKeycloak (user: UserRecord | null, password: string): Promise<LoginOutcome> {
+    const { config, clock } = this.#deps
     if (user?.source === 'keycloak') {
-      if (!config.keycloak.resilience.allow_offline_mode) return { ok: false, reason: 'unavailable', status: 503, message: 'Sign-in is unavailable while single sign-on is down. Try again later.' }
-      const fresh = user.credentialExpiresAt !== null && user.credentialExpiresAt > this.#deps.clock.now()
+      if (!config.keycloak.resilience.allow_offline_mode) {
+        await this.#verifyLocal(null, password)
+        return { ok: false, reason: 'unavailable', status: 503, message: 'Sign-in is unavailable while single sign-on is down. Try again later.' }
+      }
+      const fresh = user.credentialExpiresAt !== null && user.credentialExpiresAt > clock.now()
       if (!await this.#verifyLocal(fresh ? user : null, password)) return badCredentials()
       return this.#localSession(user, 'cached')
     }
@@ -205,12 +240,11 @@ export class LoginService {
     return { ok: true, session: { username: user.username, subject: user.keycloakId, mode, identity, tokens: null, localBasis: true } }
   }
 
-  #record (username: string, ip: string | null, outcome: LoginOutcome): void {
-    const { attempts, clock, config, logins } = this.#deps
-    const now = clock.now()
-    attempts.record({ username, ip, channel: 'form', succeeded: outcome.ok }, now)
+  #record (attemptId: number, username: string, ip: string | null, outcome: LoginOutcome): void {
+    const { config, logins } = this.#deps
+    // No password was judged when nothing could vouch for one (Keycloak away, offline mode off).
+    this.settle(attemptId, outcome.ok ? 'success' : outcome.reason === 'unavailable' ? 'void' : 'failure')
     if (outcome.ok) {
-      attempts.clearUser(username)
       logins.inc({ mode: outcome.session.mode, result: 'success' })
       this.#audit(username, ip, 'login', 'success', outcome.session.mode, null)
       return
@@ -225,6 +259,21 @@ export class LoginService {
   #audit (actor: string, ip: string | null, action: 'login' | 'lockout', result: 'success' | 'failure', authMode: string | null, reason: string | null): void {
     this.#deps.audit.append({ actor: actor === '' ? null : actor.slice(0, 128), action, result, authMode, reason, ip }, this.#deps.clock.now())
   }
+}
+
+function lockoutLeft (windows: FailureWindow[], security: Config['security'], now: number): number | null {
+  let until = 0
+  for (const w of windows) {
+    if (w.count >= security.max_failed_attempts && w.latest !== null) until = Math.max(until, w.latest + security.lockout_minutes * 60_000)
+  }
+  return until > now ? Math.ceil((until - now) / 1000) : null
+}
+
+/** The message people see while Keycloak refuses Gatehouse's own client credentials. */
+export const SSO_MISCONFIGURED = 'Single sign-on is misconfigured: Keycloak refuses this site\'s credentials. Tell the people who run this site; signing in with a Keycloak account is unavailable until they fix it.'
+
+function ssoMisconfigured (): LoginOutcome {
+  return { ok: false, reason: 'sso_misconfigured', status: 502, message: SSO_MISCONFIGURED }
 }
 
 function badCredentials (): LoginOutcome {

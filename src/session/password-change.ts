@@ -5,7 +5,6 @@ import { KeycloakRejected } from '../errors.ts'
 import type { KeycloakPool } from '../keycloak/failover.ts'
 import type { OidcClient } from '../keycloak/oidc.ts'
 import type { AuditLogRepository } from '../store/audit-log.ts'
-import type { LoginAttemptsRepository } from '../store/login-attempts.ts'
 import type { SessionRecord } from '../store/sessions.ts'
 import type { SyncQueueRepository } from '../store/sync-queue.ts'
 import type { UserRecord, UsersRepository } from '../store/users.ts'
@@ -21,7 +20,6 @@ export type PasswordChangeOutcome =
 export interface PasswordChangeDeps {
   config: Config
   users: UsersRepository
-  attempts: LoginAttemptsRepository
   audit: AuditLogRepository
   queue: SyncQueueRepository
   pool: KeycloakPool
@@ -31,6 +29,8 @@ export interface PasswordChangeDeps {
   log: Logger
   /** Called after a write was queued for Keycloak (the sync worker replays it now if it can). */
   queued: () => void
+  /** Ends every other live session of the person (and their cached tokens); returns how many. */
+  endOtherSessions: (session: SessionRecord) => number
 }
 
 const WRONG_CURRENT = 'The current password is not correct.'
@@ -49,16 +49,33 @@ export class PasswordChanger {
     this.#deps = deps
   }
 
+  /**
+   * Changes the signed-in person's password. The current password's check is counted toward
+   * the lockout before it runs, as a login's is. On success every other session of the person
+   * ends (`session.end_others_on_password_change`, OWASP ASVS 3.3.3): whoever knew the old
+   * password is signed out everywhere but here.
+   */
   async change (session: SessionRecord, current: string, next: string, confirm: string, ip: string | null): Promise<PasswordChangeOutcome> {
-    const { config, users, login } = this.#deps
+    const { config, login } = this.#deps
     const username = session.username
     if (next !== confirm) return { ok: false, status: 400, message: 'The new passwords do not match.' }
-    const locked = login.lockedFor(username, ip)
-    if (locked !== null) return { ok: false, status: 429, message: 'Too many failed attempts. Try again later.', retryAfterSeconds: locked }
     const problem = passwordProblem(next, username, config.local_auth.password_policy)
     if (problem !== null) return this.#refused(session, ip, 400, problem, 'policy')
     if (config.local_auth.password_policy.not_current && next === current) return this.#refused(session, ip, 400, 'The new password must differ from the current one.', 'policy')
+    const reservation = login.reserve(username, ip)
+    if ('lockedForSeconds' in reservation) return { ok: false, status: 429, message: 'Too many failed attempts. Try again later.', retryAfterSeconds: reservation.lockedForSeconds }
+    const outcome = await this.#change(session, current, next, ip)
+    login.settle(reservation.id, outcome.ok ? 'success' : outcome.status === 401 ? 'failure' : 'void')
+    if (outcome.ok && config.session.end_others_on_password_change) {
+      const ended = this.#deps.endOtherSessions(session)
+      if (ended > 0) this.#deps.log.info({ user: username, sessions: ended }, 'password changed: other sessions ended')
+    }
+    return outcome
+  }
 
+  async #change (session: SessionRecord, current: string, next: string, ip: string | null): Promise<PasswordChangeOutcome> {
+    const { config, users, login } = this.#deps
+    const username = session.username
     const user = users.find(username)
     if (config.auth.primary === 'local' || user?.source === 'local') {
       if (user?.source !== 'local' || user.passwordHash === null || !await verifyPassword(current, user.passwordHash)) return this.#wrongCurrent(session, ip)
@@ -106,7 +123,6 @@ export class PasswordChanger {
   }
 
   #wrongCurrent (session: SessionRecord, ip: string | null): PasswordChangeOutcome {
-    this.#deps.attempts.record({ username: session.username, ip, channel: 'form', succeeded: false }, this.#now())
     return this.#refused(session, ip, 401, WRONG_CURRENT, 'bad_credentials')
   }
 

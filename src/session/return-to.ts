@@ -6,8 +6,9 @@ const MAX_LENGTH = 2048
  * to, or `fallback`. Only a single leading `/` is accepted: no scheme, no `//` or `/\`
  * (browsers read both as another host), no backslash or control character anywhere (browsers
  * drop tabs and newlines, turning `/\t/evil` into `//evil`), and none of these hidden behind
- * percent-encoding. What passes is re-serialised by the URL parser, so what the browser gets
- * is what was checked.
+ * percent-encoding. What passes is re-serialised by the URL parser, and the serialised
+ * result is checked again: resolving dot segments can itself make `//`, as in `/.//evil.com`
+ * or `/..//evil.com`, which a browser reads as another host (a protocol-relative URL).
  */
 export function safeReturnPath (value: unknown, fallback = '/'): string {
   if (typeof value !== 'string' || value.length === 0 || value.length > MAX_LENGTH) return fallback
@@ -26,7 +27,8 @@ export function safeReturnPath (value: unknown, fallback = '/'): string {
   if (!acceptable(decoded)) return fallback
   const url = new URL(value, BASE)
   if (url.origin !== BASE) return fallback
-  return url.pathname + url.search + url.hash
+  const serialised = url.pathname + url.search + url.hash
+  return acceptable(serialised) ? serialised : fallback
 }
 
 function acceptable (path: string): boolean {

@@ -8,13 +8,13 @@ import { KeycloakUnavailable } from '../errors.ts'
 import type { Identity } from '../identity.ts'
 import type { KeycloakPool } from '../keycloak/failover.ts'
 import type { JwksManager } from '../keycloak/jwks.ts'
-import type { OidcClient } from '../keycloak/oidc.ts'
+import { clientAuthRefused, type OidcClient } from '../keycloak/oidc.ts'
 import type { AuditLogRepository } from '../store/audit-log.ts'
 import type { KeyRing } from '../store/crypto.ts'
 import type { SyncQueueRepository } from '../store/sync-queue.ts'
-import { cookieNames, type CookieJar, type CookieNames } from './cookie.ts'
+import { cookieNames, cookiesSecure, type CookieJar, type CookieNames } from './cookie.ts'
 import { csrfMatches, newCsrfToken } from './csrf.ts'
-import type { LoginService } from './login.ts'
+import { SSO_MISCONFIGURED, type LoginService } from './login.ts'
 import { verifyLogoutToken } from './logout-token.ts'
 import { loginPage, logoutPage, messagePage, passwordPage, type Page } from './pages.ts'
 import type { PasswordChanger } from './password-change.ts'
@@ -37,7 +37,7 @@ export interface SessionRoutesDeps {
   /** Called after a write was queued for Keycloak. */
   queued: () => void
   /** Who a request's credentials are (bearer token, else session): decide()'s authentication. */
-  identify: (headers: FastifyRequest['headers']) => Promise<Identity | null>
+  identify: (headers: FastifyRequest['headers'], scheme: string) => Promise<Identity | null>
   clock: Clock
   log: Logger
 }
@@ -72,11 +72,7 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
     done(null, Object.fromEntries(new URLSearchParams(body as string)))
   })
 
-  const secure = (request: FastifyRequest): boolean => {
-    const setting = config.session.cookie_secure
-    if (setting !== 'auto') return setting === 'always'
-    return config.server.public_url !== undefined ? config.server.public_url.startsWith('https:') : request.protocol === 'https'
-  }
+  const secure = (request: FastifyRequest): boolean => cookiesSecure(config.session.cookie_secure, config.server.public_url, request.protocol)
   const names = (request: FastifyRequest): CookieNames => cookieNames(config.session.cookie_name, secure(request))
   const publicBase = (request: FastifyRequest): string => (config.server.public_url ?? `${request.protocol}://${request.host}`).replace(/\/+$/, '')
   const redirectUri = (request: FastifyRequest): string => `${publicBase(request)}${prefix}/callback`
@@ -101,7 +97,7 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
 
   // The CSRF token of this browser, set as a cookie when it has none (double submit).
   function csrfToken (request: FastifyRequest, reply: FastifyReply): string {
-    const existing = jar.read(request.headers.cookie, 'csrf')
+    const existing = jar.read(request.headers.cookie, 'csrf', secure(request))
     if (existing !== null) return existing
     const token = newCsrfToken()
     setCookie(request, reply, names(request).csrf, jar.sign(token), { maxAge: config.session.absolute_timeout_hours * 3600, sameSite: 'strict' })
@@ -109,7 +105,7 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
   }
   function csrfValid (request: FastifyRequest): boolean {
     const submitted = (request.body as Form | undefined)?.csrf ?? request.headers['x-csrf-token']
-    return csrfMatches(jar.read(request.headers.cookie, 'csrf'), submitted)
+    return csrfMatches(jar.read(request.headers.cookie, 'csrf', secure(request)), submitted)
   }
   function forbidden (reply: FastifyReply, request: FastifyRequest): FastifyReply {
     log.warn({ reqId: request.id, path: request.routeOptions.url }, 'form refused: missing or wrong CSRF token')
@@ -117,19 +113,19 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
   }
 
   function renderLogin (request: FastifyRequest, reply: FastifyReply, status: number, options: { rd: string, error?: string, username?: string, notice?: string }): FastifyReply {
-    const notice = options.notice ?? (ssoAvailable() ? undefined : SSO_UNAVAILABLE)
+    const notice = options.notice ?? (deps.oidc.clientAuth.state === 'failed' ? SSO_MISCONFIGURED : ssoAvailable() ? undefined : SSO_UNAVAILABLE)
     return send(reply, status, loginPage({
       action: `${prefix}/login`,
       rd: options.rd,
       csrf: csrfToken(request, reply),
       ...(options.username !== undefined ? { username: options.username } : {}),
-      ...(notice !== undefined ? { notice } : {}),
+      ...(notice !== undefined && notice !== options.error ? { notice } : {}),
       ...(options.error !== undefined ? { error: options.error } : {})
     }))
   }
 
   const currentSession = (request: FastifyRequest): ReturnType<SessionService['peek']> => {
-    const secret = jar.sessionSecret(request.headers.cookie)
+    const secret = jar.sessionSecret(request.headers.cookie, secure(request))
     return secret === null ? null : sessions.peek(secret)
   }
 
@@ -163,8 +159,10 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
       tokens = await deps.oidc.exchangeCode(new URL(`${publicBase(request)}${request.url}`), { codeVerifier: tx.verifier, state: tx.state, nonce: tx.nonce }, redirectUri(request))
     } catch (err) {
       if (err instanceof KeycloakUnavailable) return renderLogin(request, reply, 200, { rd: tx.rd, notice: SSO_UNAVAILABLE })
-      log.warn({ reqId: request.id, reason: (err as Error).message }, 'code exchange refused')
       deps.login.ssoFailed(request.ip)
+      // The OIDC client has logged this one at error, once; the person is told what it is.
+      if (clientAuthRefused(err)) return send(reply, 502, messagePage('Single sign-on is misconfigured', SSO_MISCONFIGURED, { href: `${prefix}/login?form=1&rd=${encodeURIComponent(tx.rd)}`, text: 'Sign in with a local account' }))
+      log.warn({ reqId: request.id, reason: (err as Error).message }, 'code exchange refused')
       return send(reply, 400, messagePage('Sign-in failed', 'Single sign-on could not be completed.', restart))
     }
     startSession(request, reply, deps.login.completeSso(tokens, request.ip))
@@ -195,7 +193,7 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
 
   function readTransaction (request: FastifyRequest): LoginTransaction | null {
     // Sealed with the key ring (AES-GCM authenticates it), so not signed as well.
-    const sealed = jar.raw(request.headers.cookie, 'login')
+    const sealed = jar.raw(request.headers.cookie, 'login', secure(request))
     if (sealed === null) return null
     try {
       const tx = JSON.parse(deps.ring.decryptText(Buffer.from(sealed, 'base64url'), TX_CONTEXT)) as LoginTransaction
@@ -258,7 +256,7 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
 
   fastify.get(`${prefix}/userinfo`, async (request, reply) => {
     void reply.header('cache-control', 'no-store')
-    const identity = await deps.identify(request.headers)
+    const identity = await deps.identify(request.headers, request.protocol)
     if (identity === null) return reply.code(401).header('www-authenticate', 'Bearer realm="gatehouse"').send({ error: 'unauthorized' })
     return {
       user: identity.user,
@@ -273,7 +271,7 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
 
   // The password routes need the session itself (its user and mode), not only an identity.
   const signedIn = async (request: FastifyRequest): Promise<Awaited<ReturnType<SessionService['identify']>>> => {
-    const secret = jar.sessionSecret(request.headers.cookie)
+    const secret = jar.sessionSecret(request.headers.cookie, secure(request))
     return secret === null ? null : await sessions.identify(secret)
   }
 

@@ -30,7 +30,18 @@ export interface NewSession {
 }
 
 /** How a refresh ended. */
-export type RefreshResult = 'success' | 'invalid_grant' | 'unavailable' | 'rejected' | 'no_refresh_token'
+export type RefreshResult =
+  /** New tokens. */
+  | 'success'
+  /** Keycloak said the grant is over (final). */
+  | 'invalid_grant'
+  /** Any other 4xx (final, as invalid_grant). */
+  | 'rejected'
+  /** Network failure, timeout, 5xx or open circuit: the cached tokens carry on. */
+  | 'unavailable'
+  /** Keycloak's answer failed our checks (not a 4xx): the cached tokens carry on. */
+  | 'failed'
+  | 'no_refresh_token'
 
 /** Metrics the session service moves. */
 export interface SessionMetrics {
@@ -107,13 +118,12 @@ export class SessionService {
   create (input: NewSession): { secret: string, record: SessionRecord } {
     const now = this.#deps.clock.now()
     const secret = randomBytes(32).toString('base64url')
-    const tokenClaims = input.tokens?.claims
     const record: SessionRecord = {
       id: randomUUID(),
       username: input.username,
       subject: input.subject,
       mode: input.mode,
-      keycloakSid: typeof tokenClaims?.sid === 'string' ? tokenClaims.sid : null,
+      keycloakSid: input.tokens?.sid ?? null,
       identity: input.identity,
       ip: input.ip,
       userAgent: input.userAgent?.slice(0, 512) ?? null,
@@ -177,7 +187,7 @@ export class SessionService {
     if (tokens !== null && tokens.accessExpiresAt <= now) {
       if (tokens.refreshToken !== null && this.#deps.pool.reachable()) {
         const result = await this.refresh(entry.record.id)
-        if (result === 'success' || result === 'invalid_grant') {
+        if (result === 'success' || result === 'invalid_grant' || result === 'rejected') {
           // Re-read: the refresh wrote new tokens, or ended the session or its Keycloak part.
           // Once only: a token that looks expired straight after a refresh is not refreshed again.
           const record = this.#repo.find(entry.record.id)
@@ -194,8 +204,7 @@ export class SessionService {
     return this.#view(entry)
   }
 
-  // Keycloak unreachable (or refusing to refresh for a reason other than invalid_grant)
-  // with an expired access token: the grace period decides.
+  // Keycloak unreachable, or its answer unusable, with an expired access token: the grace period decides.
   #offline (entry: Entry, tokens: CachedTokens, now: number): Identity | null {
     const { config } = this.#deps
     const record = entry.record
@@ -249,13 +258,18 @@ export class SessionService {
     try {
       fresh = await deps.oidc.refresh(tokens.refreshToken)
     } catch (err) {
-      if (err instanceof KeycloakRejected && err.oauthError === 'invalid_grant') {
+      // Any 4xx is Keycloak's answer that this grant is over (invalid_grant, invalid_client, a
+      // disabled client, a body that is not even JSON): final, never an outage that earns the
+      // grace period, or a user logged out at Keycloak keeps access for a day. Network failures,
+      // 5xx and answers that failed our checks keep the tokens (RFC 6749 §5.2).
+      if (err instanceof KeycloakRejected && err.status >= 400 && err.status < 500) {
+        if (err.oauthError !== 'invalid_grant') deps.log.warn({ session: sessionId, status: err.status, reason: err.message }, 'token refresh refused; ending the session\'s keycloak part')
         this.#keycloakPartEnded(record)
-        return this.#count('invalid_grant')
+        return this.#count(err.oauthError === 'invalid_grant' ? 'invalid_grant' : 'rejected')
       }
       const unavailable = err instanceof KeycloakUnavailable
-      deps.log.warn({ session: sessionId, err: unavailable ? undefined : err, reason: (err as Error).message }, unavailable ? 'token refresh deferred: keycloak unreachable' : 'token refresh refused')
-      return this.#count(unavailable ? 'unavailable' : 'rejected')
+      deps.log.warn({ session: sessionId, err: unavailable ? undefined : err, reason: (err as Error).message }, unavailable ? 'token refresh deferred: keycloak unreachable' : 'token refresh failed; keeping the cached tokens')
+      return this.#count(unavailable ? 'unavailable' : 'failed')
     }
     const now = deps.clock.now()
     const next = cachedTokensOf(record, fresh, now)
@@ -264,7 +278,7 @@ export class SessionService {
     if (next.idToken === null) next.idToken = tokens.idToken
     next.refreshedAt = now
     const identity = storedIdentityOf(fresh, deps.clientIds)
-    const sid = typeof fresh.claims.sid === 'string' ? fresh.claims.sid : record.keycloakSid
+    const sid = fresh.sid ?? record.keycloakSid
     deps.db.transaction(() => {
       deps.tokens.put(next)
       this.#repo.update(sessionId, 'keycloak', identity, record.subject ?? fresh.claims.sub ?? null, sid)
@@ -278,7 +292,7 @@ export class SessionService {
     return this.#count('success')
   }
 
-  // Keycloak ended the session (invalid_grant, back-channel logout of the Keycloak side):
+  // Keycloak ended the grant (any 4xx on refresh):
   // a person who proved a local password goes on locally, anyone else logs in again.
   #keycloakPartEnded (record: SessionRecord): void {
     const entry = this.#entryOf(record.id)
@@ -331,9 +345,9 @@ export class SessionService {
     return ended
   }
 
-  /** Ends every live session matching a Keycloak session id, subject or user name; returns them. */
-  endWhere (match: { keycloakSid?: string, subject?: string, username?: string }, reason: string): string[] {
-    const ids = this.#repo.endWhere(match, reason, this.#deps.clock.now())
+  /** Ends every live session matching a Keycloak session id, subject or user name, but `except`; returns them. */
+  endWhere (match: { keycloakSid?: string, subject?: string, username?: string }, reason: string, except?: string): string[] {
+    const ids = this.#repo.endWhere(match, reason, this.#deps.clock.now(), except)
     for (const id of ids) this.#forget(id)
     return ids
   }

@@ -125,15 +125,19 @@ export class SessionsRepository {
     })()
   }
 
-  /** Ends every live session matching a Keycloak session id, subject or user name, with their tokens; returns their ids. */
-  endWhere (match: { keycloakSid?: string, subject?: string, username?: string }, reason: string, now: number): string[] {
+  /**
+   * Ends every live session matching a Keycloak session id, subject or user name (any of
+   * them), except the session `except`, with their tokens; returns their ids.
+   */
+  endWhere (match: { keycloakSid?: string, subject?: string, username?: string }, reason: string, now: number, except?: string): string[] {
     const clauses: string[] = []
     const args: string[] = []
     if (match.keycloakSid !== undefined) { clauses.push('keycloak_sid = ?'); args.push(match.keycloakSid) }
     if (match.subject !== undefined) { clauses.push('subject = ?'); args.push(match.subject) }
     if (match.username !== undefined) { clauses.push('username = ?'); args.push(match.username) }
     if (clauses.length === 0) return []
-    const where = `(${clauses.join(' OR ')}) AND ended_at IS NULL`
+    let where = `(${clauses.join(' OR ')}) AND ended_at IS NULL`
+    if (except !== undefined) { where += ' AND id <> ?'; args.push(except) }
     return this.#db.transaction(() => {
       const ids = (this.#db.prepare(`SELECT id FROM sessions WHERE ${where}`).all(...args) as Array<{ id: string }>).map((r) => r.id)
       if (ids.length === 0) return ids

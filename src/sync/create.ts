@@ -22,7 +22,7 @@ export interface SyncParts {
  * An OIDC client for the configured Keycloak under given credentials: browser URLs under the
  * public issuer, every request through the pool.
  */
-export function oidcClientFor (config: Config, keycloak: KeycloakClient, clock: Clock, credentials: { clientId: string, clientSecret: string | undefined }): OidcClient {
+export function oidcClientFor (config: Config, keycloak: KeycloakClient, clock: Clock, credentials: { clientId: string, clientSecret: string | undefined }, log?: Logger): OidcClient {
   return new OidcClient({
     pool: keycloak.pool,
     jwks: keycloak.jwks,
@@ -31,14 +31,15 @@ export function oidcClientFor (config: Config, keycloak: KeycloakClient, clock: 
     clientId: credentials.clientId,
     clientSecret: credentials.clientSecret,
     clock,
-    clockSkewSeconds: config.tokens.clock_skew_seconds
+    clockSkewSeconds: config.tokens.clock_skew_seconds,
+    ...(log !== undefined ? { log } : {})
   })
 }
 
 /** Builds the queue, the Admin API client (service account of `keycloak.admin`) and the worker. */
 export function createSync (config: Config, deps: { db: Db, ring: KeyRing, keycloak: KeycloakClient, clock: Clock, log: Logger, metrics: SyncMetrics, onSettled?: SyncWorkerDeps['onSettled'] }): SyncParts {
   const kc = config.keycloak
-  const adminOidc = oidcClientFor(config, deps.keycloak, deps.clock, { clientId: kc.admin.client_id ?? kc.client_id, clientSecret: kc.admin.client_secret ?? kc.client_secret })
+  const adminOidc = oidcClientFor(config, deps.keycloak, deps.clock, { clientId: kc.admin.client_id ?? kc.client_id, clientSecret: kc.admin.client_secret ?? kc.client_secret }, deps.log)
   const api = new AdminApi({ pool: deps.keycloak.pool, oidc: adminOidc, realm: kc.realm, clock: deps.clock, timeoutMs: kc.timeout_ms })
   const queue = new SyncQueueRepository(deps.db, deps.ring)
   const worker = new SyncWorker({

@@ -5,34 +5,12 @@ import { startCluster } from '../fixtures/cluster.ts'
 import { captureLog, startGatehouse, TEST_SECRETS, writeConfig } from '../fixtures/gatehouse.ts'
 import { BrowserClient } from '../fixtures/browser-client.ts'
 import { manualClock } from '../fixtures/clock.ts'
-import { formLogin, freePort, takeKeycloakDown } from '../fixtures/sessions.ts'
+import { formLogin, freePort, modeOf, signedIn, ssoLogin, takeKeycloakDown } from '../fixtures/sessions.ts'
 import { generateSigningKey, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET } from '../fixtures/keycloak-standin.ts'
 import { KeyRing } from '../../src/store/crypto.ts'
 import { TokenCacheRepository } from '../../src/store/token-cache.ts'
 import { SyncQueueRepository } from '../../src/store/sync-queue.ts'
 import { SessionsRepository } from '../../src/store/sessions.ts'
-
-async function ssoLogin (browser: BrowserClient, proxyUrl: string, username: string, password: string): Promise<void> {
-  const page = await browser.get(`${proxyUrl}/_gatehouse/login?rd=%2Fhello`)
-  const done = await browser.submit(page, { username, password })
-  if (done.status !== 200) throw new Error(`login ended with ${done.status} at ${done.url}`)
-}
-
-const modeOf = async (browser: BrowserClient, proxyUrl: string, upstream: { requests: Array<{ headers: Record<string, unknown> }> }): Promise<string | number> => {
-  const res = await browser.get(`${proxyUrl}/hello`, { follow: false })
-  return res.status === 200 ? String(upstream.requests.at(-1)?.headers['x-auth-request-mode']) : res.status
-}
-
-/** A cluster of one, Gatehouse on a manual clock, and a browser signed in through SSO. */
-async function signedIn (t: { teardown: (fn: () => unknown) => void, testdir: () => string }, user: 'alice' | 'bob', settings: (cluster: Awaited<ReturnType<typeof startCluster>>) => Record<string, unknown> = (c) => c.settings()) {
-  const cluster = await startCluster(t, 1)
-  const clock = manualClock()
-  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), settings(cluster)), { clock })
-  await gatehouse.started
-  const browser = new BrowserClient()
-  await ssoLogin(browser, gatehouse.proxyUrl, user, `${user}-password`)
-  return { cluster, clock, gatehouse, browser, server: cluster.servers[0]! }
-}
 
 /** A one-hour grace period, a long idle timeout, and what happens after the grace. */
 function graceSettings (cluster: Awaited<ReturnType<typeof startCluster>>, afterGrace: 'login' | 'local'): Record<string, unknown> {
