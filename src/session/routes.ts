@@ -15,7 +15,7 @@ import type { SyncQueueRepository } from '../store/sync-queue.ts'
 import { cookieNames, cookiesSecure, type CookieJar, type CookieNames } from './cookie.ts'
 import { csrfMatches, newCsrfToken } from './csrf.ts'
 import { SSO_MISCONFIGURED, type LoginService } from './login.ts'
-import { verifyLogoutToken } from './logout-token.ts'
+import { LogoutReplayCache, verifyLogoutToken } from './logout-token.ts'
 import { loginPage, logoutPage, messagePage, passwordPage, type Page } from './pages.ts'
 import type { PasswordChanger } from './password-change.ts'
 import { safeReturnPath } from './return-to.ts'
@@ -230,8 +230,13 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
     return reply.redirect(rd, 303)
   })
 
+  const replays = new LogoutReplayCache(deps.clock, config.tokens.clock_skew_seconds)
   fastify.post(`${prefix}/backchannel-logout`, async (request, reply) => {
     void reply.header('cache-control', 'no-store')
+    // The logout token comes as a form (Back-Channel Logout 1.0 §2.5); JSON is not accepted.
+    if (!(request.headers['content-type'] ?? '').toLowerCase().startsWith('application/x-www-form-urlencoded')) {
+      return reply.code(400).send({ error: 'invalid_request', error_description: 'logout_token must be sent as application/x-www-form-urlencoded' })
+    }
     const token = (request.body as Form | undefined)?.logout_token
     if (typeof token !== 'string' || token === '') return reply.code(400).send({ error: 'invalid_request', error_description: 'logout_token is required' })
     let target
@@ -242,14 +247,20 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
         clientId: config.keycloak.client_id,
         algorithms: config.tokens.algorithms,
         clockSkewSeconds: config.tokens.clock_skew_seconds,
-        clock: deps.clock
+        clock: deps.clock,
+        replays
       })
     } catch (err) {
       log.warn({ reqId: request.id, reason: (err as Error).message }, 'back-channel logout token refused')
       return reply.code(400).send({ error: 'invalid_request', error_description: 'invalid logout_token' })
     }
-    const ended = sessions.endWhere(target.sid !== null ? { keycloakSid: target.sid } : { subject: target.sub as string }, 'backchannel_logout')
-    deps.audit.append({ actor: target.sub, action: 'backchannel_logout', result: 'success', reason: target.sid !== null ? 'sid' : 'sub', ip: request.ip, detail: { sessions: ended.length } }, deps.clock.now())
+    // By sid; when no session has it, the subject's sessions that recorded no sid (made from
+    // tokens without one). Never sessions holding another sid: those are other Keycloak
+    // sessions of the person, still live at Keycloak (§2.7).
+    let ended = target.sid !== null ? sessions.endWhere({ keycloakSid: target.sid }, 'backchannel_logout') : []
+    const by = ended.length > 0 || target.sub === null ? 'sid' : 'sub'
+    if (by === 'sub') ended = sessions.endWhere({ subject: target.sub as string, sidless: target.sid !== null }, 'backchannel_logout')
+    deps.audit.append({ actor: target.sub, action: 'backchannel_logout', result: 'success', reason: by, ip: request.ip, detail: { sessions: ended.length } }, deps.clock.now())
     log.info({ sub: target.sub, sessions: ended.length }, 'back-channel logout')
     return reply.code(200).send()
   })

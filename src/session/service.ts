@@ -10,7 +10,7 @@ import type { KeycloakPool } from '../keycloak/failover.ts'
 import type { OidcClient, TokenSet } from '../keycloak/oidc.ts'
 import { sha256 } from '../store/crypto.ts'
 import type { Db } from '../store/db.ts'
-import { SessionsRepository, type SessionMode, type SessionRecord } from '../store/sessions.ts'
+import { SessionsRepository, type SessionMatch, type SessionMode, type SessionRecord } from '../store/sessions.ts'
 import { TokenCacheRepository, type CachedTokens } from '../store/token-cache.ts'
 import { localLoginAllowed } from './local-allow.ts'
 
@@ -346,7 +346,7 @@ export class SessionService {
   }
 
   /** Ends every live session matching a Keycloak session id, subject or user name, but `except`; returns them. */
-  endWhere (match: { keycloakSid?: string, subject?: string, username?: string }, reason: string, except?: string): string[] {
+  endWhere (match: SessionMatch, reason: string, except?: string): string[] {
     const ids = this.#repo.endWhere(match, reason, this.#deps.clock.now(), except)
     for (const id of ids) this.#forget(id)
     return ids

@@ -64,6 +64,15 @@ function fromRow (row: Row): SessionRecord {
   }
 }
 
+/** Which sessions {@link SessionsRepository.endWhere} ends: those matching any of the ids given. */
+export interface SessionMatch {
+  keycloakSid?: string
+  subject?: string
+  username?: string
+  /** Only sessions that recorded no Keycloak session id. */
+  sidless?: boolean
+}
+
 /** The `sessions` table. Ended sessions are kept (for `sessions list`) until cleanup. */
 export class SessionsRepository {
   readonly #db: Db
@@ -129,7 +138,7 @@ export class SessionsRepository {
    * Ends every live session matching a Keycloak session id, subject or user name (any of
    * them), except the session `except`, with their tokens; returns their ids.
    */
-  endWhere (match: { keycloakSid?: string, subject?: string, username?: string }, reason: string, now: number, except?: string): string[] {
+  endWhere (match: SessionMatch, reason: string, now: number, except?: string): string[] {
     const clauses: string[] = []
     const args: string[] = []
     if (match.keycloakSid !== undefined) { clauses.push('keycloak_sid = ?'); args.push(match.keycloakSid) }
@@ -137,6 +146,7 @@ export class SessionsRepository {
     if (match.username !== undefined) { clauses.push('username = ?'); args.push(match.username) }
     if (clauses.length === 0) return []
     let where = `(${clauses.join(' OR ')}) AND ended_at IS NULL`
+    if (match.sidless === true) where += ' AND keycloak_sid IS NULL'
     if (except !== undefined) { where += ' AND id <> ?'; args.push(except) }
     return this.#db.transaction(() => {
       const ids = (this.#db.prepare(`SELECT id FROM sessions WHERE ${where}`).all(...args) as Array<{ id: string }>).map((r) => r.id)

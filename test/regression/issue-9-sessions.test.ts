@@ -9,7 +9,8 @@ import { BrowserClient, forms } from '../fixtures/browser-client.ts'
 import { startCluster } from '../fixtures/cluster.ts'
 import { startGatehouse, TEST_SECRETS, writeConfig } from '../fixtures/gatehouse.ts'
 import { countScrypt } from '../fixtures/scrypt-counter.ts'
-import { addLocalUser, formLogin, modeOf, signedIn } from '../fixtures/sessions.ts'
+import { DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET } from '../fixtures/keycloak-standin.ts'
+import { addLocalUser, formLogin, freePort, modeOf, signedIn, ssoLogin, takeKeycloakDown } from '../fixtures/sessions.ts'
 
 const metricsOf = async (adminUrl: string): Promise<string> => await (await fetch(`${adminUrl}/metrics`)).text()
 
@@ -177,4 +178,70 @@ t.test('item 7: session.end_others_on_password_change false keeps the other sess
   const page = await here.get(`${gatehouse.proxyUrl}/_gatehouse/password`)
   t.equal((await here.submit(page, { current: 'carol-local-password', new: 'a-brand-new-pass-123', confirm: 'a-brand-new-pass-123' })).status, 200)
   t.equal(await modeOf(laptop, gatehouse.proxyUrl, cluster.upstream), 'local')
+})
+
+const BACKCHANNEL = 'http://schemas.openid.net/event/backchannel-logout'
+
+const postLogout = async (proxyUrl: string, token: string, json = false): Promise<Response> =>
+  await fetch(`${proxyUrl}/_gatehouse/backchannel-logout`, json
+    ? { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ logout_token: token }) }
+    : { method: 'POST', body: new URLSearchParams({ logout_token: token }) })
+
+t.test('item 10: back-channel logout tokens are checked as the spec says', async (t) => {
+  const { cluster, gatehouse, browser } = await signedIn(t, 'alice')
+  const sub = cluster.standin.user('alice').sub
+  const sid = new SessionsRepository(gatehouse.db).list({ username: 'alice' })[0]?.keycloakSid as string
+  t.ok(sid, 'the session recorded its Keycloak sid')
+  const refused = async (name: string, token: string, json = false): Promise<void> => {
+    const res = await postLogout(gatehouse.proxyUrl, token, json)
+    t.equal(res.status, 400, name)
+    t.equal(await modeOf(browser, gatehouse.proxyUrl, cluster.upstream), 'keycloak', `${name}: nothing ended`)
+  }
+  await refused('header typ at+jwt', await cluster.standin.mintLogoutToken({ sub, sid }, { header: { typ: 'at+jwt' } }))
+  await refused('no header typ', await cluster.standin.mintLogoutToken({ sub, sid }, { header: { typ: undefined } }))
+  await refused('events member null', await cluster.standin.mintLogoutToken({ sub, sid, events: { [BACKCHANNEL]: null } }))
+  await refused('events an array', await cluster.standin.mintLogoutToken({ sub, sid, events: [BACKCHANNEL] }))
+  await refused('no jti', await cluster.standin.mintLogoutToken({ sub, sid, jti: undefined }))
+  await refused('a JSON body', await cluster.standin.mintLogoutToken({ sub, sid }), true)
+
+  const token = await cluster.standin.mintLogoutToken({ sub, sid }, { header: { typ: 'JWT' } })
+  t.equal((await postLogout(gatehouse.proxyUrl, token)).status, 200, 'typ JWT is accepted')
+  t.equal(await modeOf(browser, gatehouse.proxyUrl, cluster.upstream), 302, 'the session ended')
+  const again = await postLogout(gatehouse.proxyUrl, token)
+  t.equal(again.status, 400, 'the same token a second time is a replay')
+  t.match(gatehouse.log.text(), 'replayed logout token')
+})
+
+t.test('item 10: a logout whose sid no session has ends the subject\'s sessions that recorded no sid, and only those', async (t) => {
+  const cluster = await startCluster(t, 1)
+  const [server] = cluster.servers
+  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...cluster.settings(), auth: { primary: 'keycloak' } }))
+  await gatehouse.started
+  const sso = new BrowserClient()
+  t.equal((await formLogin(sso, gatehouse.proxyUrl, 'alice', 'alice-password')).status, 200, 'a Keycloak session, with a sid')
+  await takeKeycloakDown(server!, gatehouse.app)
+  const cached = new BrowserClient()
+  t.equal((await formLogin(cached, gatehouse.proxyUrl, 'alice', 'alice-password')).status, 200, 'a cached-credential session, without one')
+  const sub = cluster.standin.user('alice').sub
+  const res = await postLogout(gatehouse.proxyUrl, await cluster.standin.mintLogoutToken({ sub }, { sid: 'a-sid-gatehouse-never-saw' }))
+  t.equal(res.status, 200)
+  t.equal(await modeOf(cached, gatehouse.proxyUrl, cluster.upstream), 302, 'the sid-less session of alice ended')
+  t.equal(await modeOf(sso, gatehouse.proxyUrl, cluster.upstream), 'keycloak', 'the one holding another Keycloak session did not')
+})
+
+t.test('item 10: the sid comes from the ID token when the access token has none', async (t) => {
+  const port = await freePort()
+  const cluster = await startCluster(t, 1, {
+    accessTokenSid: false,
+    clients: [{ clientId: DEFAULT_CLIENT_ID, secret: DEFAULT_CLIENT_SECRET, redirectUris: ['*'], backchannelLogoutUri: `http://127.0.0.1:${port}/_gatehouse/backchannel-logout` }]
+  })
+  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...cluster.settings(), server: { port } }))
+  await gatehouse.started
+  const browser = new BrowserClient()
+  await ssoLogin(browser, gatehouse.proxyUrl, 'alice', 'alice-password')
+  const session = new SessionsRepository(gatehouse.db).list({ username: 'alice' })[0]
+  t.equal(session?.keycloakSid, cluster.standin.sessions('alice')[0]?.sid)
+  const deliveries = await cluster.standin.logoutUser('alice')
+  t.equal(deliveries[0]?.status, 200)
+  t.equal(await modeOf(browser, gatehouse.proxyUrl, cluster.upstream), 302, 'logged out by sid')
 })
