@@ -68,8 +68,8 @@ interface Entry {
   view: { key: string, identity: Identity } | null
 }
 
-// How long a session read from SQLite is trusted in memory: a session ended by another
-// process (the CLI's `sessions invalidate`) stops working within this time.
+// How long a session read from SQLite is kept in memory. A session ended elsewhere (the CLI,
+// another process on the same file) is noticed at once, by the revocation counter, not by this.
 const CACHE_TTL_MS = 5_000
 const REFRESH_BATCH = 50
 
@@ -92,6 +92,8 @@ export class SessionService {
   readonly #graceMs: number
   #timer: NodeJS.Timeout | null = null
   #tick: Promise<void> | null = null
+  #seenDataVersion = -1
+  #seenRevocations = -1
 
   constructor (deps: SessionServiceDeps) {
     this.#deps = deps
@@ -166,6 +168,7 @@ export class SessionService {
   }
 
   #load (secret: string): Entry | null {
+    this.#noticeRevocations()
     const hash = sha256(secret)
     const key = hash.toString('base64')
     const cached = this.#cache?.get(key)
@@ -180,6 +183,23 @@ export class SessionService {
       this.#keyOf.set(record.id, key)
     }
     return entry
+  }
+
+  // Sessions ended by another connection (`sessions invalidate`, `users disable`, a
+  // back-channel logout another process took) must stop working at once, not when their
+  // cache entry ages out. PRAGMA data_version tells, for the cost of one statement, whether
+  // anyone else wrote; only then is the revocation counter read, and only when it moved is the
+  // cache dropped (the rows are read again). This is the session path only: bearer tokens
+  // never come here.
+  #noticeRevocations (): void {
+    if (this.#cache === null) return
+    const version = this.#repo.dataVersion()
+    if (version === this.#seenDataVersion) return
+    this.#seenDataVersion = version
+    const revocations = this.#repo.revocations()
+    if (revocations === this.#seenRevocations) return
+    this.#seenRevocations = revocations
+    this.#cache.clear()
   }
 
   async #current (entry: Entry, now: number): Promise<Identity | null> {

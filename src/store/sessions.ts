@@ -73,12 +73,37 @@ export interface SessionMatch {
   sidless?: boolean
 }
 
-/** The `sessions` table. Ended sessions are kept (for `sessions list`) until cleanup. */
+// Bumped in the same transaction as every end of a session, so another connection (the CLI,
+// `sync start`, a second process on the same file) can see that one ended by reading a row.
+const BUMP_REVOCATIONS = `INSERT INTO meta (key, value, updated_at) VALUES ('session_revocations', '1', ?)
+  ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1, updated_at = excluded.updated_at`
+
+/**
+ * The `sessions` table. Ended sessions are kept (for `sessions list`) until cleanup. Every
+ * statement that ends sessions also bumps a revocation counter (see {@link revocations}).
+ */
 export class SessionsRepository {
   readonly #db: Db
+  readonly #dataVersion: import('better-sqlite3').Statement<[], number>
+  readonly #revocations: import('better-sqlite3').Statement<[], string>
 
   constructor (db: Db) {
     this.#db = db
+    this.#dataVersion = db.prepare<[], number>('PRAGMA data_version').pluck()
+    this.#revocations = db.prepare<[], string>("SELECT value FROM meta WHERE key = 'session_revocations'").pluck()
+  }
+
+  /**
+   * SQLite's `PRAGMA data_version` for this connection: it changes when another connection
+   * commits anything, and never for this one's own commits. A cheap "did anyone else write?"
+   */
+  dataVersion (): number {
+    return this.#dataVersion.get() as number
+  }
+
+  /** How many times sessions were ended, by any connection (0 before the first). */
+  revocations (): number {
+    return Number(this.#revocations.get() ?? 0)
   }
 
   /** Stores a new session under the hash of its secret. */
@@ -130,7 +155,9 @@ export class SessionsRepository {
   end (id: string, reason: string, now: number): boolean {
     return this.#db.transaction(() => {
       this.#db.prepare('DELETE FROM token_cache WHERE session_id = ?').run(id)
-      return this.#db.prepare('UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL').run(now, reason, id).changes === 1
+      const ended = this.#db.prepare('UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL').run(now, reason, id).changes === 1
+      if (ended) this.#db.prepare(BUMP_REVOCATIONS).run(now)
+      return ended
     })()
   }
 
@@ -153,14 +180,18 @@ export class SessionsRepository {
       if (ids.length === 0) return ids
       this.#db.prepare(`DELETE FROM token_cache WHERE session_id IN (SELECT id FROM sessions WHERE ${where})`).run(...args)
       this.#db.prepare(`UPDATE sessions SET ended_at = ?, end_reason = ? WHERE ${where}`).run(now, reason, ...args)
+      this.#db.prepare(BUMP_REVOCATIONS).run(now)
       return ids
     })()
   }
 
   /** Ends sessions past their absolute or idle lifetime; returns how many. */
   expire (now: number, idleMs: number): number {
-    const result = this.#db.prepare("UPDATE sessions SET ended_at = ?, end_reason = 'expired' WHERE ended_at IS NULL AND (expires_at <= ? OR last_seen_at <= ?)").run(now, now, now - idleMs)
-    return result.changes
+    return this.#db.transaction(() => {
+      const { changes } = this.#db.prepare("UPDATE sessions SET ended_at = ?, end_reason = 'expired' WHERE ended_at IS NULL AND (expires_at <= ? OR last_seen_at <= ?)").run(now, now, now - idleMs)
+      if (changes > 0) this.#db.prepare(BUMP_REVOCATIONS).run(now)
+      return changes
+    })()
   }
 
   /** Deletes sessions that ended more than `olderThanMs` ago (live ones never); returns how many. */

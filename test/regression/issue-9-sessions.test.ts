@@ -3,6 +3,7 @@
 import t from 'tap'
 import { safeReturnPath } from '../../src/session/return-to.ts'
 import { KeyRing } from '../../src/store/crypto.ts'
+import { openConfiguredDatabase } from '../../src/store/db.ts'
 import { SessionsRepository } from '../../src/store/sessions.ts'
 import { TokenCacheRepository } from '../../src/store/token-cache.ts'
 import { BrowserClient, forms } from '../fixtures/browser-client.ts'
@@ -244,4 +245,48 @@ t.test('item 10: the sid comes from the ID token when the access token has none'
   const deliveries = await cluster.standin.logoutUser('alice')
   t.equal(deliveries[0]?.status, 200)
   t.equal(await modeOf(browser, gatehouse.proxyUrl, cluster.upstream), 302, 'logged out by sid')
+})
+
+t.test('item 16: a session ended by another connection stops working on the next request', async (t) => {
+  const cluster = await startCluster(t, 1)
+  const dir = t.testdir()
+  const config = writeConfig(dir, { ...cluster.settings(), auth: { primary: 'local' } })
+  const gatehouse = await startGatehouse(t, config)
+  await gatehouse.started
+  await addLocalUser(gatehouse.db, 'hana', 'hana-local-password')
+  await addLocalUser(gatehouse.db, 'ivan', 'ivan-local-password')
+  const hana = new BrowserClient()
+  const ivan = new BrowserClient()
+  await formLogin(hana, gatehouse.proxyUrl, 'hana', 'hana-local-password')
+  await formLogin(ivan, gatehouse.proxyUrl, 'ivan', 'ivan-local-password')
+  t.equal(await modeOf(hana, gatehouse.proxyUrl, cluster.upstream), 'local', 'cached in memory now')
+  t.equal(await modeOf(ivan, gatehouse.proxyUrl, cluster.upstream), 'local')
+
+  // What `sessions invalidate` does, from its own connection to the file.
+  const other = openConfiguredDatabase(config).db
+  t.teardown(() => other.close())
+  const hanaSession = new SessionsRepository(other).list({ username: 'hana' })[0]
+  t.ok(new SessionsRepository(other).end(hanaSession!.id, 'invalidated', Date.now()))
+  t.equal(await modeOf(hana, gatehouse.proxyUrl, cluster.upstream), 302, 'ended elsewhere: gone at once')
+  t.equal(await modeOf(ivan, gatehouse.proxyUrl, cluster.upstream), 'local', 'the others are untouched')
+
+  // A write that ends nothing (another process's sync queue, say) keeps the cache.
+  other.prepare("INSERT INTO meta (key, value, updated_at) VALUES ('unrelated', '1', 0)").run()
+  t.equal(await modeOf(ivan, gatehouse.proxyUrl, cluster.upstream), 'local')
+})
+
+t.test('item 16: a back-channel logout taken by another process on the same database reaches this one at once', async (t) => {
+  const cluster = await startCluster(t, 1)
+  const dir = t.testdir()
+  const config = writeConfig(dir, cluster.settings())
+  const a = await startGatehouse(t, config)
+  const b = await startGatehouse(t, config)
+  await Promise.all([a.started, b.started])
+  const browser = new BrowserClient()
+  await ssoLogin(browser, a.proxyUrl, 'alice', 'alice-password')
+  t.equal(await modeOf(browser, a.proxyUrl, cluster.upstream), 'keycloak')
+  const sid = cluster.standin.sessions('alice')[0]?.sid
+  const token = await cluster.standin.mintLogoutToken({ sub: cluster.standin.user('alice').sub }, { sid: sid as string })
+  t.equal((await postLogout(b.proxyUrl, token)).status, 200)
+  t.equal(await modeOf(browser, a.proxyUrl, cluster.upstream), 302)
 })
