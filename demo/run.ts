@@ -60,6 +60,7 @@ const env = {
   KEYCLOAK_ISSUER: standin.issuer,
   KEYCLOAK_URL: standin.baseUrl,
   KEYCLOAK_CLIENT_ID: 'gatehouse',
+  KEYCLOAK_CLIENT_SECRET: 'gatehouse-secret',
   UPSTREAM_URL: `http://127.0.0.1:${upstreamPort}`,
   GATEHOUSE_DB: join(dataDir, 'gatehouse.db'),
   GATEHOUSE_HOST: '127.0.0.1',

@@ -290,3 +290,29 @@ t.test('item 16: a back-channel logout taken by another process on the same data
   t.equal((await postLogout(b.proxyUrl, token)).status, 200)
   t.equal(await modeOf(browser, a.proxyUrl, cluster.upstream), 302)
 })
+
+t.test('item 17: a client-authentication failure says single sign-on is misconfigured: on the page, in /status, in the log at error', async (t) => {
+  const cluster = await startCluster(t, 1)
+  const settings = cluster.settings() as { keycloak: Record<string, unknown> }
+  delete settings.keycloak.client_secret // the confidential client's secret left out, as the demo's config once did
+  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...settings, auth: { primary: 'keycloak' } }))
+  await gatehouse.started
+  const browser = new BrowserClient()
+  const page = await browser.get(`${gatehouse.proxyUrl}/_gatehouse/login?rd=%2Fhello`)
+  const done = await browser.submit(page, { username: 'alice', password: 'alice-password' })
+  t.equal(done.status, 502)
+  t.match(done.body, 'Single sign-on is misconfigured')
+  t.notMatch(done.body, 'Invalid user name or password')
+
+  const form = await browser.get(`${gatehouse.proxyUrl}/_gatehouse/login?form=1`)
+  const refused = await browser.submit(form, { username: 'alice', password: 'alice-password' })
+  t.equal(refused.status, 502, 'the right password on the form: not a "wrong password"')
+  t.match(refused.body, 'Single sign-on is misconfigured')
+  t.notMatch(refused.body, 'Invalid user name or password')
+
+  const status = await (await fetch(`${gatehouse.adminUrl}/status`)).json() as { keycloak: { client_auth: { state: string, error: string } } }
+  t.match(status.keycloak.client_auth, { state: 'failed', error: 'invalid_client' })
+  const errors = gatehouse.log.entries().filter((e) => e.level === 50)
+  t.equal(errors.length, 1, 'one error line, not one per attempt')
+  t.match(errors[0]?.msg, 'single sign-on is misconfigured')
+})
