@@ -270,8 +270,8 @@ t.test('the access log has one line per request with decision and reason, and no
 
 t.test('metrics count decisions and token verifications', async (t) => {
   const metrics = await (await fetch(`${gatehouse.adminUrl}/metrics`)).text()
-  t.match(metrics, /gatehouse_requests_total\{decision="allow",auth_mode="token"\} \d+/)
-  t.match(metrics, /gatehouse_requests_total\{decision="deny",auth_mode="none"\} \d+/)
+  t.match(metrics, /gatehouse_requests_total\{decision="allow",auth_mode="token",code="2xx"\} \d+/)
+  t.match(metrics, /gatehouse_requests_total\{decision="deny",auth_mode="none",code="4xx"\} \d+/)
   t.match(metrics, /gatehouse_token_verifications_total\{result="cached"\} \d+/)
   t.match(metrics, /gatehouse_token_verifications_total\{result="expired"\} 1/)
   t.match(metrics, /gatehouse_request_duration_seconds_bucket/)
