@@ -62,6 +62,11 @@ export async function proxyPlugin (fastify: FastifyInstance, options: ProxyPlugi
   // The plugin's types describe callback-style hooks and a literal `websocket: true`; the
   // options below are the documented ones, with an async hook Fastify itself supports.
   const plugin = httpProxy as unknown as FastifyPluginAsync<Record<string, unknown>>
+  // The plugin passes JSON and every other type through as a stream, but Fastify's own
+  // text/plain parser would still read such a body whole before the decision (and refuse one
+  // over the 1 MiB body limit with a 413): every body is the app's, streamed after the allow.
+  // Removed here, before the plugin's own (encapsulated) context copies this one's parsers.
+  fastify.removeContentTypeParser('text/plain')
   await fastify.register(plugin, {
     upstream: config.upstream.url,
     prefix: '/',
