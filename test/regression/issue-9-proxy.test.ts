@@ -35,9 +35,9 @@ async function received (target: EchoUpstream, fn: () => Promise<unknown>): Prom
   return target.requests.slice(before)
 }
 
-/** Warn-or-worse lines from the proxy, other than the expected start-up one about the JWKS. */
+/** Warn-or-worse lines from the proxy listener (where "upstream unreachable" and reply-from's "response errored" go). */
 function proxyWarnings (): Array<Record<string, unknown>> {
-  return gatehouse.log.entries().filter((e) => (e.level as number) >= 40 && e.module !== 'jwks')
+  return gatehouse.log.entries().filter((e) => (e.level as number) >= 40 && e.module === 'proxy')
 }
 
 /** One HTTP response read off a raw connection. */
@@ -120,6 +120,17 @@ t.test('11: a refused request with Expect: 100-continue is answered at once, wit
     if (first.status === 401) await connection.closed()
   })
   t.equal(seen.length, 0, 'the app received nothing')
+})
+
+t.test('11: Gatehouse\'s own form posts get the 100 before their body is read', async (t) => {
+  const connection = await RawConnection.open()
+  t.teardown(() => connection.socket.destroy())
+  const body = 'username=carol&password=x'
+  connection.send(`POST /_gatehouse/login HTTP/1.1\r\nHost: app.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\nExpect: 100-continue\r\n\r\n`)
+  t.equal((await connection.next()).status, 100)
+  connection.send(body)
+  const final = await connection.next()
+  t.ok(final.status >= 400 && final.status < 500, `a form without its CSRF token is refused (${final.status})`)
 })
 
 t.test('11: an expectation other than 100-continue is a 417 and never reaches the app', async (t) => {
