@@ -4,6 +4,7 @@ import type { Logger } from 'pino'
 import { systemClock, type Clock } from './clock.ts'
 import type { Config } from './config/schema.ts'
 import { accessLogVia, type AccessLog } from './access-log.ts'
+import { droppedLogLines } from './log.ts'
 import { adminPlugin } from './admin/plugin.ts'
 import { statusReport, type StatusReport } from './admin/status.ts'
 import { loadPolicies, type PolicySet } from './authz/policy.ts'
@@ -88,6 +89,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
   const tracker = mode
   pool.onChange(() => tracker.evaluate())
   metrics.bind({
+    logLinesDropped: droppedLogLines(log),
     jwksAgeSeconds: () => jwks.ageSeconds(),
     mode: () => tracker.mode,
     circuits: () => pool.status().map((s) => ({ server: s.server, state: s.state }))

@@ -15,6 +15,14 @@ const MAX_BATCH_LINES = 512
  * backpressure. When the reader falls so far behind that the backlog passes
  * `maxBacklogBytes`, lines are dropped and counted rather than blocking requests or growing
  * without bound, and the count is reported once the backlog has drained.
+ *
+ * Where lines can be lost, each is counted in {@link droppedTotal}
+ * (`gatehouse_log_lines_dropped_total`): over the backlog limit; after the stream has failed
+ * or been closed (a reader that went away: EPIPE); and lines already handed to the stream
+ * when its write fails. On Linux standard output to a pipe (a container's log) is
+ * asynchronous, so a slow reader grows `writableLength` and the limit applies; to a file or a
+ * terminal Node writes synchronously, so a slow disk or terminal slows the process instead
+ * and nothing is dropped (Node's "A note on process I/O").
  */
 export class BatchedSink {
   readonly #stream: Writable
@@ -22,6 +30,7 @@ export class BatchedSink {
   #lines: string[] = []
   #timer: NodeJS.Timeout | null = null
   #dropped = 0
+  #droppedTotal = 0
 
   constructor (stream: Writable, maxBacklogBytes = DEFAULT_MAX_BACKLOG_BYTES) {
     this.#stream = stream
@@ -30,8 +39,9 @@ export class BatchedSink {
 
   /** Queues one line (pino calls this with a complete JSON line). */
   write (line: string): void {
-    if (this.#stream.writableLength > this.#maxBacklogBytes) {
+    if (this.#stream.writableLength > this.#maxBacklogBytes || !this.#stream.writable) {
       this.#dropped++
+      this.#droppedTotal++
       return
     }
     this.#lines.push(line)
@@ -56,6 +66,11 @@ export class BatchedSink {
     return this.#dropped
   }
 
+  /** Lines lost since this sink was made, for whatever reason; never decreases. */
+  get droppedTotal (): number {
+    return this.#droppedTotal
+  }
+
   readonly #flushNow = (): void => {
     if (this.#timer !== null) clearTimeout(this.#timer)
     this.#timer = null
@@ -64,8 +79,15 @@ export class BatchedSink {
       this.#dropped = 0
     }
     if (this.#lines.length === 0) return
-    const chunk = this.#lines.length === 1 ? this.#lines[0] as string : this.#lines.join('')
+    const count = this.#lines.length
+    const chunk = count === 1 ? this.#lines[0] as string : this.#lines.join('')
     this.#lines = []
-    this.#stream.write(chunk)
+    if (!this.#stream.writable) {
+      this.#droppedTotal += count
+      return
+    }
+    // One callback per chunk (at most one per interval or 512 lines): a write that fails
+    // loses the whole chunk.
+    this.#stream.write(chunk, (err) => { if (err !== null && err !== undefined) this.#droppedTotal += count })
   }
 }

@@ -1,4 +1,4 @@
-import { pino, type Logger, type DestinationStream, type LevelWithSilent } from 'pino'
+import { pino, symbols, type Logger, type DestinationStream, type LevelWithSilent } from 'pino'
 import { BatchedSink } from './log-sink.ts'
 import { createAccessLog, type AccessLog } from './access-log.ts'
 
@@ -57,6 +57,16 @@ export function createLoggers (options: LoggerOptions = {}): Loggers {
   const common = { level: options.level ?? 'info', base: { service: 'gatehouse' } }
   const log = pino({ ...common, redact: { paths: [...REDACT_PATHS], censor: '[redacted]' } }, destination)
   return { log, access: log.isLevelEnabled('info') ? createAccessLog(destination) : null }
+}
+
+/**
+ * How many lines the batched sink under `log` (or under its root) has dropped so far, read
+ * at call time; always 0 for any other destination, which drops nothing of ours. Through
+ * pino's public stream symbol, so whoever built the logger need not pass the sink along.
+ */
+export function droppedLogLines (log: Logger): () => number {
+  const destination = (log as unknown as Record<symbol, unknown>)[symbols.streamSym]
+  return destination instanceof BatchedSink ? () => destination.droppedTotal : () => 0
 }
 
 /** The censored root logger alone (CLI commands that write no access lines). */

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { VERSION } from '../version.ts'
 
 /**
  * Every `gatehouse_*` metric, on a registry of its own per app instance (never prom-client's
@@ -6,8 +7,14 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
  */
 export interface Metrics {
   registry: Registry
-  /** Requests by decision (allow, deny, redirect, error) and how the caller was authenticated. */
-  requestsTotal: Counter<'decision' | 'auth_mode'>
+  /** Requests by decision (allow, deny, redirect, none), how the caller was authenticated, and status class (1xx…5xx). */
+  requestsTotal: Counter<'decision' | 'auth_mode' | 'code'>
+  /** Proxied requests the app could not answer, by kind (refused, timeout, reset, network, bad_response, other). */
+  upstreamErrors: Counter<'kind'>
+  /** Always 1; the `version` label is Gatehouse's version. */
+  buildInfo: Gauge<'version'>
+  /** Log lines dropped because standard output was not read fast enough, or failed. */
+  logLinesDropped: Counter
   /** Whole request time on the proxy listener, upstream included. */
   requestDuration: Histogram
   /** Bearer-token checks by result (valid, cached, expired, invalid_signature…). */
@@ -45,13 +52,21 @@ export interface Metrics {
 /** Values of `gatehouse_circuit_state`. */
 export const CIRCUIT_STATE_VALUES = { closed: 0, half_open: 1, open: 2 } as const
 
+/** The `kind` values of `gatehouse_upstream_errors_total`: why a proxied request got no answer from the app. */
+export const UPSTREAM_ERROR_KINDS = ['refused', 'timeout', 'reset', 'network', 'bad_response', 'other'] as const
+
+/** One of {@link UPSTREAM_ERROR_KINDS}. */
+export type UpstreamErrorKind = typeof UPSTREAM_ERROR_KINDS[number]
+
 /** The modes `gatehouse_mode` reports. */
 export const MODES = ['normal', 'degraded', 'offline'] as const
 
 /** The per-request metric updates, with label children cached (see {@link createMetrics}). */
 export interface HotPathMetrics {
-  /** One request decided and answered, `seconds` after it arrived. */
-  recordRequest: (decision: string, authMode: string, seconds: number) => void
+  /** One request decided and answered with `status`, `seconds` after it arrived. */
+  recordRequest: (decision: string, authMode: string, status: number, seconds: number) => void
+  /** One proxied request the app could not answer. */
+  recordUpstreamError: (kind: UpstreamErrorKind) => void
   /** One bearer-token check. */
   recordVerification: (result: string) => void
 }
@@ -70,7 +85,12 @@ export interface GaugeSources {
   sessionsActive: () => Record<string, number>
   /** Sync queue items by status, and the oldest unfinished one's age. */
   syncQueue: () => { byStatus: Record<string, number>, oldestPendingSeconds: number | null }
+  /** Log lines dropped since the process started (never decreases). */
+  logLinesDropped: () => number
 }
+
+/** Values of the `code` label of `gatehouse_requests_total`, indexed by status / 100. */
+const STATUS_CLASSES = ['1xx', '1xx', '2xx', '3xx', '4xx', '5xx'] as const
 
 /** Builds the registry and every metric; gauges read `sources` lazily, at scrape time. */
 export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & HotPathMetrics & { bind: (s: Partial<GaugeSources>) => void } {
@@ -80,22 +100,52 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
   const registers = [registry]
   // prom-client validates and hashes the label object on every update, which cost more than
   // the rest of a cached token check (npm run bench): on the request path counts go into
-  // plain maps, and each counter's `collect` (run before every read) moves them in.
-  const pendingRequests = new Map<string, number>()
+  // plain maps, and each counter's `collect` (run before every read) moves them in. Requests
+  // are counted in a map per decision, a map per mode, and an array per status class, kept
+  // between scrapes: after the first request of a kind, counting one allocates nothing.
+  const pendingRequests = new Map<string, Map<string, number[]>>()
   const pendingVerifications = new Map<string, number>()
+  let logLinesReported = 0
   const metrics: Metrics = {
     registry,
     requestsTotal: new Counter({
       name: 'gatehouse_requests_total',
-      help: 'Requests decided, by decision and authentication mode.',
-      labelNames: ['decision', 'auth_mode'] as const,
+      help: 'Requests on the proxy listener, by decision, authentication mode and status class.',
+      labelNames: ['decision', 'auth_mode', 'code'] as const,
       registers,
       collect () {
-        for (const [key, n] of pendingRequests) {
-          const [decision, mode] = key.split('|') as [string, string]
-          this.inc({ decision, auth_mode: mode }, n)
+        for (const [decision, byMode] of pendingRequests) {
+          for (const [mode, counts] of byMode) {
+            for (let i = 1; i < counts.length; i++) {
+              const n = counts[i] as number
+              if (n === 0) continue
+              this.inc({ decision, auth_mode: mode, code: STATUS_CLASSES[i] as string }, n)
+              counts[i] = 0
+            }
+          }
         }
-        pendingRequests.clear()
+      }
+    }),
+    upstreamErrors: new Counter({
+      name: 'gatehouse_upstream_errors_total',
+      help: 'Proxied requests the app could not answer, by kind: refused, timeout, reset, network, bad_response, other.',
+      labelNames: ['kind'] as const,
+      registers
+    }),
+    buildInfo: new Gauge({
+      name: 'gatehouse_build_info',
+      help: 'Always 1; the version label is the running Gatehouse version.',
+      labelNames: ['version'] as const,
+      registers
+    }),
+    logLinesDropped: new Counter({
+      name: 'gatehouse_log_lines_dropped_total',
+      help: 'Log lines dropped because standard output was not read fast enough or failed.',
+      registers,
+      collect () {
+        const total = bound.logLinesDropped?.() ?? 0
+        if (total > logLinesReported) this.inc(total - logLinesReported)
+        logLinesReported = total
       }
     }),
     requestDuration: new Histogram({
@@ -219,14 +269,29 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
       registers
     })
   }
+  metrics.buildInfo.set({ version: VERSION }, 1)
+  // Children resolved once (no label object is validated or hashed when the app fails), and
+  // each exposed at 0 from the start, so that rate() sees the first error.
+  const upstreamErrorChildren = new Map(UPSTREAM_ERROR_KINDS.map((kind) => {
+    const child = metrics.upstreamErrors.labels({ kind })
+    child.inc(0)
+    return [kind, child]
+  }))
   const add = (pending: Map<string, number>, key: string): void => { pending.set(key, (pending.get(key) ?? 0) + 1) }
   return {
     ...metrics,
     bind: (s) => Object.assign(bound, s),
-    recordRequest: (decision, authMode, seconds) => {
-      add(pendingRequests, `${decision}|${authMode}`)
+    recordRequest: (decision, authMode, status, seconds) => {
+      let byMode = pendingRequests.get(decision)
+      if (byMode === undefined) pendingRequests.set(decision, byMode = new Map())
+      let counts = byMode.get(authMode)
+      if (counts === undefined) byMode.set(authMode, counts = [0, 0, 0, 0, 0, 0])
+      // Status classes 1xx to 5xx; Node sends nothing outside 100 to 599.
+      const index = status >= 500 ? 5 : status < 100 ? 1 : Math.floor(status / 100)
+      counts[index] = (counts[index] as number) + 1
       metrics.requestDuration.observe(seconds)
     },
+    recordUpstreamError: (kind) => upstreamErrorChildren.get(kind)?.inc(),
     recordVerification: (result) => add(pendingVerifications, result)
   }
 }

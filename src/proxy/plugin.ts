@@ -4,8 +4,13 @@ import httpProxy from '@fastify/http-proxy'
 import type { Config } from '../config/schema.ts'
 import type { Decide, Decision } from '../decision/decide.ts'
 import { spoofableHeaderTest } from '../decision/identity-headers.ts'
+import type { HotPathMetrics } from '../metrics/registry.ts'
+import { sendContinue } from './expect.ts'
 import { forwardHeaders, forwardWebSocketHeaders, type ForwardOptions } from './forward-headers.ts'
+import { ownCookieFilter } from './own-cookies.ts'
 import { sendDecision } from './send-decision.ts'
+import { ignoreNonWebSocketUpgrades } from './upgrade.ts'
+import { classifyForwardError } from './upstream-error.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -18,6 +23,8 @@ declare module 'fastify' {
 export interface ProxyPluginOptions {
   config: Config
   decide: Decide
+  /** Where upstream failures are counted. */
+  metrics: Pick<HotPathMetrics, 'recordUpstreamError'>
 }
 
 // Methods proxied; WebDAV and the like can be added when an app needs them.
@@ -28,29 +35,38 @@ const METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS']
  * redirect is answered here and the app never sees the request; an allow is forwarded over
  * a keep-alive pool with the normalised path, bodies streamed, identity headers replaced.
  * WebSocket upgrades are routed through the same hook, so they get the same decision.
+ * Hop-by-hop headers and Gatehouse's own cookies never reach the app (forward-headers.ts).
  */
 export async function proxyPlugin (fastify: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
-  const { config, decide } = options
-  const isSpoofable = spoofableHeaderTest(config.headers)
-  const forwardOptions = (request: FastifyRequest): ForwardOptions => ({
-    isSpoofable,
+  const { config, decide, metrics } = options
+  const forwardOptions: ForwardOptions = {
+    isSpoofable: spoofableHeaderTest(config.headers),
     trustForwarded: config.server.trust_proxy !== false,
     passHostHeader: config.upstream.pass_host_header,
-    identity: request.decision?.kind === 'allow' ? request.decision.headers : {}
-  })
+    withoutOwnCookies: ownCookieFilter(config.session.cookie_name)
+  }
+  const NO_IDENTITY: Readonly<Record<string, string>> = Object.freeze({})
+  const identityOf = (request: FastifyRequest): Readonly<Record<string, string>> => request.decision?.kind === 'allow' ? request.decision.headers : NO_IDENTITY
 
   async function gate (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
     const decision = await decide({ entry: 'proxy', method: request.method, target: request.url, headers: request.headers, ip: request.ip, scheme: request.protocol })
     request.decision = decision
+    // A refused request is answered without the 100, so its body is never sent (expect.ts).
     if (decision.kind !== 'allow') return sendDecision(reply, decision)
     // The app receives the path the decision was made on, never another spelling of it.
     request.raw.url = decision.target
+    if (request.headers.expect !== undefined) sendContinue(reply.raw)
     return undefined
   }
 
   // The plugin's types describe callback-style hooks and a literal `websocket: true`; the
   // options below are the documented ones, with an async hook Fastify itself supports.
   const plugin = httpProxy as unknown as FastifyPluginAsync<Record<string, unknown>>
+  // The plugin passes JSON and every other type through as a stream, but Fastify's own
+  // text/plain parser would still read such a body whole before the decision (and refuse one
+  // over the 1 MiB body limit with a 413): every body is the app's, streamed after the allow.
+  // Removed here, before the plugin's own (encapsulated) context copies this one's parsers.
+  fastify.removeContentTypeParser('text/plain')
   await fastify.register(plugin, {
     upstream: config.upstream.url,
     prefix: '/',
@@ -67,21 +83,27 @@ export async function proxyPlugin (fastify: FastifyInstance, options: ProxyPlugi
       bodyTimeout: config.upstream.timeout_ms
     },
     replyOptions: {
-      rewriteRequestHeaders: (request: FastifyRequest, headers: IncomingHttpHeaders) => forwardHeaders(request, headers, forwardOptions(request)),
+      rewriteRequestHeaders: (request: FastifyRequest, headers: IncomingHttpHeaders) => forwardHeaders(request, headers, forwardOptions, identityOf(request)),
       // reply-from retries idempotent requests on 503 by default: an auth proxy must not multiply load on a struggling app.
       retryDelay: () => null,
       onError: (reply: FastifyReply, { error }: { error: Error }) => {
-        const cause = (error as { cause?: { code?: string } }).cause
-        const code = (error as { code?: string }).code
-        const timedOut = code === 'FST_REPLY_FROM_GATEWAY_TIMEOUT' || code === 'FST_REPLY_FROM_CONNECT_TIMEOUT' ||
-          cause?.code === 'UND_ERR_HEADERS_TIMEOUT' || cause?.code === 'UND_ERR_BODY_TIMEOUT' || cause?.code === 'UND_ERR_CONNECT_TIMEOUT'
-        reply.request.log.warn({ reqId: reply.request.id, code: cause?.code ?? code }, timedOut ? 'upstream timed out' : 'upstream unreachable')
-        void reply.code(timedOut ? 504 : 502).type('application/json; charset=utf-8').header('cache-control', 'no-store')
-          .send({ error: timedOut ? 'gateway_timeout' : 'bad_gateway' })
+        const failure = classifyForwardError(error)
+        const { request } = reply
+        if (failure.upstream) {
+          metrics.recordUpstreamError(failure.kind)
+          const message = failure.kind === 'timeout' ? 'upstream timed out' : failure.kind === 'refused' || failure.kind === 'network' ? 'upstream unreachable' : 'upstream failed'
+          request.log.warn({ reqId: request.id, kind: failure.kind, code: failure.code }, message)
+        } else {
+          // Nothing reached the app: the request as built was refused by undici, a Gatehouse bug.
+          request.log.error({ reqId: request.id, code: failure.code, err: (error as { cause?: unknown }).cause ?? error }, 'request could not be forwarded')
+        }
+        const body = failure.status === 504 ? 'gateway_timeout' : failure.status === 502 ? 'bad_gateway' : 'internal_error'
+        void reply.code(failure.status).type('application/json; charset=utf-8').header('cache-control', 'no-store').send({ error: body })
       }
     },
     wsClientOptions: {
-      rewriteRequestHeaders: (_headers: unknown, request: FastifyRequest) => forwardWebSocketHeaders(request, forwardOptions(request))
+      rewriteRequestHeaders: (_headers: unknown, request: FastifyRequest) => forwardWebSocketHeaders(request, forwardOptions, identityOf(request))
     }
   })
+  if (config.upstream.websocket) ignoreNonWebSocketUpgrades(fastify.server)
 }

@@ -5,6 +5,7 @@ import type { AccessLog } from '../access-log.ts'
 import type { Config } from '../config/schema.ts'
 import type { Decide } from '../decision/decide.ts'
 import type { HotPathMetrics } from '../metrics/registry.ts'
+import { answerExpectations, sendContinue } from './expect.ts'
 import { proxyPlugin } from './plugin.ts'
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
@@ -49,8 +50,20 @@ export function createProxyServer (options: ProxyServerOptions): FastifyInstance
     recordRequest(request, reply, metrics, accessLog)
     done()
   })
-  if (options.routes !== undefined) void proxy.register(options.routes)
-  void proxy.register(proxyPlugin, { config, decide: options.decide })
+  answerExpectations(proxy.server)
+  const routes = options.routes
+  if (routes !== undefined) {
+    void proxy.register(async (fastify) => {
+      // Gatehouse's own routes read their (small) bodies before deciding anything: a client
+      // waiting on `Expect: 100-continue` gets the 100 when its body is about to be read.
+      fastify.addHook('preParsing', (request, reply, payload, done) => {
+        if (request.headers.expect !== undefined) sendContinue(reply.raw)
+        done(null, payload)
+      })
+      await routes(fastify)
+    })
+  }
+  void proxy.register(proxyPlugin, { config, decide: options.decide, metrics })
   return proxy
 }
 
@@ -69,7 +82,7 @@ function recordRequest (request: FastifyRequest, reply: FastifyReply, metrics: H
   const kind = decision?.kind ?? 'none'
   const identity = decision !== null && decision.kind !== 'redirect' ? decision.identity : null
   const authMode = identity?.authMode ?? 'none'
-  metrics.recordRequest(kind, authMode, reply.elapsedTime / 1000)
+  metrics.recordRequest(kind, authMode, reply.statusCode, reply.elapsedTime / 1000)
   if (accessLog === null) return
   const target = decision?.kind === 'allow' ? decision.target : request.url
   const q = target.indexOf('?')

@@ -39,7 +39,7 @@ t.test('circuit open: the browser gets the local form, signs in, and reaches the
   const metrics = await (await fetch(`${gatehouse.adminUrl}/metrics`)).text()
   t.match(metrics, /gatehouse_logins_total\{mode="local",result="success"\} 1/)
   t.match(metrics, /gatehouse_sessions_active\{mode="local"\} 1/)
-  t.match(metrics, /gatehouse_requests_total\{decision="allow",auth_mode="local"\} 1/)
+  t.match(metrics, /gatehouse_requests_total\{decision="allow",auth_mode="local",code="2xx"\} 1/)
 })
 
 t.test('local-primary with Keycloak up: the local password decides and Keycloak tokens come too', async (t) => {

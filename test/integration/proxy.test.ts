@@ -246,6 +246,10 @@ t.test('an unreachable app is a 502 and a slow one a 504, with generic bodies', 
   const bad = await rawRequest(refused.proxyUrl, '/x', { headers: bearer(alice.access_token) })
   t.equal(bad.status, 502)
   t.same(JSON.parse(bad.body), { error: 'bad_gateway' })
+  t.match(refused.log.entries().find((e) => e.msg === 'upstream unreachable'), { level: 40, kind: 'refused', code: 'ECONNREFUSED' })
+  const refusedMetrics = await (await fetch(`${refused.adminUrl}/metrics`)).text()
+  t.match(refusedMetrics, /^gatehouse_upstream_errors_total\{kind="refused"\} 1$/m)
+  t.match(refusedMetrics, /^gatehouse_requests_total\{decision="allow",auth_mode="token",code="5xx"\} 1$/m)
 
   const slowUpstream = await startEchoUpstream()
   t.teardown(() => slowUpstream.close())
@@ -255,6 +259,18 @@ t.test('an unreachable app is a 502 and a slow one a 504, with generic bodies', 
   const late = await rawRequest(slow.proxyUrl, '/x', { headers: bearer(alice.access_token) })
   t.equal(late.status, 504)
   t.same(JSON.parse(late.body), { error: 'gateway_timeout' })
+  t.match(slow.log.entries().find((e) => e.msg === 'upstream timed out'), { level: 40, kind: 'timeout' })
+
+  // An app that drops the connection mid-request.
+  slowUpstream.handle((req) => { req.socket.destroy(); return true })
+  const dropped = await rawRequest(slow.proxyUrl, '/x', { headers: bearer(alice.access_token) })
+  t.equal(dropped.status, 502)
+  t.same(JSON.parse(dropped.body), { error: 'bad_gateway' })
+  t.match(slow.log.entries().find((e) => e.msg === 'upstream failed'), { level: 40, kind: 'reset' })
+  const slowMetrics = await (await fetch(`${slow.adminUrl}/metrics`)).text()
+  t.match(slowMetrics, /^gatehouse_upstream_errors_total\{kind="timeout"\} 1$/m)
+  t.match(slowMetrics, /^gatehouse_upstream_errors_total\{kind="reset"\} 1$/m)
+  t.match(slowMetrics, /^gatehouse_upstream_errors_total\{kind="refused"\} 0$/m)
 })
 
 t.test('the access log has one line per request with decision and reason, and no token', async (t) => {
@@ -270,8 +286,8 @@ t.test('the access log has one line per request with decision and reason, and no
 
 t.test('metrics count decisions and token verifications', async (t) => {
   const metrics = await (await fetch(`${gatehouse.adminUrl}/metrics`)).text()
-  t.match(metrics, /gatehouse_requests_total\{decision="allow",auth_mode="token"\} \d+/)
-  t.match(metrics, /gatehouse_requests_total\{decision="deny",auth_mode="none"\} \d+/)
+  t.match(metrics, /gatehouse_requests_total\{decision="allow",auth_mode="token",code="2xx"\} \d+/)
+  t.match(metrics, /gatehouse_requests_total\{decision="deny",auth_mode="none",code="4xx"\} \d+/)
   t.match(metrics, /gatehouse_token_verifications_total\{result="cached"\} \d+/)
   t.match(metrics, /gatehouse_token_verifications_total\{result="expired"\} 1/)
   t.match(metrics, /gatehouse_request_duration_seconds_bucket/)

@@ -1,8 +1,8 @@
 import t from 'tap'
 import { Writable } from 'node:stream'
 import { BatchedSink } from '../../src/log-sink.ts'
-import { createAccessLog } from '../../src/access-log.ts'
-import { createLoggers } from '../../src/log.ts'
+import { createAccessLog, jsonString } from '../../src/access-log.ts'
+import { createLoggers, droppedLogLines } from '../../src/log.ts'
 
 /** A stream that records writes and can be told to hold them (a slow reader). */
 function recorder (highWaterMark = 16) {
@@ -57,6 +57,41 @@ t.test('a slow reader makes lines drop and be counted, never block; the count is
   t.match(JSON.parse(report ?? '{}'), { level: 40, dropped: 2, msg: 'log lines dropped: standard output was not read fast enough' })
   t.match(text, 'after\n')
   t.equal(sink.dropped, 0)
+  t.equal(sink.droppedTotal, 2, 'the running total is not reset by the report')
+})
+
+t.test('lines written after the stream failed or closed, and lines in a failed write, are counted as dropped', async (t) => {
+  const failing = new Writable({ write (_chunk, _enc, done) { done(new Error('EPIPE')) } })
+  failing.on('error', () => {})
+  const sink = new BatchedSink(failing)
+  sink.write('a\n')
+  sink.write('b\n')
+  sink.flush()
+  await new Promise<void>((resolve) => setImmediate(resolve))
+  t.equal(sink.droppedTotal, 2, 'the failed chunk held two lines')
+  sink.write('c\n')
+  t.equal(sink.droppedTotal, 3, 'a failed stream takes no more lines')
+
+  const r = recorder()
+  const closing = new BatchedSink(r.stream)
+  r.stream.end()
+  closing.write('late\n')
+  t.equal(closing.droppedTotal, 1)
+  t.same(r.chunks, [])
+})
+
+t.test('droppedLogLines reads the total of the sink under a logger and its children', async (t) => {
+  const r = recorder(1)
+  const sink = new BatchedSink(r.stream, 10)
+  const { log } = createLoggers({ destination: sink })
+  const read = droppedLogLines(log.child({ module: 'x' }))
+  r.hold()
+  log.info('a line long enough to fill the backlog')
+  sink.flush()
+  log.info('dropped')
+  t.equal(read(), 1)
+  r.drain()
+  t.equal(droppedLogLines(createLoggers({ destination: { write: () => {} } }).log)(), 0, 'another destination drops nothing')
 })
 
 t.test('access lines are pino-shaped JSON and escape what clients or operators spell', async (t) => {
@@ -68,6 +103,33 @@ t.test('access lines are pino-shaped JSON and escape what clients or operators s
   t.match(first, { level: 30, service: 'gatehouse', module: 'access', reqId: 'r-1', method: 'GET', path: '/a"b\\c\u2028', status: 403, decision: 'deny', reason: 'missing_role', rule: 'admin "area"', auth_mode: 'token', user: 'ü"ser', ip: '127.0.0.1', latency_ms: 0.42, msg: 'request' })
   t.type(first?.time, 'number')
   t.match(second, { reason: null, rule: null, user: null, ip: '::1' })
+})
+
+t.test('every free field of an access line is escaped: the line stays one JSON object with the same keys', async (t) => {
+  const lines: string[] = []
+  const access = createAccessLog({ write: (line: string) => { lines.push(line) } })
+  const nasty = ['x","user":"root', 'a\\b', 'line\nbreak', '\u0000\u001f', 'caf\u00e9', '\ud800', '"}{"']
+  for (const value of nasty) {
+    access.write({ reqId: value, method: value, path: value, status: 200, decision: 'allow', reason: 'public', rule: value, authMode: 'none', user: value, ip: value, latencyMs: Number.NaN })
+  }
+  t.equal(lines.length, nasty.length)
+  lines.forEach((line, i) => {
+    t.equal(line.indexOf('\n'), line.length - 1, 'one line')
+    const entry = JSON.parse(line) as Record<string, unknown>
+    t.same(Object.keys(entry), ['level', 'time', 'service', 'module', 'reqId', 'method', 'path', 'status', 'decision', 'reason', 'rule', 'auth_mode', 'user', 'ip', 'latency_ms', 'msg'])
+    const expected = nasty[i] === '\ud800' ? '\ufffd' : nasty[i]
+    for (const field of ['reqId', 'method', 'path', 'rule', 'user', 'ip']) {
+      t.equal(entry[field] === '\ud800' ? '\ufffd' : entry[field], expected, `${field} round-trips`)
+    }
+    t.equal(entry.latency_ms, null, 'NaN is not a JSON number')
+  })
+})
+
+t.test('jsonString quotes plain ASCII as it is and escapes everything else as JSON.stringify does', async (t) => {
+  t.equal(jsonString('GET'), '"GET"')
+  t.equal(jsonString('203.0.113.7'), '"203.0.113.7"')
+  t.equal(jsonString(''), '""')
+  for (const value of ['"', '\\', '\u007f', '\u00e9', '\u2028', '\ud83d\ude00', '\ud800', '\t']) t.equal(jsonString(value), JSON.stringify(value), [...value].map((c) => `U+${(c.codePointAt(0) ?? 0).toString(16)}`).join(' '))
 })
 
 t.test('censored log and access lines share one destination; above info there are no access lines', async (t) => {
