@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { accessSync, constants, mkdirSync, rmdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { accessSync, constants, mkdirSync, rmdirSync, statSync, unlinkSync, writeFileSync, type Stats } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import type { Config } from '../config/schema.ts'
@@ -78,13 +78,13 @@ export function openDatabase (options: OpenOptions): OpenedDatabase {
 function createDirectory (dir: string): void {
   const missing: string[] = []
   let existing = dir
-  while (statSync(existing, { throwIfNoEntry: false }) === undefined) {
+  while (lookup(existing) === undefined) {
     missing.unshift(existing)
     const parent = dirname(existing)
     if (parent === existing) break
     existing = parent
   }
-  if (statSync(existing, { throwIfNoEntry: false })?.isDirectory() === false) {
+  if (lookup(existing)?.isDirectory() === false) {
     throw new DirectoryError(missing[0] ?? dir, `${existing} is not a directory`)
   }
   for (const level of missing) {
@@ -92,9 +92,20 @@ function createDirectory (dir: string): void {
       mkdirSync(level)
     } catch (err) {
       // Another process made it meanwhile.
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST' && statSync(level, { throwIfNoEntry: false })?.isDirectory() === true) continue
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST' && lookup(level)?.isDirectory() === true) continue
       throw new DirectoryError(level, reasonOf(err, dirname(level)))
     }
+  }
+}
+
+/** `stat`, or undefined when nothing is there: ENOENT, or ENOTDIR when a parent is a file. */
+function lookup (path: string): Stats | undefined {
+  try {
+    return statSync(path)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined
+    throw err
   }
 }
 
@@ -137,12 +148,12 @@ function reasonOf (err: unknown, parent: string): string {
 export function locationProblem (file: string): string | null {
   const dir = dirname(file)
   let existing = dir
-  while (statSync(existing, { throwIfNoEntry: false }) === undefined) {
+  while (lookup(existing) === undefined) {
     const parent = dirname(existing)
     if (parent === existing) break
     existing = parent
   }
-  const stat = statSync(existing, { throwIfNoEntry: false })
+  const stat = lookup(existing)
   if (stat?.isDirectory() !== true) return `the directory ${dir} cannot be created: ${existing} is not a directory`
   const probe = join(existing, `.gatehouse-write-check-${randomBytes(6).toString('hex')}`)
   if (existing !== dir) {
@@ -154,7 +165,7 @@ export function locationProblem (file: string): string | null {
       return `the directory ${dir} does not exist and cannot be created: ${reasonOf(err, existing)}`
     }
   }
-  const fileStat = statSync(file, { throwIfNoEntry: false })
+  const fileStat = lookup(file)
   if (fileStat !== undefined) {
     if (!fileStat.isFile()) return `${file} is not a regular file`
     try {
