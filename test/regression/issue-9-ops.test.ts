@@ -1,5 +1,5 @@
 import t from 'tap'
-import { existsSync, readdirSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { openDatabase } from '../../src/store/db.ts'
 import { KeyRing } from '../../src/store/crypto.ts'
@@ -7,6 +7,7 @@ import { SyncQueueRepository } from '../../src/store/sync-queue.ts'
 import { VERSION } from '../../src/version.ts'
 import { runGatehouse, runInProcess, startInProcess } from '../fixtures/cli.ts'
 import { TEST_SECRETS, writeConfig } from '../fixtures/gatehouse.ts'
+import { requireProgram, type ProgramSpec } from '../fixtures/system-programs.ts'
 
 // Issue 9, items 15 (trust_proxy), 19 (a database path that cannot be created) and 21 (CLI).
 
@@ -164,4 +165,23 @@ t.test('in-process runs read only the environment and directory they are given',
   const result = await runInProcess(['config', 'validate'], { cwd: dir })
   t.equal(result.code, 0, 'the config.yaml of the given cwd, not $GATEHOUSE_CONFIG of this process')
   t.match(result.stdout, `configuration is valid: ${join(dir, 'config.yaml')}`)
+})
+
+t.test('22: a test missing a system program is skipped with one line naming it and the install command; with CI=true it fails', async (t) => {
+  const dir = t.testdir({ bin: { 'fake-chromium': '#!/bin/sh\n' } })
+  const absent: Record<string, ProgramSpec> = { chromium: { envVar: 'CHROMIUM_PATH', commands: ['chromium'], paths: [join(dir, 'nowhere', 'chromium')], debianPackage: 'chromium' } }
+  const line = `chromium is not installed (looked for $CHROMIUM_PATH, chromium on PATH, ${join(dir, 'nowhere', 'chromium')}): install it with \`npm run test:deps\` (apt-get install chromium)`
+  const points: Array<[string, string, unknown]> = []
+  const recorder = { pass: (message: string, extra: { skip: string }) => { points.push(['pass', message, extra]) }, fail: (message: string) => { points.push(['fail', message, null]) } }
+
+  t.equal(requireProgram(recorder, 'chromium', { env: { PATH: join(dir, 'empty') }, programs: absent }), null)
+  t.same(points, [['pass', 'chromium', { skip: line }]], 'locally: one skipped point carrying the line')
+  points.length = 0
+  t.equal(requireProgram(recorder, 'chromium', { env: { PATH: join(dir, 'empty'), CI: 'true' }, programs: absent }), null)
+  t.same(points, [['fail', `${line}; CI=true runs every test, so this is a failure`, null]], 'in CI: a failure')
+
+  points.length = 0
+  chmodSync(join(dir, 'bin', 'fake-chromium'), 0o755)
+  t.equal(requireProgram(recorder, 'chromium', { env: { CHROMIUM_PATH: join(dir, 'bin', 'fake-chromium'), CI: 'true' }, programs: absent }), join(dir, 'bin', 'fake-chromium'), 'found: its path, and nothing recorded')
+  t.same(points, [])
 })
