@@ -58,6 +58,7 @@ export interface CommandSpec {
  */
 export const STATUS_EXIT_CODES = { normal: 0, degraded: 3, offline: 4 } as const
 
+/** Every command, in the order `gatehouse --help` lists them. */
 export const COMMANDS: readonly CommandSpec[] = [
   { name: 'serve', forms: [{ sub: null, usage: 'serve', summary: 'run the proxy and admin listeners; SIGTERM or SIGINT stops them gracefully', options: [] }] },
   {
