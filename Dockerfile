@@ -26,12 +26,21 @@ USER node
 # The SQLite store (sessions, token and JWKS caches, sync queue) lives here: mount a volume
 # so a restart keeps the keys that let Gatehouse start while Keycloak is down.
 VOLUME ["/var/lib/gatehouse"]
+# The admin listener (/metrics, /healthz, /readyz, /status) binds every interface of the
+# container here, where config.yaml's own default is 127.0.0.1: a container's 127.0.0.1 is its
+# own loopback (a pod's, shared by its containers), so kubelet probes and Prometheus, which come
+# in on the pod address, could never reach it. The port is not published unless asked
+# (-p 9180:9180); in Kubernetes restrict it with a NetworkPolicy, or set GATEHOUSE_ADMIN_HOST
+# back to 127.0.0.1 when only the pod itself reads it. `::` listens on IPv6 too. /status holds no
+# secret but shows internals (README, "Run it beside an app").
 ENV GATEHOUSE_CONFIG=/etc/gatehouse/config.yaml \
-    GATEHOUSE_DB=/var/lib/gatehouse/gatehouse.db
+    GATEHOUSE_DB=/var/lib/gatehouse/gatehouse.db \
+    GATEHOUSE_ADMIN_HOST=0.0.0.0
 EXPOSE 4180 9180
 # Readiness never depends on Keycloak, so an IdP outage does not mark the container unhealthy.
+# It asks the admin host given (loopback when that is a wildcard), as `gatehouse status` does.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.GATEHOUSE_ADMIN_PORT || 9180) + '/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "-e", "const h = process.env.GATEHOUSE_ADMIN_HOST || '127.0.0.1'; const host = h === '0.0.0.0' ? '127.0.0.1' : h === '::' ? '[::1]' : h.includes(':') ? '[' + h + ']' : h; fetch('http://' + host + ':' + (process.env.GATEHOUSE_ADMIN_PORT || 9180) + '/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # A larger young generation halves garbage-collection work on the request path (npm run bench).
 ENTRYPOINT ["node", "--max-semi-space-size=16", "dist/main.js"]
 CMD ["serve"]

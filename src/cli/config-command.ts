@@ -5,6 +5,7 @@ import { redactConfig } from '../config/redact.ts'
 import type { Config } from '../config/schema.ts'
 import { loadPolicies, type PolicySet } from '../authz/policy.ts'
 import { UsageError } from '../errors.ts'
+import { databaseFile, locationProblem } from '../store/db.ts'
 import { emit, type Output } from './output.ts'
 
 /** Options every config subcommand takes. */
@@ -29,7 +30,9 @@ export function runConfigCommand (sub: string | undefined, options: ConfigComman
   switch (sub) {
     case 'validate': {
       const { config, policy } = loadForServe(options.configPath, options.env)
-      emit(output, options.json, { valid: true, path: resolve(options.configPath), environment: config.environment, policy_files: policy.files, rules: policy.rules.length },
+      const warnings = configWarnings(config)
+      for (const warning of warnings) output.err(`gatehouse: warning: ${warning}`)
+      emit(output, options.json, { valid: true, path: resolve(options.configPath), environment: config.environment, policy_files: policy.files, rules: policy.rules.length, warnings },
         () => `configuration is valid: ${resolve(options.configPath)} (environment: ${config.environment ?? 'none'}; ${policy.rules.length} policy rule${policy.rules.length === 1 ? '' : 's'} from ${policy.files.length} file${policy.files.length === 1 ? '' : 's'})`)
       return 0
     }
@@ -42,4 +45,18 @@ export function runConfigCommand (sub: string | undefined, options: ConfigComman
     default:
       throw new UsageError(`unknown config subcommand ${JSON.stringify(sub ?? '')}: use validate or show`)
   }
+}
+
+/**
+ * What a valid file may still trip over when serve starts, on this machine: the database
+ * location (a directory that cannot be created, a read-only mount). Warnings, not errors: the
+ * file may be validated on another machine than the one that runs it.
+ */
+export function configWarnings (config: Config): string[] {
+  const warnings: string[] = []
+  if (config.database.path !== ':memory:') {
+    const problem = locationProblem(databaseFile(config))
+    if (problem !== null) warnings.push(`database.path: ${problem}; serve would fail to start (ERR_DB_OPEN)`)
+  }
+  return warnings
 }

@@ -1,5 +1,7 @@
+import { resolve } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { parseArgs } from 'node:util'
+import type { DestinationStream } from 'pino'
 import { ConfigError, GatehouseError, PolicyError, UsageError } from '../errors.ts'
 import { DEFAULT_CONFIG_PATH } from '../config/load.ts'
 import { createLoggers } from '../log.ts'
@@ -7,153 +9,200 @@ import { VERSION } from '../version.ts'
 import { loadForServe, runConfigCommand } from './config-command.ts'
 import { processOutput, type Output } from './output.ts'
 import { startServer } from './serve.ts'
-import { DEFAULT_CLEANUP_DAYS, runSessionsCommand } from './sessions-command.ts'
+import { runSessionsCommand } from './sessions-command.ts'
+import { processStopSignals, type StopSignals } from './signals.ts'
 import { runStatusCommand } from './status-command.ts'
 import { runUsersCommand } from './users-command.ts'
-import { DEFAULT_SYNC_CLEANUP_DAYS, runSyncCommand } from './sync-command.ts'
+import { runSyncCommand } from './sync-command.ts'
+import { commandSpec, commandUsage, GLOBAL_OPTIONS, mainUsage, OPTIONS, type CommandForm, type CommandSpec, type OptionName } from './usage.ts'
 
-const USAGE = `gatehouse ${VERSION}: authentication sidecar for apps behind Keycloak
-
-usage: gatehouse <command> [options]
-
-commands:
-  serve                 run the proxy and admin listeners
-  config validate       check the configuration and policies exactly as serve would
-  config show           print the effective configuration, secrets redacted
-  status                mode, Keycloak servers and circuits, JWKS: from the running instance's
-                        admin listener, else from the database and live health checks
-  users add USER [--email E] [--role R]... [--group G]...
-                        add a local user; the password is read from standard input
-                        (first line), or prompted for twice when it is a terminal
-  users passwd USER     set a local user's password (read as for users add)
-  users disable USER    refuse the user's logins and end their live sessions
-  users enable USER     allow the user's logins again
-  users list            users, roles, groups and state (never password hashes)
-  users migrate-to-keycloak [--dry-run] [--role R]... [--batch-size N]
-                        provision local users into Keycloak through the sync queue (idempotent;
-                        users Keycloak already has are linked); --dry-run changes nothing
-  sessions list [USER] [--all]
-                        live sessions (--all: ended ones too), newest first
-  sessions invalidate ID
-                        end one session and forget its cached tokens
-  sessions logout-user USER
-                        end every live session of USER and queue the Keycloak logout
-  sessions cleanup [--days N]
-                        end expired sessions; purge sessions ended more than N days ago
-                        (default ${DEFAULT_CLEANUP_DAYS}), stale cached tokens and old login attempts
-  sessions metrics      active sessions by mode, logins in the last hour by mode and result
-  sync status           the Keycloak sync queue: counts by status and operation, oldest
-                        unfinished item, last error, the unfinished items
-  sync now              replay due items once (exit 1 when Keycloak is unreachable)
-  sync retry ID | --all-dead
-                        put failed or dead items back in the queue
-  sync cleanup [--days N]
-                        remove done items older than N days (default ${DEFAULT_SYNC_CLEANUP_DAYS})
-  sync start            run the replay worker in the foreground (with sync.enabled: false in
-                        serve); SIGTERM stops it cleanly
-  version               print the version
-
-options:
-  -c, --config PATH     configuration file (default: $GATEHOUSE_CONFIG or ${DEFAULT_CONFIG_PATH})
-      --json            print JSON instead of text where a command prints a table or report
-  -h, --help            this text
-
-exit codes: 0 success, 1 failure, 2 invalid usage or configuration`
-
-/** Options for {@link runCli}. */
+/**
+ * Everything a command may read or touch outside its arguments. `main.ts` passes the real
+ * process; tests pass their own, so a command run in-process never reads `process.env`, the
+ * working directory or the signal handlers of the test runner.
+ */
 export interface CliContext {
+  /** Environment variables: `GATEHOUSE_CONFIG`, `${VAR}` substitution, `GATEHOUSE_ENV`. */
+  env: NodeJS.ProcessEnv
+  /** Where results and errors are written. Default is standard output and error. */
   output?: Output
-  env?: NodeJS.ProcessEnv
+  /** The directory a relative `--config` path is read from. Default is `process.cwd()`. */
+  cwd?: string
   /** Where `users add|passwd` read the password. Default is `process.stdin`. */
   stdin?: Readable & { isTTY?: boolean }
   /** Where password prompts are written. Default is `process.stderr`. */
   prompts?: Writable
+  /** Draw progress bars (standard error is a terminal). Default is false. */
+  progressTty?: boolean
+  /** What stops `serve` and `sync start`. Default is SIGTERM or SIGINT to this process. */
+  stopSignals?: StopSignals
+  /** Where `serve` and `sync` write their log lines. Default is standard output. */
+  logDestination?: DestinationStream
 }
 
+/** What the command line asked for, once it is known to be well formed. */
+interface Parsed {
+  spec: CommandSpec
+  form: CommandForm
+  /** Positionals after the command and subcommand. */
+  args: string[]
+  values: Partial<Record<OptionName, string | boolean | string[]>>
+}
+
+type Request = { kind: 'help', text: string } | { kind: 'version' } | { kind: 'run', parsed: Parsed }
+
 /**
- * Runs one command line and resolves to its exit code. `serve` resolves only after a signal
- * has stopped the server.
+ * Runs one command line and resolves to its exit code (0 success, 1 failure, 2 invalid usage
+ * or configuration; `status` also 3 and 4, see `STATUS_EXIT_CODES` in usage.ts). `serve` and
+ * `sync start` resolve only after a stop signal.
  */
-export async function runCli (argv: string[], context: CliContext = {}): Promise<number> {
+export async function runCli (argv: string[], context: CliContext): Promise<number> {
   const output = context.output ?? processOutput
-  const env = context.env ?? process.env
+  const { env } = context
   try {
-    const { values, positionals } = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        config: { type: 'string', short: 'c' },
-        json: { type: 'boolean', default: false },
-        email: { type: 'string' },
-        role: { type: 'string', multiple: true },
-        group: { type: 'string', multiple: true },
-        days: { type: 'string' },
-        all: { type: 'boolean', default: false },
-        'all-dead': { type: 'boolean', default: false },
-        'dry-run': { type: 'boolean', default: false },
-        'batch-size': { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false }
-      }
-    })
-    const [command, sub, ...rest] = positionals
-    if (values.help === true || command === undefined || command === 'help') {
-      output.out(USAGE)
-      return command === undefined && values.help !== true ? 2 : 0
+    const request = parseCommandLine(argv)
+    if (request.kind === 'help') {
+      output.out(request.text)
+      return 0
     }
-    const configPath = values.config ?? env.GATEHOUSE_CONFIG ?? DEFAULT_CONFIG_PATH
+    if (request.kind === 'version') {
+      output.out(VERSION)
+      return 0
+    }
+    const { spec, form, args, values } = request.parsed
+    const configPath = resolve(context.cwd ?? process.cwd(), str(values.config) ?? env.GATEHOUSE_CONFIG ?? DEFAULT_CONFIG_PATH)
     const json = values.json === true
-    switch (command) {
+    const sub = form.sub ?? undefined
+    const stopSignals = context.stopSignals ?? processStopSignals
+    const logDestination = context.logDestination
+    switch (spec.name) {
       case 'version':
+        if (args.length > 0) throw new UsageError('usage: gatehouse version')
         output.out(VERSION)
         return 0
       case 'config':
         return runConfigCommand(sub, { configPath, json, env }, output)
       case 'serve':
-        return await serve(configPath, env)
+        if (args.length > 0) throw new UsageError('usage: gatehouse serve [-c PATH]')
+        return await serve(configPath, env, stopSignals, logDestination)
       case 'status':
+        if (args.length > 0) throw new UsageError('usage: gatehouse status [--json]')
         return await runStatusCommand(loadForServe(configPath, env).config, json, output)
       case 'users':
-        return await runUsersCommand(sub, rest, {
-          configPath, env, json, email: values.email, roles: values.role, groups: values.group,
+        return await runUsersCommand(sub, args, {
+          configPath, env, json, email: str(values.email), roles: list(values.role), groups: list(values.group),
           stdin: context.stdin ?? process.stdin, prompts: context.prompts ?? process.stderr,
-          dryRun: values['dry-run'] === true, batchSize: values['batch-size'], progressTty: context.output === undefined && process.stderr.isTTY
+          dryRun: values['dry-run'] === true, batchSize: str(values['batch-size']), progressTty: context.progressTty === true
         }, output)
       case 'sessions':
-        return runSessionsCommand(sub, rest, { configPath, env, json, all: values.all, days: values.days }, output)
+        return runSessionsCommand(sub, args, { configPath, env, json, all: values.all === true, days: str(values.days) }, output)
       case 'sync':
-        return await runSyncCommand(sub, rest, { config: loadForServe(configPath, env).config, json, days: values.days, allDead: values['all-dead'] === true }, output)
+        return await runSyncCommand(sub, args, {
+          config: loadForServe(configPath, env).config, json, days: str(values.days), allDead: values['all-dead'] === true,
+          stopSignals, ...(logDestination !== undefined ? { logDestination } : {})
+        }, output)
       default:
-        throw new UsageError(`unknown command ${JSON.stringify(command)}; run gatehouse --help`)
+        // A command in the table without a case here: ours to fix, not the user's.
+        throw new Error(`command ${spec.name} is not wired`)
     }
   } catch (err) {
     return reportError(err, output)
   }
 }
 
-async function serve (configPath: string, env: NodeJS.ProcessEnv): Promise<number> {
+const str = (value: unknown): string | undefined => (typeof value === 'string' ? value : undefined)
+const list = (value: unknown): string[] | undefined => (Array.isArray(value) ? value as string[] : undefined)
+
+/**
+ * Reads the command line against {@link COMMANDS}. Parsed leniently first, so that every
+ * mistake is reported in our own words, one line naming the command it was meant for, instead
+ * of `parseArgs`'s text: an unknown command or subcommand, an unknown or misplaced option, an
+ * option missing its value or given one it does not take.
+ */
+export function parseCommandLine (argv: string[]): Request {
+  const { values, tokens } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: false, tokens: true })
+  const positionals = tokens.filter((t) => t.kind === 'positional').map((t) => t.value)
+  const [command, subName, ...rest] = positionals
+  const spec = command === undefined ? undefined : commandSpec(command)
+  const helpAsked = values.help === true
+
+  if (command === undefined || command === 'help') {
+    checkOptions(tokens, GLOBAL_OPTIONS, null, 'gatehouse --help', null)
+    const topic = command === 'help' ? subName : undefined
+    if (topic !== undefined) {
+      const about = commandSpec(topic)
+      if (about === undefined) throw new UsageError(`unknown command ${JSON.stringify(topic)}; run gatehouse --help`)
+      return { kind: 'help', text: commandUsage(about) }
+    }
+    if (values.version === true && !helpAsked) return { kind: 'version' }
+    if (command === undefined && !helpAsked) throw new UsageError('no command given; run gatehouse --help')
+    return { kind: 'help', text: mainUsage() }
+  }
+  if (spec === undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}; run gatehouse --help`)
+  const hasSubs = spec.forms.some((f) => f.sub !== null)
+  const form = hasSubs ? spec.forms.find((f) => f.sub === subName) : spec.forms[0]
+  // --help wins over every other mistake: it is what someone who made one types next.
+  if (helpAsked) return { kind: 'help', text: commandUsage(spec) }
+  if (values.version === true) return { kind: 'version' }
+  const helpHint = `gatehouse ${spec.name} --help`
+  const subs = spec.forms.map((f) => f.sub).filter((s) => s !== null)
+  if (form === undefined) {
+    if (subName === undefined) throw new UsageError(`${spec.name} needs a subcommand: ${orList(subs)}; run ${helpHint}`)
+    throw new UsageError(`unknown ${spec.name} subcommand ${JSON.stringify(subName)}: use ${orList(subs)}; run ${helpHint}`)
+  }
+  checkOptions(tokens, [...GLOBAL_OPTIONS, ...form.options], form.sub === null ? spec.name : `${spec.name} ${form.sub}`, helpHint, spec)
+  const args = hasSubs ? rest : positionals.slice(1)
+  return { kind: 'run', parsed: { spec, form, args, values: values as Parsed['values'] } }
+}
+
+type Token = ReturnType<typeof parseArgs>['tokens'] extends Array<infer T> | undefined ? T : never
+
+function checkOptions (tokens: readonly Token[], allowed: readonly OptionName[], where: string | null, helpHint: string, spec: CommandSpec | null): void {
+  for (const token of tokens) {
+    if (token.kind !== 'option') continue
+    const name = token.name as OptionName
+    const known = Object.hasOwn(OPTIONS, name)
+    if (!known) throw new UsageError(`unknown option ${token.rawName}${where === null ? '' : ` for "${where}"`}; run ${helpHint}`)
+    if (!allowed.includes(name)) {
+      const elsewhere = (spec?.forms ?? []).filter((f) => f.options.includes(name)).map((f) => `${spec?.name ?? ''} ${f.sub ?? ''}`.trim())
+      throw new UsageError(`option ${token.rawName} does not apply to ${where === null ? 'gatehouse without a command' : `"${where}"`}${elsewhere.length > 0 ? ` (only to ${andList(elsewhere)})` : ''}; run ${helpHint}`)
+    }
+    const type = OPTIONS[name].type
+    if (type === 'boolean' && token.inlineValue === true) throw new UsageError(`option ${token.rawName} takes no value; run ${helpHint}`)
+    if (type === 'string') {
+      // As parseArgs's strict mode: `--email --role x` is a forgotten value, not the email "--role".
+      if (token.value === undefined || (token.inlineValue === false && token.value.startsWith('-'))) {
+        throw new UsageError(`option ${token.rawName} needs a value${token.value === undefined ? '' : ` (to give one starting with -, write ${token.rawName}=${token.value})`}; run ${helpHint}`)
+      }
+    }
+  }
+}
+
+function orList (items: string[]): string {
+  return items.length <= 1 ? (items[0] ?? '') : `${items.slice(0, -1).join(', ')} or ${items.at(-1) ?? ''}`
+}
+
+function andList (items: string[]): string {
+  return items.length <= 1 ? (items[0] ?? '') : `${items.slice(0, -1).join(', ')} and ${items.at(-1) ?? ''}`
+}
+
+async function serve (configPath: string, env: NodeJS.ProcessEnv, stopSignals: StopSignals, destination: DestinationStream | undefined): Promise<number> {
   const { config, policy } = loadForServe(configPath, env)
-  const { log, access } = createLoggers({ level: config.log.level })
+  const { log, access } = createLoggers({ level: config.log.level, ...(destination !== undefined ? { destination } : {}) })
   const server = await startServer(config, { log, accessLog: access, policy })
   return await new Promise<number>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
+    stopSignals((signal) => {
       log.warn({ signal }, 'shutting down')
       // Lines still queued must reach standard output before the process exits.
       const done = (code: number): void => log.flush(() => resolve(code))
       server.stop().then(() => done(0), (err: unknown) => { log.error({ err }, 'shutdown failed'); done(1) })
-    }
-    process.once('SIGTERM', onSignal)
-    process.once('SIGINT', onSignal)
+    })
   })
 }
 
 function reportError (err: unknown, output: Output): number {
-  if (err instanceof ConfigError || err instanceof PolicyError) {
+  if (err instanceof ConfigError || err instanceof PolicyError || err instanceof UsageError) {
     output.err(`gatehouse: ${err.message}`)
-    return 2
-  }
-  if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') === true) {
-    output.err(`gatehouse: ${(err as Error).message}`)
     return 2
   }
   if (err instanceof GatehouseError) {

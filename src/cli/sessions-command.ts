@@ -91,8 +91,7 @@ export function sessionView (session: SessionRecord, idleMs: number): SessionVie
 
 /** `gatehouse sessions list|invalidate|logout-user|cleanup|metrics`. */
 export function runSessionsCommand (sub: string | undefined, args: string[], options: SessionsCommandOptions, output: Output): number {
-  if (sub !== 'list' && options.all === true) throw new UsageError('--all only applies to sessions list')
-  if (sub !== 'cleanup' && options.days !== undefined) throw new UsageError('--days only applies to sessions cleanup')
+  // Which options each subcommand takes is checked by run.ts against usage.ts.
   switch (sub) {
     case 'list':
       if (args.length > 1) throw new UsageError('usage: gatehouse sessions list [USER] [--all] [--json]')
@@ -183,6 +182,11 @@ function invalidate (store: Store, id: string, options: SessionsCommandOptions, 
 
 function logoutUser (store: Store, given: string, options: SessionsCommandOptions, output: Output): number {
   const username = canonicalUsername(store, given)
+  // Known: a local user or cached credential, or anyone who ever had a session here (a
+  // Keycloak user needs no row). A typo must not read as "had no live sessions".
+  if (new UsersRepository(store.db).find(username) === null && store.sessions.list({ username, includeEnded: true }).length === 0) {
+    return fail(output, `no such user ${JSON.stringify(given)}: no local user and no session of that name`)
+  }
   const now = store.clock.now()
   const result = store.db.transaction(() => {
     const live = store.sessions.list({ username })

@@ -13,6 +13,7 @@ import { createLogger } from '../log.ts'
 import { createMetrics } from '../metrics/registry.ts'
 import { databaseFile, openDatabase, schemaVersion } from '../store/db.ts'
 import { emit, formatTable, type Output } from './output.ts'
+import { STATUS_EXIT_CODES } from './usage.ts'
 
 /** Where a status report came from. */
 export type StatusSource = { kind: 'running', url: string } | { kind: 'offline', database: string | null }
@@ -65,11 +66,15 @@ async function offlineStatus (config: Config): Promise<{ report: StatusReport, s
   }
 }
 
-/** `gatehouse status`: the picture an SRE wants during an incident, as a table or JSON. */
+/**
+ * `gatehouse status`: the picture an SRE wants during an incident, as a table or JSON. Exits
+ * with the mode's code ({@link STATUS_EXIT_CODES}: 0 normal, 3 degraded, 4 offline), so a
+ * script or a probe can act on it without parsing the report.
+ */
 export async function runStatusCommand (config: Config, json: boolean, output: Output): Promise<number> {
   const { report, source } = await collectStatus(config)
   emit(output, json, { ...report, source }, () => formatStatus(report, source))
-  return 0
+  return STATUS_EXIT_CODES[report.mode]
 }
 
 const ago = (iso: string | null): string => {

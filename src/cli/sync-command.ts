@@ -1,4 +1,4 @@
-import type { Logger } from 'pino'
+import type { DestinationStream, Logger } from 'pino'
 import { systemClock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
 import { UsageError } from '../errors.ts'
@@ -11,6 +11,7 @@ import type { SyncStats } from '../store/sync-queue.ts'
 import { createSync, type SyncParts } from '../sync/create.ts'
 import type { SyncWorkerDeps } from '../sync/worker.ts'
 import { emit, type Output } from './output.ts'
+import { processStopSignals, type StopSignals } from './signals.ts'
 
 /** `sync cleanup` without `--days`: done items older than this many days are removed. */
 export const DEFAULT_SYNC_CLEANUP_DAYS = 7
@@ -22,6 +23,10 @@ export interface SyncCommandOptions {
   json: boolean
   days: string | undefined
   allDead: boolean
+  /** What stops `sync start`. Default is SIGTERM or SIGINT to this process. */
+  stopSignals?: StopSignals
+  /** Where log lines go. Default is standard output. */
+  logDestination?: DestinationStream
 }
 
 /** A database, a Keycloak client (health-checked once) and the sync parts, for one command. */
@@ -36,9 +41,9 @@ export interface SyncContext extends SyncParts {
  * Opens what a sync command needs. Keycloak is health-checked once first: the worker only
  * replays while a server is known to be reachable.
  */
-export async function openSync (config: Config, options: { logLevel?: Config['log']['level'], onSettled?: SyncWorkerDeps['onSettled'] } = {}): Promise<SyncContext> {
+export async function openSync (config: Config, options: { logLevel?: Config['log']['level'], onSettled?: SyncWorkerDeps['onSettled'], logDestination?: DestinationStream } = {}): Promise<SyncContext> {
   const { db } = openConfiguredDatabase(config)
-  const { log } = createLoggers({ level: options.logLevel ?? config.log.level })
+  const { log } = createLoggers({ level: options.logLevel ?? config.log.level, ...(options.logDestination !== undefined ? { destination: options.logDestination } : {}) })
   const clock = systemClock
   const metrics = createMetrics()
   const keycloak = createKeycloakClient(config, { db, clock, log, metrics })
@@ -54,10 +59,18 @@ export async function openSync (config: Config, options: { logLevel?: Config['lo
  */
 export async function runSyncCommand (sub: string | undefined, args: string[], options: SyncCommandOptions, output: Output): Promise<number> {
   const { config, json } = options
+  const withSync = async (logLevel: Config['log']['level'], fn: (ctx: SyncContext) => number | Promise<number>): Promise<number> => {
+    const ctx = await openSync(config, { logLevel, ...(options.logDestination !== undefined ? { logDestination: options.logDestination } : {}) })
+    try {
+      return await fn(ctx)
+    } finally {
+      ctx.close()
+    }
+  }
   switch (sub) {
     case 'status': {
       if (args.length !== 0) throw new UsageError('usage: gatehouse sync status [--json]')
-      return await withSync(config, 'silent', (ctx) => {
+      return await withSync('silent', (ctx) => {
         const stats = ctx.queue.stats(Date.now())
         const items = ctx.queue.list().filter((i) => i.status !== 'done').slice(0, 50).map((i) => ({
           id: i.id, user: i.username, operation: i.operation, status: i.status, attempts: i.attempts,
@@ -69,7 +82,7 @@ export async function runSyncCommand (sub: string | undefined, args: string[], o
     }
     case 'now': {
       if (args.length !== 0) throw new UsageError('usage: gatehouse sync now [--json]')
-      return await withSync(config, 'warn', async (ctx) => {
+      return await withSync('warn', async (ctx) => {
         const reachable = ctx.keycloak.pool.reachable()
         const result = await ctx.worker.cycle()
         emit(output, json, { keycloak_reachable: reachable, ...result }, () => reachable
@@ -81,7 +94,12 @@ export async function runSyncCommand (sub: string | undefined, args: string[], o
     case 'retry': {
       const id = args[0]
       if ((id === undefined) === !options.allDead || args.length > 1) throw new UsageError('usage: gatehouse sync retry ID | --all-dead')
-      return await withSync(config, 'silent', (ctx) => {
+      return await withSync('silent', (ctx) => {
+        if (id !== undefined) {
+          const item = ctx.queue.find(id)
+          if (item === null) return fail(output, `no such sync item ${JSON.stringify(id)}`)
+          if (item.status !== 'failed' && item.status !== 'dead') return fail(output, `sync item ${id} is ${item.status}: only failed or dead items are retried`)
+        }
         const { requeued, unrecoverable } = ctx.queue.retry(id !== undefined ? { id } : { allDead: true }, Date.now())
         emit(output, json, { requeued, unrecoverable }, () => [
           `requeued ${requeued.length} item${requeued.length === 1 ? '' : 's'}`,
@@ -94,7 +112,7 @@ export async function runSyncCommand (sub: string | undefined, args: string[], o
       if (args.length !== 0) throw new UsageError('usage: gatehouse sync cleanup [--days N]')
       if (options.days !== undefined && !/^\d+$/.test(options.days)) throw new UsageError(`--days expects a whole number of days, received ${JSON.stringify(options.days)}`)
       const days = options.days === undefined ? DEFAULT_SYNC_CLEANUP_DAYS : Number(options.days)
-      return await withSync(config, 'silent', (ctx) => {
+      return await withSync('silent', (ctx) => {
         const removed = ctx.queue.purgeDone(Date.now() - days * DAY)
         emit(output, json, { removed, days }, () => `removed ${removed} done item${removed === 1 ? '' : 's'} older than ${days} day${days === 1 ? '' : 's'}`)
         return 0
@@ -102,7 +120,7 @@ export async function runSyncCommand (sub: string | undefined, args: string[], o
     }
     case 'start': {
       if (args.length !== 0) throw new UsageError('usage: gatehouse sync start')
-      const ctx = await openSync(config)
+      const ctx = await openSync(config, options.logDestination !== undefined ? { logDestination: options.logDestination } : {})
       ctx.keycloak.health.start()
       ctx.worker.start()
       ctx.log.info({ owner: ctx.worker.owner }, 'sync worker started')
@@ -110,13 +128,11 @@ export async function runSyncCommand (sub: string | undefined, args: string[], o
       // this does, until a signal.
       const alive = setInterval(() => {}, 2 ** 30)
       return await new Promise<number>((resolve) => {
-        const stop = (signal: NodeJS.Signals): void => {
+        (options.stopSignals ?? processStopSignals)((signal) => {
           ctx.log.warn({ signal }, 'sync worker stopping')
           clearInterval(alive)
           void ctx.worker.stop().then(() => { ctx.close(); ctx.log.flush(() => resolve(0)) })
-        }
-        process.once('SIGTERM', stop)
-        process.once('SIGINT', stop)
+        })
       })
     }
     default:
@@ -124,13 +140,9 @@ export async function runSyncCommand (sub: string | undefined, args: string[], o
   }
 }
 
-async function withSync (config: Config, logLevel: Config['log']['level'], fn: (ctx: SyncContext) => number | Promise<number>): Promise<number> {
-  const ctx = await openSync(config, { logLevel })
-  try {
-    return await fn(ctx)
-  } finally {
-    ctx.close()
-  }
+function fail (output: Output, message: string): number {
+  output.err(`gatehouse: ${message}`)
+  return 1
 }
 
 function statsJson (s: SyncStats): Record<string, unknown> {

@@ -103,8 +103,7 @@ export function normaliseUsername (raw: string | undefined): string {
  * for twice with echo off when standard input is a terminal.
  */
 export async function runUsersCommand (sub: string | undefined, args: string[], options: UsersCommandOptions, output: Output): Promise<number> {
-  const addOnly = [options.email !== undefined && '--email', sub !== 'migrate-to-keycloak' && (options.roles ?? []).length > 0 && '--role', (options.groups ?? []).length > 0 && '--group'].filter((o) => o !== false)
-  if (sub !== 'add' && addOnly.length > 0) throw new UsageError(`${addOnly.join(', ')} ${addOnly.length === 1 ? 'applies' : 'apply'} only to users add`)
+  // Which options each subcommand takes is checked by run.ts against usage.ts.
   switch (sub) {
     case 'add':
     case 'passwd':

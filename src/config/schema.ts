@@ -82,7 +82,7 @@ export const ServerSchema = Type.Object({
   trust_proxy: Type.Union([Type.Boolean(), Type.Array(Type.String({ minLength: 1 }), { minItems: 1 })], {
     default: false,
     'x-expected': 'true, false, or a list of addresses/CIDR ranges',
-    description: 'Whether X-Forwarded-For/Proto/Host sent by the peer are believed: false (the peer is the client), true (any peer), or the addresses/CIDR ranges of trusted proxies. Default is false.'
+    description: 'Whether X-Forwarded-For/Proto/Host sent by the peer are believed: false (the peer is the client), true (any peer), or a list of trusted proxies, each an IP address, a CIDR range (`10.0.0.0/8`, `fd00::/8`, prefix 1 to 32 or 128), an IPv4 address/netmask, or `loopback`, `linklocal` or `uniquelocal` (checked by `config validate`). Default is false.'
   }),
   shutdown_timeout_ms: Type.Integer({ minimum: 0, default: DEFAULT_SHUTDOWN_TIMEOUT_MS, description: `On SIGTERM/SIGINT, how long in-flight requests may finish before connections are cut, in milliseconds. Default is ${DEFAULT_SHUTDOWN_TIMEOUT_MS} (10 seconds).` }),
   public_url: Type.Optional(HttpUrl('The URL browsers use to reach the app through Gatehouse (`https://app.example.com`): the OIDC redirect URI and logout return address are built from it. Default is the scheme and Host of each request (as trust_proxy allows); set it in production.'))

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv'
 import type { TSchema } from '@sinclair/typebox'
 import type { ConfigProblem } from '../errors.ts'
@@ -153,7 +154,7 @@ interface CrossFieldInput {
   local_auth?: { cached_credentials_days?: number }
   keycloak?: { issuer?: string, realm?: string, server?: string, ha?: { enabled?: boolean, servers?: Array<{ server?: string }> } }
   upstream?: { url?: string }
-  server?: { port?: number, host?: string }
+  server?: { port?: number, host?: string, trust_proxy?: boolean | string[] }
   admin?: { port?: number, host?: string }
 }
 
@@ -209,12 +210,55 @@ export function crossFieldProblems (input: Record<string, unknown>): ConfigProbl
   config.secrets?.cookie_keys?.forEach((key, i) => {
     if (key.length < 32) problems.push({ path: `secrets.cookie_keys[${i}]`, expected: 'at least 32 characters (openssl rand -base64 32)', received: '[redacted]' })
   })
+  const trusted = config.server?.trust_proxy
+  if (Array.isArray(trusted)) {
+    trusted.forEach((entry, i) => {
+      const expected = trustProxyEntryProblem(entry)
+      if (expected !== null) problems.push({ path: `server.trust_proxy[${i}]`, expected, received: renderValue(entry) })
+    })
+  }
   const s = config.server
   const a = config.admin
   if (s?.port !== undefined && s.port !== 0 && s.port === a?.port && (s.host === a.host || s.host === '0.0.0.0' || a.host === '0.0.0.0')) {
     problems.push({ path: 'admin.port', expected: 'a port other than server.port', received: renderValue(a.port) })
   }
   return problems
+}
+
+/** The names proxy-addr (Fastify's `trustProxy`) expands to ranges: loopback, link-local, private. */
+export const TRUST_PROXY_NAMES: readonly string[] = ['loopback', 'linklocal', 'uniquelocal']
+
+const TRUSTED_PROXY_FORMS = 'an IP address, a CIDR range (10.0.0.0/8, fd00::/8), an IPv4 address/netmask, or one of loopback, linklocal, uniquelocal'
+
+/**
+ * What is wrong with one `server.trust_proxy` entry, as the expectation to report; null when
+ * Fastify will take it. Fastify compiles the list with @fastify/proxy-addr at start-up and
+ * throws on an entry it cannot parse, so serve would exit where validate said yes. This
+ * accepts the subset of proxy-addr's forms written canonically: `net.isIP` addresses
+ * (proxy-addr's ipaddr.js also reads `10.1` or `0x0a.0.0.1`, which no one means), a prefix
+ * length from 1 to 32 (IPv4) or 128 (IPv6) (proxy-addr refuses /0: `true` trusts every peer),
+ * an IPv4 netmask with contiguous ones, and proxy-addr's three names.
+ */
+export function trustProxyEntryProblem (entry: string): string | null {
+  if (TRUST_PROXY_NAMES.includes(entry)) return null
+  if (entry.includes(',')) return 'one address or range per list item ([a, b], not "a,b")'
+  const slash = entry.lastIndexOf('/')
+  const address = slash === -1 ? entry : entry.slice(0, slash)
+  const family = isIP(address)
+  if (family === 0) return TRUSTED_PROXY_FORMS
+  if (slash === -1) return null
+  const range = entry.slice(slash + 1)
+  const max = family === 4 ? 32 : 128
+  if (/^\d{1,3}$/.test(range)) {
+    const bits = Number(range)
+    return bits >= 1 && bits <= max ? null : `a prefix length from 1 to ${max} after the /${bits === 0 ? ' (use true to trust every peer)' : ''}`
+  }
+  if (family === 4 && isIP(range) === 4) {
+    const mask = range.split('.').reduce((acc, octet) => acc * 256 + Number(octet), 0)
+    const ones = 32 - Math.log2(2 ** 32 - mask)
+    return mask !== 0 && Number.isInteger(ones) ? null : 'a netmask of contiguous ones after the / (255.255.0.0), or a prefix length from 1 to 32'
+  }
+  return `a prefix length from 1 to ${max} after the /`
 }
 
 function parseUrl (value: string): URL | null {

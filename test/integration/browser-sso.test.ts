@@ -2,11 +2,13 @@ import t from 'tap'
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { launchChromium } from '../fixtures/browser.ts'
+import { requireProgram } from '../fixtures/system-programs.ts'
 import { startKeycloakStandin } from '../fixtures/keycloak-standin.ts'
 import { keycloakSettings, startGatehouse, writeConfig } from '../fixtures/gatehouse.ts'
 import { createDemoUpstream } from '../../demo/upstream.ts'
 
 t.test('headless Chromium: SSO login through the stand-in ends on the demo app, which shows the identity', async (t) => {
+  if (requireProgram(t, 'chromium') === null) return
   const standin = await startKeycloakStandin()
   t.teardown(() => standin.close())
   const upstream = createDemoUpstream()

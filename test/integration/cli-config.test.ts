@@ -1,7 +1,7 @@
 import t from 'tap'
 import { writeFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { runGatehouse } from '../fixtures/cli.ts'
+import { runGatehouse, runInProcess } from '../fixtures/cli.ts'
 
 const SECRETS = `secrets: { encryption_keys: ['${'11'.repeat(32)}'], cookie_keys: [cli-test-cookie-key-cli-test-cookie-key] }`
 
@@ -31,8 +31,9 @@ keycloak:
   client_secret: \${APP_SECRET}
 database: { path: ./g.db }
 `)
-  for (const command of [['config', 'validate'], ['serve']]) {
-    const result = await runGatehouse([...command, '-c', path])
+  // serve as a real process (what main.ts does with the code), config validate in-process.
+  for (const [command, run] of [[['config', 'validate'], runInProcess], [['serve'], runGatehouse]] as const) {
+    const result = await run([...command, '-c', path])
     t.equal(result.code, 2, `${command.join(' ')} exits 2`)
     t.equal(result.stdout, '')
     const lines = result.stderr.trim().split('\n')
@@ -50,17 +51,17 @@ t.test('config validate and config show accept a good file; show redacts secrets
   const dir = t.testdir()
   const path = join(dir, 'config.yaml')
   writeFileSync(path, GOOD)
-  const validate = await runGatehouse(['config', 'validate', '-c', path], { env: { APP_SECRET: 'hunter2-secret' } })
+  const validate = await runInProcess(['config', 'validate', '-c', path], { env: { APP_SECRET: 'hunter2-secret' } })
   t.equal(validate.code, 0)
   t.match(validate.stdout, `configuration is valid: ${path} (environment: none; 0 policy rules from 0 files)`)
-  const show = await runGatehouse(['config', 'show', '--json'], { env: { APP_SECRET: 'hunter2-secret', GATEHOUSE_CONFIG: path } })
+  const show = await runInProcess(['config', 'show', '--json'], { env: { APP_SECRET: 'hunter2-secret', GATEHOUSE_CONFIG: path } })
   t.equal(show.code, 0)
   const shown = JSON.parse(show.stdout) as { keycloak: { client_secret: string, realm: string }, server: { port: number } }
   t.equal(shown.keycloak.client_secret, '[redacted]')
   t.equal(shown.keycloak.realm, 'acme')
   t.equal(shown.server.port, 4180)
   t.notMatch(show.stdout, 'hunter2')
-  const yaml = await runGatehouse(['config', 'show', '-c', path], { env: { APP_SECRET: 'hunter2-secret' } })
+  const yaml = await runInProcess(['config', 'show', '-c', path], { env: { APP_SECRET: 'hunter2-secret' } })
   t.match(yaml.stdout, /client_secret: "?\[redacted\]"?/)
   t.notMatch(yaml.stdout, 'hunter2')
 })
@@ -69,22 +70,33 @@ t.test('an invalid policy file fails validation with exit 2', async (t) => {
   const dir = t.testdir({ policies: { 'a.yaml': 'rules:\n  - paths: [/x]\n    allow: everyone\n' } })
   const path = join(dir, 'config.yaml')
   writeFileSync(path, GOOD.replace('database:', 'policies: { dir: ./policies }\ndatabase:'))
-  const result = await runGatehouse(['config', 'validate', '-c', path], { env: { APP_SECRET: 's' } })
+  const result = await runInProcess(['config', 'validate', '-c', path], { env: { APP_SECRET: 's' } })
   t.equal(result.code, 2)
   t.match(result.stderr, 'a.yaml: rules[0].allow: expected public, authenticated or deny, received string "everyone"')
 })
 
-t.test('usage errors exit 2; --help and version exit 0', async (t) => {
-  const unknown = await runGatehouse(['frobnicate'])
-  t.equal(unknown.code, 2)
-  t.match(unknown.stderr, 'unknown command "frobnicate"')
-  const badOption = await runGatehouse(['config', 'validate', '--nope'])
-  t.equal(badOption.code, 2)
-  t.match(badOption.stderr, "Unknown option '--nope'")
-  const help = await runGatehouse(['--help'])
+t.test('usage errors exit 2 with one line; --help, --version and version exit 0', async (t) => {
+  const cases: Array<[string[], string]> = [
+    [['frobnicate'], 'gatehouse: unknown command "frobnicate"; run gatehouse --help\n'],
+    [['config', 'validate', '--nope'], 'gatehouse: unknown option --nope for "config validate"; run gatehouse config --help\n'],
+    [['config'], 'gatehouse: config needs a subcommand: validate or show; run gatehouse config --help\n'],
+    [['config', 'check'], 'gatehouse: unknown config subcommand "check": use validate or show; run gatehouse config --help\n'],
+    [['config', 'validate', '-c'], 'gatehouse: option -c needs a value; run gatehouse config --help\n'],
+    [['serve', '--json'], 'gatehouse: option --json does not apply to "serve"; run gatehouse serve --help\n'],
+    [[], 'gatehouse: no command given; run gatehouse --help\n']
+  ]
+  for (const [args, message] of cases) {
+    const result = await runInProcess(args)
+    t.equal(result.code, 2, args.join(' '))
+    t.equal(result.stderr, message)
+    t.equal(result.stdout, '')
+  }
+  const help = await runInProcess(['--help'])
   t.equal(help.code, 0)
   t.match(help.stdout, 'usage: gatehouse <command> [options]')
-  const version = await runGatehouse(['version'])
-  t.equal(version.code, 0)
-  t.match(version.stdout, /^\d+\.\d+\.\d+/)
+  for (const args of [['version'], ['--version']]) {
+    const version = await runInProcess(args)
+    t.equal(version.code, 0)
+    t.match(version.stdout, /^\d+\.\d+\.\d+\n$/)
+  }
 })

@@ -6,7 +6,7 @@ import { verifyPassword } from '../../src/session/passwords.ts'
 import { AuditLogRepository } from '../../src/store/audit-log.ts'
 import { openDatabase, type Db } from '../../src/store/db.ts'
 import { UsersRepository } from '../../src/store/users.ts'
-import { runGatehouse, type CliResult } from '../fixtures/cli.ts'
+import { runInProcess, type CliResult } from '../fixtures/cli.ts'
 import { writeConfig } from '../fixtures/gatehouse.ts'
 
 const SETTINGS = {
@@ -16,15 +16,15 @@ const SETTINGS = {
 const PASSWORD = 'correct horse battery staple'
 
 /** A Gatehouse directory with its config, and a way to run `users` commands against it. */
-function setup (t: { testdir: () => string, teardown: (fn: () => unknown) => void }, settings: Record<string, unknown> = {}): { dir: string, users: (args: string[], input?: string) => Promise<CliResult>, inProcess: (args: string[], input?: string) => Promise<CliResult>, db: () => Db } {
+function setup (t: { testdir: () => string, teardown: (fn: () => unknown) => void }, settings: Record<string, unknown> = {}): { dir: string, users: (args: string[], input?: string) => Promise<CliResult>, db: () => Db } {
   const dir = t.testdir()
   writeConfig(dir, { ...SETTINGS, ...settings })
   let opened: Db | null = null
   t.teardown(() => opened?.close())
   return {
     dir,
-    users: (args, input) => runGatehouse(['users', ...args, '-c', join(dir, 'config.yaml')], input === undefined ? {} : { input }),
-    inProcess: (args, input) => runInProcess(['users', ...args, '-c', join(dir, 'config.yaml')], input),
+    /** `gatehouse users ARGS -c <this config>` in this process, `input` on standard input. */
+    users: (args, input) => runInProcess(['users', ...args, '-c', join(dir, 'config.yaml')], input === undefined ? {} : { input }),
     db: () => (opened ??= openDatabase({ path: join(dir, 'gatehouse.db') }).db)
   }
 }
@@ -193,17 +193,6 @@ t.test('users list prints a table or JSON, never a password hash', async (t) => 
   t.notMatch(text.stdout, 'scrypt')
 })
 
-/** `runCli` in this process (no child to start): for the many small usage cases. */
-async function runInProcess (args: string[], input = ''): Promise<CliResult> {
-  let stdout = ''
-  let stderr = ''
-  const line = (text: string): string => (text.endsWith('\n') ? text : `${text}\n`)
-  const stdin = new PassThrough()
-  stdin.end(input)
-  const code = await runCli(args, { output: { out: (s) => { stdout += line(s) }, err: (s) => { stderr += line(s) } }, stdin, prompts: new PassThrough(), env: {} })
-  return { code, signal: null, stdout, stderr }
-}
-
 t.test('bad user names and misplaced options are usage errors (exit 2)', async (t) => {
   const g = setup(t)
   const cases: Array<[string[], string]> = [
@@ -212,16 +201,20 @@ t.test('bad user names and misplaced options are usage errors (exit 2)', async (
     [['add', 'x'.repeat(129)], 'gatehouse: user names are at most 128 characters\n'],
     [['add', 'alice', 'bob'], 'gatehouse: usage: gatehouse users add USER\n'],
     [['add', 'alice', '--email', 'not-an-address'], 'gatehouse: --email "not-an-address" is not an email address\n'],
-    [['passwd', 'alice', '--role', 'admin'], 'gatehouse: --role applies only to users add\n'],
+    [['passwd', 'alice', '--role', 'admin'], 'gatehouse: option --role does not apply to "users passwd" (only to users add and users migrate-to-keycloak); run gatehouse users --help\n'],
+    [['add', 'alice', '--batch-size', '3'], 'gatehouse: option --batch-size does not apply to "users add" (only to users migrate-to-keycloak); run gatehouse users --help\n'],
+    [['add', 'alice', '--frobnicate'], 'gatehouse: unknown option --frobnicate for "users add"; run gatehouse users --help\n'],
+    [['add', 'alice', '--email', '--role', 'x'], 'gatehouse: option --email needs a value (to give one starting with -, write --email=--role); run gatehouse users --help\n'],
     [['list', 'alice'], 'gatehouse: usage: gatehouse users list [--json]\n'],
-    [['frob'], 'gatehouse: unknown users subcommand "frob": use add, passwd, disable, enable, list or migrate-to-keycloak\n']
+    [['frob'], 'gatehouse: unknown users subcommand "frob": use add, passwd, disable, enable, list or migrate-to-keycloak; run gatehouse users --help\n']
   ]
   for (const [args, message] of cases) {
-    const result = await g.inProcess(args, `${PASSWORD}\n`)
+    const result = await g.users(args, `${PASSWORD}\n`)
     t.equal(result.code, 2, args.join(' '))
     t.equal(result.stderr, message)
   }
-  const long = await g.inProcess(['add', 'x'.repeat(128)], `${PASSWORD}\n`)
+  t.equal(new UsersRepository(g.db()).list().length, 0, 'nothing was added')
+  const long = await g.users(['add', 'x'.repeat(128)], `${PASSWORD}\n`)
   t.equal(long.code, 0, '128 characters are accepted')
 })
 

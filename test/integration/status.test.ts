@@ -63,7 +63,7 @@ t.test('with no instance running, gatehouse status reads the database and checks
 
   await cluster.servers[1]?.setMode('http5xx')
   const down = await runGatehouse(['status', '-c', join(dir, 'config.yaml')])
-  t.equal(down.code, 0)
+  t.equal(down.code, 3, 'status exits 3 while the mode is degraded')
   t.match(down.stdout, 'no running instance; database')
   t.match(down.stdout, /^mode: +degraded/m)
   t.match(down.stdout, /http_5xx/)

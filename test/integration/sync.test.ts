@@ -9,7 +9,7 @@ import { BrowserClient } from '../fixtures/browser-client.ts'
 import { manualClock, type ManualClock } from '../fixtures/clock.ts'
 import { addLocalUser, formLogin, takeKeycloakDown } from '../fixtures/sessions.ts'
 import { DEFAULT_USERS } from '../fixtures/keycloak-standin.ts'
-import { runGatehouse } from '../fixtures/cli.ts'
+import { runInProcess, startInProcess } from '../fixtures/cli.ts'
 import { createKeycloakClient } from '../../src/keycloak/client.ts'
 import { createMetrics } from '../../src/metrics/registry.ts'
 import { KeyRing } from '../../src/store/crypto.ts'
@@ -163,7 +163,7 @@ t.test('users migrate-to-keycloak: a dry run changes nothing; the run provisions
   const { db } = openDatabase({ path: join(dir, 'gatehouse.db') })
   t.teardown(() => db.close())
   for (const u of ['nora', 'omar', 'alice']) await addLocalUser(db, u, `${u}-local-password`, u === 'omar' ? ['ops'] : ['staff'])
-  const cli = async (...args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> => await runGatehouse(['users', 'migrate-to-keycloak', '-c', join(dir, 'config.yaml'), ...args])
+  const cli = async (...args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> => await runInProcess(['users', 'migrate-to-keycloak', '-c', join(dir, 'config.yaml'), ...args])
 
   const dry = await cli('--dry-run')
   t.equal(dry.code, 0, dry.stderr)
@@ -205,18 +205,18 @@ t.test('sync status, retry and cleanup on the command line', async (t) => {
   queue.enqueue({ username: 'bob', operation: 'logout_user' }, Date.now())
   const c = join(dir, 'config.yaml')
 
-  const before = JSON.parse((await runGatehouse(['sync', 'status', '--json', '-c', c])).stdout) as Record<string, unknown>
+  const before = JSON.parse((await runInProcess(['sync', 'status', '--json', '-c', c])).stdout) as Record<string, unknown>
   t.match(before, { by_status: { pending: 2 }, keycloak_reachable: true })
-  const now = await runGatehouse(['sync', 'now', '--json', '-c', c])
+  const now = await runInProcess(['sync', 'now', '--json', '-c', c])
   t.match(JSON.parse(now.stdout), { done: 1, dead: 1 })
-  const text = await runGatehouse(['sync', 'status', '-c', c])
+  const text = await runInProcess(['sync', 'status', '-c', c])
   t.match(text.stdout, /last error: user_disable for ghost \(dead\): .*no Keycloak user named ghost/)
-  const retry = await runGatehouse(['sync', 'retry', '--all-dead', '--json', '-c', c])
+  const retry = await runInProcess(['sync', 'retry', '--all-dead', '--json', '-c', c])
   t.same(JSON.parse(retry.stdout), { requeued: [bad], unrecoverable: [] })
   t.equal(queue.find(bad)?.status, 'pending')
-  const cleanup = await runGatehouse(['sync', 'cleanup', '--days', '0', '--json', '-c', c])
+  const cleanup = await runInProcess(['sync', 'cleanup', '--days', '0', '--json', '-c', c])
   t.same(JSON.parse(cleanup.stdout), { removed: 1, days: 0 })
-  t.equal((await runGatehouse(['sync', 'retry', '-c', c])).code, 2, 'retry needs an id or --all-dead')
+  t.equal((await runInProcess(['sync', 'retry', '-c', c])).code, 2, 'retry needs an id or --all-dead')
 })
 
 t.test('every operation replays against the Admin API: update, disable, group membership, logout', async (t) => {
@@ -242,12 +242,10 @@ t.test('gatehouse sync start stops cleanly on SIGTERM', async (t) => {
   const cluster = await startCluster(t, 1)
   const dir = t.testdir()
   writeConfig(dir, { ...cluster.settings(), sync: { enabled: false }, log: { level: 'info' } })
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'sync', 'start', '-c', join(dir, 'config.yaml')], { env: { PATH: process.env.PATH }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
-  await new Promise<void>((resolve) => child.stdout.on('data', () => { if (out.includes('sync worker started')) resolve() }))
-  child.kill('SIGTERM')
-  const [code] = await new Promise<[number | null]>((resolve) => child.once('exit', (c) => resolve([c])))
-  t.equal(code, 0)
-  t.match(out, 'sync worker stopping')
+  const cli = startInProcess(['sync', 'start', '-c', join(dir, 'config.yaml')])
+  await cli.waitForLog('sync worker started')
+  cli.signal('SIGTERM')
+  const result = await cli.done
+  t.equal(result.code, 0, result.stderr)
+  t.match(cli.log(), 'sync worker stopping')
 })

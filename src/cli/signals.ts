@@ -1,0 +1,24 @@
+/**
+ * Subscribes `onStop` to whatever ends a long-running command (`serve`, `sync start`) and
+ * returns the unsubscribe. Injectable so a test can stop a command it runs in its own process
+ * without sending a signal to the test runner.
+ */
+export type StopSignals = (onStop: (signal: NodeJS.Signals) => void) => () => void
+
+/**
+ * SIGTERM (what Kubernetes and Docker send) or SIGINT (Ctrl-C), once: both handlers are removed
+ * at the first signal, so a second one gets Node's default action and ends a stuck shutdown.
+ */
+export const processStopSignals: StopSignals = (onStop) => {
+  const handler = (signal: NodeJS.Signals): void => {
+    off()
+    onStop(signal)
+  }
+  const off = (): void => {
+    process.off('SIGTERM', handler)
+    process.off('SIGINT', handler)
+  }
+  process.on('SIGTERM', handler)
+  process.on('SIGINT', handler)
+  return off
+}
