@@ -73,7 +73,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
   const startedAt = clock.now()
   const metrics = createMetrics()
   const policy = deps.policy ?? loadPolicies(resolve(config.base_dir, config.policies.dir), config.policies.default)
-  for (const warning of policy.warnings) log.warn({ dir: policy.dir }, warning)
+  for (const warning of policy.warnings) log.warn({ dir: config.policies.dir }, warning)
 
   let mode: ModeTracker | undefined
   const keycloak = createKeycloakClient(config, { db: deps.db, clock, log, metrics, afterHealthRound: () => mode?.evaluate() })

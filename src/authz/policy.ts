@@ -98,7 +98,7 @@ export interface PolicySet {
   files: readonly string[]
   /**
    * Things an operator should know that do not stop start-up, as fixed lower-case sentences
-   * (`serve` logs each at warn with `dir`; `config validate` prints them). Today only: no rules.
+   * (`serve` logs each at warn with `policies.dir`; `config validate` prints them with `dir`). Today only: no rules.
    */
   warnings: readonly string[]
 }
