@@ -38,8 +38,9 @@ import { matchForm, normalisePath } from './normalise-path.ts'
  *     `/reports/secret` is denied, `/Reports/secret` included; `/reports/other` needs a login.
  *   - roles [ops] `/admin/health` before roles [admin] `/admin/**`: `/admin/health` needs ops,
  *     as before; `/ADMIN/HEALTH` needs ops and admin, each rule covering a spelling of it.
- * Only ASCII letters fold (the paths matched are normalised: other letters stay
- * percent-encoded, and the `i` flag without `u` folds no letter outside ASCII onto one in it).
+ * Folding is the `i` flag's without `u`: ASCII letters fold, and no letter outside ASCII folds
+ * onto one inside it (`ſ` is not `s`). Normalised paths carry such letters percent-encoded
+ * unless a client sent them raw.
  *
  * Cost: both regular expressions of every pattern are compiled once, at load. When no
  * restricting pattern and not the path has an upper-case letter (the usual request), the
@@ -90,8 +91,9 @@ export interface PolicySet {
   /** The directory read, absolute. */
   dir: string
   /**
-   * Whether a restricting rule's pattern has an upper-case letter. When none has and a path
-   * has none either, ignoring case changes nothing and {@link matchRule} takes today's path.
+   * Whether a restricting rule's pattern has an upper-case letter (or a character outside
+   * ASCII). When none has and a path has none either, ignoring case changes nothing and
+   * {@link matchRule} takes the single exact pass.
    */
   mixedCase: boolean
   /** Files the rules came from, in the order read. */
@@ -133,7 +135,7 @@ export function loadPolicies (dir: string, fallback: 'public' | 'authenticated' 
   const warnings = rules.length > 0
     ? []
     : [`no policy rules${files.length === 0 ? ' (no .yaml or .yml files)' : ''}: every route requires policies.default (${fallback})`]
-  const mixedCase = rules.some((r) => r.foldedMatchers !== null && r.patterns.some((p) => /[A-Z]/.test(p)))
+  const mixedCase = rules.some((r) => r.foldedMatchers !== null && r.patterns.some(mayFold))
   return { rules, fallback: compileRule({ name: `default (${fallback})`, paths: ['/**'], allow: fallback }, 'default', problems), dir: root, files, mixedCase, warnings }
 }
 
@@ -224,7 +226,7 @@ function escapeRegExp (text: string): string {
 export function matchRule (policy: PolicySet, method: string, path: string): PolicyRule {
   const form = matchForm(path)
   const m = method.toUpperCase()
-  if (!policy.mixedCase && !hasUpperCase(form)) {
+  if (!policy.mixedCase && !mayFold(form)) {
     // Patterns and path all lower-case: the case-insensitive match is the exact one, so the
     // first exact match decides alone. The usual request pays one scan of its path for this.
     for (const rule of policy.rules) {
@@ -255,10 +257,12 @@ export function matchRule (policy: PolicySet, method: string, path: string): Pol
   return folded === null ? decided : combine(decided, folded)
 }
 
-function hasUpperCase (text: string): boolean {
+// Whether ignoring case could change a match on `text`: it has an upper-case ASCII letter, or
+// a character outside ASCII (which the `i` flag may fold onto another outside ASCII).
+function mayFold (text: string): boolean {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i)
-    if (c >= 0x41 && c <= 0x5a) return true
+    if ((c >= 0x41 && c <= 0x5a) || c >= 0x80) return true
   }
   return false
 }

@@ -155,6 +155,8 @@ t.test('case folding respects methods and patterns with wildcards', async (t) =>
   t.same(matchRule(policy, 'DELETE', '/API/v1/items').requirement, { kind: 'deny' })
   t.same(matchRule(policy, 'GET', '/API/v1/items').requirement, { kind: 'authenticated' }, 'another method')
   t.same(matchRule(policy, 'DELETE', '/api/v1/v2/items').requirement, { kind: 'authenticated' }, '* stays within one segment')
+  const raw = loadPolicies(policyDir(t, { 'a.yaml': 'rules:\n  - paths: [/café/**]\n    allow: deny\n' }), 'public')
+  t.same(matchRule(raw, 'GET', '/cafÉ/x').requirement, { kind: 'deny' }, 'letters outside ASCII fold as the i flag folds them')
   t.ok(compilePattern('/Admin/**', { ignoreCase: true }).test('/aDMIN/x'))
   t.notOk(compilePattern('/Admin/**').test('/admin/x'))
 })
