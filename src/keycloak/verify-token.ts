@@ -192,10 +192,11 @@ export class AccessTokenVerifier {
       })
       // jose checks `iat` only against a maxTokenAge, which Gatehouse does not set (exp bounds
       // a token's life). A token issued later than now plus the skew comes from an issuer
-      // whose clock is wrong, or was minted ahead of time: refused (RFC 7519 §4.1.6 leaves the
-      // check to the application; Keycloak never issues one). Its own reason, not
-      // not_yet_valid: nbf is a validity window the issuer chose, this is a clock fault an
-      // operator must look at. jose has already checked that `iat`, when present, is a number.
+      // whose clock is wrong, or was minted ahead of time to be used later: refused (RFC 7519
+      // §4.1.6 defines iat and leaves its checking to the application). Its own reason, not
+      // not_yet_valid: nbf is a validity window the issuer chose, this is a clock fault or a
+      // forgery an operator must look at. jose has already checked that `iat`, when present,
+      // is a number.
       if (typeof payload.iat === 'number' && payload.iat * 1000 > now + this.#options.clockSkewSeconds * 1000) {
         return { ok: false, reason: 'issued_in_future', detail: 'iat is in the future' }
       }
