@@ -74,6 +74,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
   const startedAt = clock.now()
   const metrics = createMetrics()
   const policy = deps.policy ?? loadPolicies(resolve(config.base_dir, config.policies.dir), config.policies.default)
+  for (const warning of policy.warnings) log.warn({ dir: config.policies.dir }, warning)
 
   let mode: ModeTracker | undefined
   const keycloak = createKeycloakClient(config, { db: deps.db, clock, log, metrics, afterHealthRound: () => mode?.evaluate() })
@@ -106,6 +107,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
     clock,
     metrics
   })
+  // Tokens of a key Keycloak withdrew are forgotten at once, not at their exp (issue 9 item 8).
+  jwks.onKeysWithdrawn((kids) => { verifier.forgetKeys(kids) })
   const oidc = oidcClientFor(config, keycloak, clock, { clientId: config.keycloak.client_id, clientSecret: config.keycloak.client_secret }, log.child({ module: 'oidc' }))
   const sessionLog = log.child({ module: 'session' })
   const sessions = new SessionService({ config, db: deps.db, tokens: tokenCache, pool, oidc, clock, log: sessionLog, metrics, clientIds })

@@ -18,8 +18,9 @@ const UNRESERVED = /^[A-Za-z0-9\-._~]$/
  * other escapes upper-cased, repeated slashes collapsed, dot segments removed (§5.2.4).
  * A path that cannot be normalised safely is refused with {@link PathError}: an encoded `/`
  * or `\` (the app might decode it into a separator the policy never saw), an encoded NUL,
- * a raw `\` (some servers treat it as `/`), invalid escapes, control characters, a dot
- * segment above the root, or a target that is not origin-form.
+ * a raw `\` (some servers treat it as `/`), a `;` raw or encoded (path parameters, below),
+ * invalid escapes, control characters, a dot segment above the root, or a target that is
+ * not origin-form. A `;` in the query string is left alone: it is the app's to read.
  */
 export function normaliseTarget (target: string): NormalisedTarget {
   if (!target.startsWith('/')) throw new PathError('request target must be a path starting with /')
@@ -29,9 +30,10 @@ export function normaliseTarget (target: string): NormalisedTarget {
   return { path: normalisePath(rawPath), query }
 }
 
-// Anything that could need work: an escape, a backslash, a fragment, a control character, a
-// repeated slash, or a dot segment. Most request paths have none and are already normal.
-const NEEDS_WORK = /[%\\#\u0000-\u001f\u007f]|\/\/|\/\.\.?(?:\/|$)/
+// Anything that could need work or be refused: an escape, a backslash, a fragment, a `;`, a
+// control character, a repeated slash, or a dot segment. Most request paths have none and
+// are already normal: one test of this expression is all they cost.
+const NEEDS_WORK = /[%\\#;\u0000-\u001f\u007f]|\/\/|\/\.\.?(?:\/|$)/
 
 /** As {@link normaliseTarget}, for a path without a query. */
 export function normalisePath (rawPath: string): string {
@@ -66,6 +68,11 @@ function decodeUnreserved (raw: string): string {
     if (code < 0x20 || code === 0x7f) throw new PathError('path contains a control character')
     if (ch === '\\') throw new PathError('path contains a backslash')
     if (ch === '#') throw new PathError('path contains a fragment')
+    // RFC 3986 §3.3 lets a segment carry `;params`. Servlet containers (Tomcat, Jetty, Spring)
+    // strip them before routing, so `/admin;x=1` and `/admin;/users` are served as `/admin`
+    // and `/admin/users` while a policy would see other paths. Refused, never stripped: what an
+    // app makes of a parameter is its own business, and no rule may be matched on a guess.
+    if (ch === ';') throw new PathError('path contains a ; (path parameter)')
     if (ch !== '%') {
       out += ch
       continue
@@ -75,6 +82,12 @@ function decodeUnreserved (raw: string): string {
     const byte = Number.parseInt(hex, 16)
     if (byte === 0x2f || byte === 0x5c) throw new PathError('path contains an encoded slash or backslash')
     if (byte === 0x00) throw new PathError('path contains an encoded NUL')
+    // An encoded `;` is refused too. Tomcat and Spring split parameters off before decoding,
+    // so for them `%3B` is a literal character; but an app or a proxy behind Gatehouse that
+    // decodes first (or twice) would then strip a parameter the policy never saw. Spring
+    // Security's StrictHttpFirewall refuses `;`, `%3b` and `%3B` by default for this reason,
+    // and no legitimate route needs one.
+    if (byte === 0x3b) throw new PathError('path contains an encoded ; (path parameter)')
     const decoded = String.fromCharCode(byte)
     out += UNRESERVED.test(decoded) ? decoded : `%${hex.toUpperCase()}`
     i += 2

@@ -12,6 +12,41 @@ import { matchForm, normalisePath } from './normalise-path.ts'
  * Path patterns: `*` matches within one segment, `**` (a whole segment) matches any number of
  * segments including none, so `/admin/**` covers `/admin` and everything below it. A
  * trailing slash is never significant to matching.
+ *
+ * Case (issue 9 item 2). Many apps route case-insensitively (IIS and ASP.NET, Spring with a
+ * case-insensitive matcher, anything on a case-insensitive file system), so `/ADMIN` may be
+ * served as `/admin`. The rule a request gets is worked out in two parts:
+ *
+ *   1. Exact spelling, as before: the first rule whose pattern matches the path exactly,
+ *      case included (the default when none does). This alone decides every request spelled
+ *      as the rules spell it, so no such request is weaker than it was.
+ *   2. Other spellings: every rule that restricts (authenticated, roles or deny) and matches
+ *      the path only when case is ignored applies as well, whatever its place in the order.
+ *      The request must satisfy all of them together with the rule from step 1: a deny among
+ *      them denies, and each role rule needs one of its roles.
+ *
+ * `public` rules take no part in step 2: they exempt only the exact spelling they name, and
+ * never a spelling of a path that a restricting rule covers in another case. So ignoring case
+ * only ever adds requirements: a decision can get stricter, never weaker, and no order of
+ * rules lets a request escape one by changing case. Examples:
+ *   - public `/admin/health` before roles [admin] `/admin/**`: `/admin/health` is public (as
+ *     before); `/ADMIN/health` and `/admin/HEALTH` need admin.
+ *   - public `/Admin/health` before roles [admin] `/admin/**`: `/Admin/health` needs admin
+ *     too, being a spelling of `/admin/health`, which the roles rule covers. (Before, it was
+ *     public: stricter now.) An exception is spelled as the rule it is carved out of.
+ *   - authenticated `/Reports/**` before deny `/reports/secret`: every spelling of
+ *     `/reports/secret` is denied, `/Reports/secret` included; `/reports/other` needs a login.
+ *   - roles [ops] `/admin/health` before roles [admin] `/admin/**`: `/admin/health` needs ops,
+ *     as before; `/ADMIN/HEALTH` needs ops and admin, each rule covering a spelling of it.
+ * Folding is the `i` flag's without `u`: ASCII letters fold, and no letter outside ASCII folds
+ * onto one inside it (`ſ` is not `s`). Normalised paths carry such letters percent-encoded
+ * unless a client sent them raw.
+ *
+ * Cost: both regular expressions of every pattern are compiled once, at load. When no
+ * restricting pattern and not the path has an upper-case letter (the usual request), the
+ * two parts give the same answer and only the exact expressions run, as before. Otherwise a
+ * request runs the case-insensitive expression first and the exact one only when that
+ * matched; nothing is allocated unless step 2 finds a rule.
  */
 
 const RuleSchema = Type.Object({
@@ -34,6 +69,8 @@ export type Requirement =
   | { kind: 'authenticated' }
   | { kind: 'deny' }
   | { kind: 'any_role', roles: readonly string[] }
+  /** One role from each set: rules combined because a request matched several (see Case above). */
+  | { kind: 'role_from_each', sets: ReadonlyArray<readonly string[]> }
 
 /** A compiled rule. */
 export interface PolicyRule {
@@ -41,22 +78,40 @@ export interface PolicyRule {
   requirement: Requirement
   methods: ReadonlySet<string> | null
   patterns: readonly string[]
+  /** One per pattern, case-sensitive: the exact spelling. */
   matchers: readonly RegExp[]
+  /** One per pattern, ignoring case; null for `public` rules, which match only their exact spelling. */
+  foldedMatchers: readonly RegExp[] | null
 }
 
 /** Every rule, in order, and what unmatched routes require. */
 export interface PolicySet {
   rules: readonly PolicyRule[]
   fallback: PolicyRule
+  /** The directory read, absolute. */
+  dir: string
+  /**
+   * Whether a restricting rule's pattern has an upper-case letter (or a character outside
+   * ASCII). When none has and a path has none either, ignoring case changes nothing and
+   * {@link matchRule} takes the single exact pass.
+   */
+  mixedCase: boolean
   /** Files the rules came from, in the order read. */
   files: readonly string[]
+  /**
+   * Things an operator should know that do not stop start-up, as fixed lower-case sentences
+   * (`serve` logs each at warn with `policies.dir`; `config validate` prints them with `dir`). Today only: no rules.
+   */
+  warnings: readonly string[]
 }
 
 let validator: SchemaValidator | undefined
 
 /**
  * Reads every `*.yaml`/`*.yml` in `dir` in name order. Throws one {@link PolicyError} listing
- * every problem of every file. A missing directory is no rules at all (the default decides).
+ * every problem of every file. A directory that does not exist is an error naming it: read
+ * as no rules, a typo in `policies.dir` would silently drop every deny rule (issue 9 item
+ * 18). An existing directory without rules is allowed, with a warning in `warnings`.
  */
 export function loadPolicies (dir: string, fallback: 'public' | 'authenticated' | 'deny'): PolicySet {
   const root = resolve(dir)
@@ -64,8 +119,10 @@ export function loadPolicies (dir: string, fallback: 'public' | 'authenticated' 
   try {
     files = readdirSync(root).filter((f) => /\.ya?ml$/.test(f)).sort()
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') files = []
-    else throw new PolicyError(`cannot read policy directory ${root}: ${(err as Error).message}`)
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') throw new PolicyError(`policy directory ${root} does not exist (policies.dir)`)
+    if (code === 'ENOTDIR') throw new PolicyError(`policy directory ${root} is not a directory (policies.dir)`)
+    throw new PolicyError(`cannot read policy directory ${root}: ${(err as Error).message}`)
   }
   const problems: ConfigProblem[] = []
   const rules: PolicyRule[] = []
@@ -75,7 +132,11 @@ export function loadPolicies (dir: string, fallback: 'public' | 'authenticated' 
   if (problems.length > 0) {
     throw new PolicyError(`invalid policies in ${root}:\n${problems.map((p) => `  ${p.path}: expected ${p.expected}, received ${p.received}`).join('\n')}`, problems)
   }
-  return { rules, fallback: compileRule({ name: `default (${fallback})`, paths: ['/**'], allow: fallback }, 'default', problems), files }
+  const warnings = rules.length > 0
+    ? []
+    : [`no policy rules${files.length === 0 ? ' (no .yaml or .yml files)' : ''}: every route requires policies.default (${fallback})`]
+  const mixedCase = rules.some((r) => r.foldedMatchers !== null && r.patterns.some(mayFold))
+  return { rules, fallback: compileRule({ name: `default (${fallback})`, paths: ['/**'], allow: fallback }, 'default', problems), dir: root, files, mixedCase, warnings }
 }
 
 /** Parses one policy file's text; problems are appended with `file: rules[i]…` paths. */
@@ -116,8 +177,10 @@ function compileRule (rule: RuleSpec, where: string, problems: ConfigProblem[]):
     if (problem !== null) problems.push({ path: `${where}.paths[${j}]`, expected: problem, received: JSON.stringify(pattern) })
     return compilePattern(pattern)
   })
+  // Compiled once here, never per request (see Case above).
+  const foldedMatchers = requirement.kind === 'public' ? null : rule.paths.map((pattern) => compilePattern(pattern, { ignoreCase: true }))
   const methods = rule.methods === undefined || rule.methods.includes('*') ? null : new Set(rule.methods)
-  return { name: rule.name ?? where, requirement, methods, patterns: rule.paths, matchers }
+  return { name: rule.name ?? where, requirement, methods, patterns: rule.paths, matchers, foldedMatchers }
 }
 
 function patternProblem (pattern: string): string | null {
@@ -128,13 +191,16 @@ function patternProblem (pattern: string): string | null {
     const literal = pattern.replace(/\*+/g, 'x')
     if (matchForm(normalisePath(literal)) !== matchForm(literal)) return 'a normalised path pattern (no //, ., .. or encoded unreserved characters)'
   } catch {
-    return 'a normalised path pattern (no encoded slashes or backslashes, valid escapes)'
+    return 'a normalised path pattern (no ;, no encoded slashes or backslashes, valid escapes)'
   }
   return null
 }
 
-/** Compiles a path pattern to a regular expression over {@link matchForm} paths. */
-export function compilePattern (pattern: string): RegExp {
+/**
+ * Compiles a path pattern to a regular expression over {@link matchForm} paths; with
+ * `ignoreCase`, one that ignores the case of ASCII letters (the `i` flag without `u`).
+ */
+export function compilePattern (pattern: string, options: { ignoreCase?: boolean } = {}): RegExp {
   const segments = matchForm(pattern).split('/').slice(1)
   let source = ''
   for (const segment of segments) {
@@ -144,22 +210,89 @@ export function compilePattern (pattern: string): RegExp {
     }
     source += '/' + segment.split('*').map(escapeRegExp).join('[^/]*')
   }
-  return new RegExp(`^${source === '' ? '/' : source}$`)
+  return new RegExp(`^${source === '' ? '/' : source}$`, options.ignoreCase === true ? 'i' : '')
 }
 
 function escapeRegExp (text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 }
 
-/** The first rule matching `method` and a normalised `path`, or the fallback. */
+/**
+ * The rule deciding a request for `method` and a normalised `path`: the first rule matching
+ * the exact spelling (or the fallback), combined with every restricting rule that matches
+ * only when case is ignored (see Case above). Without the latter, which is the usual case,
+ * the rule itself is returned and nothing is allocated.
+ */
 export function matchRule (policy: PolicySet, method: string, path: string): PolicyRule {
   const form = matchForm(path)
   const m = method.toUpperCase()
+  if (!policy.mixedCase && !mayFold(form)) {
+    // Patterns and path all lower-case: the case-insensitive match is the exact one, so the
+    // first exact match decides alone. The usual request pays one scan of its path for this.
+    for (const rule of policy.rules) {
+      if (rule.methods !== null && !rule.methods.has(m) && !(m === 'HEAD' && rule.methods.has('GET'))) continue
+      if (anyMatches(rule.matchers, form)) return rule
+    }
+    return policy.fallback
+  }
+  let exact: PolicyRule | null = null
+  let folded: PolicyRule[] | null = null
   for (const rule of policy.rules) {
     if (rule.methods !== null && !rule.methods.has(m) && !(m === 'HEAD' && rule.methods.has('GET'))) continue
-    if (rule.matchers.some((re) => re.test(form))) return rule
+    if (rule.foldedMatchers === null) {
+      // public: the exact spelling only, and only while no earlier rule has matched it.
+      if (exact === null && anyMatches(rule.matchers, form)) exact = rule
+      continue
+    }
+    // An exact match implies a case-insensitive one, so the cheap miss is one test.
+    if (!anyMatches(rule.foldedMatchers, form)) continue
+    if (anyMatches(rule.matchers, form)) {
+      // First match wins among exact spellings; a later one is shadowed, as before.
+      exact ??= rule
+      continue
+    }
+    (folded ??= []).push(rule)
   }
-  return policy.fallback
+  const decided = exact ?? policy.fallback
+  return folded === null ? decided : combine(decided, folded)
+}
+
+// Whether ignoring case could change a match on `text`: it has an upper-case ASCII letter, or
+// a character outside ASCII (which the `i` flag may fold onto another outside ASCII).
+function mayFold (text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if ((c >= 0x41 && c <= 0x5a) || c >= 0x80) return true
+  }
+  return false
+}
+
+function anyMatches (matchers: readonly RegExp[], form: string): boolean {
+  for (const re of matchers) if (re.test(form)) return true
+  return false
+}
+
+// The exact-spelling rule, made to require everything the case-folded rules require too.
+function combine (decided: PolicyRule, folded: readonly PolicyRule[]): PolicyRule {
+  let requirement = decided.requirement
+  for (const rule of folded) requirement = both(requirement, rule.requirement)
+  return {
+    ...decided,
+    name: [decided.name, ...folded.map((r) => `${r.name} (other case)`)].join(' + '),
+    requirement
+  }
+}
+
+/** A requirement satisfied exactly when both `a` and `b` are. */
+function both (a: Requirement, b: Requirement): Requirement {
+  if (a.kind === 'deny' || b.kind === 'deny') return { kind: 'deny' }
+  if (a.kind === 'public' || a.kind === 'authenticated') return b.kind === 'public' ? a : b
+  if (b.kind === 'public' || b.kind === 'authenticated') return a
+  return { kind: 'role_from_each', sets: [...roleSets(a), ...roleSets(b)] }
+}
+
+function roleSets (r: Extract<Requirement, { kind: 'any_role' | 'role_from_each' }>): ReadonlyArray<readonly string[]> {
+  return r.kind === 'any_role' ? [r.roles] : r.sets
 }
 
 /** Whether `roles` satisfy `requirement` (authentication is already established). */
@@ -172,5 +305,7 @@ export function satisfies (requirement: Requirement, roles: readonly string[]): 
       return false
     case 'any_role':
       return requirement.roles.some((r) => roles.includes(r))
+    case 'role_from_each':
+      return requirement.sets.every((set) => set.some((r) => roles.includes(r)))
   }
 }

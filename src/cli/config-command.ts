@@ -30,7 +30,7 @@ export function runConfigCommand (sub: string | undefined, options: ConfigComman
   switch (sub) {
     case 'validate': {
       const { config, policy } = loadForServe(options.configPath, options.env)
-      const warnings = configWarnings(config)
+      const warnings = [...configWarnings(config), ...policy.warnings.map((w) => `${policy.dir}: ${w}`)]
       for (const warning of warnings) output.err(`gatehouse: warning: ${warning}`)
       emit(output, options.json, { valid: true, path: resolve(options.configPath), environment: config.environment, policy_files: policy.files, rules: policy.rules.length, warnings },
         () => `configuration is valid: ${resolve(options.configPath)} (environment: ${config.environment ?? 'none'}; ${policy.rules.length} policy rule${policy.rules.length === 1 ? '' : 's'} from ${policy.files.length} file${policy.files.length === 1 ? '' : 's'})`)

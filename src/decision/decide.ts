@@ -133,8 +133,10 @@ async function decideUnsafe (deps: DeciderDeps, memo: Memo, facts: RequestFacts)
     if (facts.entry === 'proxy' && isBrowserNavigation(facts)) {
       return { kind: 'redirect', reason: 'no_credentials', location: `${deps.prefix}/login?rd=${encodeURIComponent(target)}`, rule: rule.name }
     }
+    // RFC 6750 §3.1: a request without any authentication information gets no error code;
+    // `invalid_token` is for a token that was sent and refused (below).
     return deny(401, 'no_credentials', rule.name, null, { error: 'unauthorized' }, {
-      'www-authenticate': `Bearer realm="${REALM}", error="invalid_token", error_description="no access token"`
+      'www-authenticate': `Bearer realm="${REALM}"`
     })
   }
   if (caller.refused !== undefined) {
@@ -188,7 +190,7 @@ function authorised (rule: PolicyRule, target: string, identity: Identity, heade
   }
   return {
     kind: 'allow',
-    reason: rule.requirement.kind === 'any_role' ? 'role_granted' : 'authenticated',
+    reason: rule.requirement.kind === 'authenticated' ? 'authenticated' : 'role_granted',
     target,
     rule: rule.name,
     identity,

@@ -29,6 +29,12 @@ export interface JwksOptions {
 export type RefreshReason = 'startup' | 'interval' | 'unknown_kid' | 'no_keys' | 'manual'
 
 /**
+ * Told the key ids that a newly installed JWKS no longer publishes, or publishes with other
+ * key material; called synchronously, after the new keys are in use.
+ */
+export type KeysWithdrawnListener = (kids: ReadonlySet<string>) => void
+
+/**
  * The realm's signing keys. Loaded from SQLite at start so tokens validate while Keycloak is
  * unreachable (oauth2-proxy refuses to start then: its issue #3487); refreshed in the
  * background and when a token names a key id we do not have, at most once per
@@ -39,6 +45,9 @@ export class JwksManager {
   readonly #options: JwksOptions
   #resolver: KeyResolver | null = null
   #keyIds = new Set<string>()
+  /** Each key in use by kid, serialised: a kid whose key changes counts as withdrawn. */
+  #keysByKid = new Map<string, string>()
+  readonly #withdrawnListeners: KeysWithdrawnListener[] = []
   #fetchedAt: number | null = null
   #source: string | null = null
   #inflight: Promise<boolean> | null = null
@@ -67,6 +76,14 @@ export class JwksManager {
     this.#timer = setInterval(() => { void this.refresh('interval') }, this.#options.refreshIntervalMs)
     this.#timer.unref()
     void this.refresh('startup')
+  }
+
+  /**
+   * Calls `listener` whenever installed keys drop key ids that were in use (Keycloak withdrew
+   * them), so what was verified with them can be forgotten at once (issue 9 item 8).
+   */
+  onKeysWithdrawn (listener: KeysWithdrawnListener): void {
+    this.#withdrawnListeners.push(listener)
   }
 
   /** Stops background refreshes. */
@@ -142,10 +159,18 @@ export class JwksManager {
   }
 
   #install (jwks: JSONWebKeySet, fetchedAt: number, server: string | null): void {
+    const keysByKid = new Map<string, string>()
+    for (const key of jwks.keys) if (typeof key.kid === 'string') keysByKid.set(key.kid, JSON.stringify(key))
+    const withdrawn = new Set<string>()
+    for (const [kid, key] of this.#keysByKid) if (keysByKid.get(kid) !== key) withdrawn.add(kid)
     this.#resolver = createLocalJWKSet(jwks)
-    this.#keyIds = new Set(jwks.keys.map((k) => k.kid).filter((k): k is string => typeof k === 'string'))
+    this.#keyIds = new Set(keysByKid.keys())
+    this.#keysByKid = keysByKid
     this.#fetchedAt = fetchedAt
     this.#source = server
+    if (withdrawn.size === 0) return
+    this.#options.log.info({ kids: [...withdrawn], server }, 'jwks keys withdrawn')
+    for (const listener of this.#withdrawnListeners) listener(withdrawn)
   }
 }
 

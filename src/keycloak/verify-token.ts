@@ -15,6 +15,7 @@ export type TokenRejection =
   | 'jwks_unavailable'
   | 'expired'
   | 'not_yet_valid'
+  | 'issued_in_future'
   | 'wrong_issuer'
   | 'wrong_audience'
   | 'wrong_type'
@@ -25,6 +26,8 @@ export interface VerifiedToken {
   claims: KeycloakClaims
   /** `exp`, in milliseconds since the epoch. */
   expiresAt: number
+  /** The `kid` of the key that verified it (from the protected header), or null when it named none. */
+  kid: string | null
 }
 
 /** The result of {@link AccessTokenVerifier.verify}: a value, never a throw. */
@@ -41,7 +44,7 @@ export interface VerifierOptions {
   audiences: readonly string[]
   /** Accepted JWS algorithms (asymmetric only; the schema cannot express others). */
   algorithms: readonly string[]
-  /** Tolerance on `exp` and `nbf`, in seconds. */
+  /** Tolerance on `exp`, `nbf` and `iat`, in seconds. */
   clockSkewSeconds: number
   /** Verified tokens remembered; 0 turns the cache off. */
   cacheMaxEntries: number
@@ -64,14 +67,17 @@ const ACCESS_TOKEN_TYPE = 'Bearer'
 
 /**
  * Validates Keycloak access tokens with jose against the realm's JWKS: algorithm allow-list,
- * exact issuer, this app in `aud` or `azp`, `exp`/`nbf` with a clock skew, and Keycloak's
+ * exact issuer, this app in `aud` or `azp`, `exp`/`nbf`/`iat` with a clock skew, and Keycloak's
  * `typ: Bearer` (an ID or refresh token is not an access token). A token that passes is
- * remembered, keyed by the token itself, until its `exp`, so repeat calls cost a map lookup.
+ * remembered, keyed by the token itself, until its `exp`, so repeat calls cost a map lookup;
+ * {@link AccessTokenVerifier.forgetKeys} drops those verified with a key that was withdrawn.
  */
 export class AccessTokenVerifier {
   readonly #options: VerifierOptions
   readonly #cache: LRUCache<string, CacheEntry> | null
   readonly #audiences: Set<string>
+  /** Bumped by every {@link forgetKeys}: a verification that spans one is not remembered. */
+  #forgets = 0
 
   constructor (options: VerifierOptions) {
     if (options.algorithms.some((a) => a === 'none' || a.startsWith('HS'))) {
@@ -102,9 +108,32 @@ export class AccessTokenVerifier {
     return entry.hit
   }
 
-  /** Forgets every remembered token (after a key is withdrawn, or a logout). */
+  /** Forgets every remembered token. */
   clear (): void {
+    this.#forgets++
     this.#cache?.clear()
+  }
+
+  /**
+   * Forgets at once every remembered token verified with one of `kids`: the JWKS no longer
+   * publishes those keys (issue 9 item 8), so their tokens must not outlive them in the
+   * cache. Tokens that named no `kid` go too, as it is unknown which key verified them.
+   * Only those: a rotation usually withdraws one key of several, and forgetting everything
+   * would re-verify every live token at once for no gain. The walk is over the cache (at most
+   * `cacheMaxEntries`) and happens once per withdrawal; a cache hit costs nothing more.
+   * Returns how many were forgotten.
+   */
+  forgetKeys (kids: ReadonlySet<string>): number {
+    this.#forgets++
+    const cache = this.#cache
+    if (cache === null || kids.size === 0) return 0
+    const doomed: string[] = []
+    for (const [key, entry] of cache.entries()) {
+      const kid = entry.verified.kid
+      if (kid === null || kids.has(kid)) doomed.push(key)
+    }
+    for (const key of doomed) cache.delete(key)
+    return doomed.length
   }
 
   /** Number of tokens remembered. */
@@ -112,7 +141,8 @@ export class AccessTokenVerifier {
     return this.#cache?.size ?? 0
   }
 
-  async #verify (token: string): Promise<VerifyOutcome> {
+  async #verify (token: string, retried = false): Promise<VerifyOutcome> {
+    const forgets = this.#forgets
     const now = this.#options.clock.now()
     const key = cacheKey(token)
     if (this.#cache?.get(key)?.token === token) this.#cache.delete(key) // remembered, and expired
@@ -133,9 +163,12 @@ export class AccessTokenVerifier {
     if (!this.#audienceMatches(claims)) {
       return { ok: false, reason: 'wrong_audience', detail: 'neither aud nor azp names this client' }
     }
+    // Keys were withdrawn while this token was being verified, perhaps the very key: verify
+    // again against the keys in use now rather than remember a token of a withdrawn key.
+    if (forgets !== this.#forgets && !retried) return this.#verify(token, true)
     // No per-entry ttl: expiry is checked on every hit (remembered()), and lru-cache's own
     // ttl bookkeeping read the clock on every get.
-    this.#cache?.set(key, { token, verified: result.token, hit: { ok: true, token: result.token, cached: true } })
+    if (forgets === this.#forgets) this.#cache?.set(key, { token, verified: result.token, hit: { ok: true, token: result.token, cached: true } })
     return { ok: true, token: result.token, cached: false }
   }
 
@@ -150,14 +183,25 @@ export class AccessTokenVerifier {
       return { ok: false, reason: 'jwks_unavailable', detail: 'no signing keys are known yet' }
     }
     try {
-      const { payload } = await jwtVerify(token, keys, {
+      const { payload, protectedHeader } = await jwtVerify(token, keys, {
         algorithms: [...this.#options.algorithms],
         issuer: this.#options.issuer,
         clockTolerance: this.#options.clockSkewSeconds,
         currentDate: new Date(now),
         requiredClaims: ['exp', 'sub']
       })
-      return { ok: true, token: { claims: payload as KeycloakClaims, expiresAt: (payload.exp as number) * 1000 }, cached: false }
+      // jose checks `iat` only against a maxTokenAge, which Gatehouse does not set (exp bounds
+      // a token's life). A token issued later than now plus the skew comes from an issuer
+      // whose clock is wrong, or was minted ahead of time to be used later: refused (RFC 7519
+      // §4.1.6 defines iat and leaves its checking to the application). Its own reason, not
+      // not_yet_valid: nbf is a validity window the issuer chose, this is a clock fault or a
+      // forgery an operator must look at. jose has already checked that `iat`, when present,
+      // is a number.
+      if (typeof payload.iat === 'number' && payload.iat * 1000 > now + this.#options.clockSkewSeconds * 1000) {
+        return { ok: false, reason: 'issued_in_future', detail: 'iat is in the future' }
+      }
+      const kid = typeof protectedHeader.kid === 'string' ? protectedHeader.kid : null
+      return { ok: true, token: { claims: payload as KeycloakClaims, expiresAt: (payload.exp as number) * 1000, kid }, cached: false }
     } catch (err) {
       return rejectionOf(err)
     }

@@ -48,7 +48,7 @@ database: { path: ./g.db }
 })
 
 t.test('config validate and config show accept a good file; show redacts secrets', async (t) => {
-  const dir = t.testdir()
+  const dir = t.testdir({ policies: {} })
   const path = join(dir, 'config.yaml')
   writeFileSync(path, GOOD)
   const validate = await runInProcess(['config', 'validate', '-c', path], { env: { APP_SECRET: 'hunter2-secret' } })

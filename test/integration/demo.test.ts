@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import { launchChromium } from '../fixtures/browser.ts'
+import { requireProgram } from '../fixtures/system-programs.ts'
 
 const DEMO = fileURLToPath(new URL('../../demo/run.ts', import.meta.url))
 // Every port free: the demo falls back to any port when its usual one is taken.
@@ -31,6 +32,7 @@ t.test('npm run demo starts everything from config.yaml and its walkthrough pass
 })
 
 t.test('the demo as npm run demo starts it: alice signs in through a real browser and sees her identity', async (t) => {
+  if (requireProgram(t, 'chromium') === null) return
   const browser = await launchChromium(t)
   const { child, output } = startDemo([])
   t.teardown(async () => {

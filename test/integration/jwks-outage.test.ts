@@ -76,6 +76,41 @@ t.test('a key rotated at Keycloak is picked up on the first token with the new k
   t.equal(standin.countOf('/certs'), 1, 'known kids cause no fetch')
 })
 
+t.test('a rotation that withdraws the old key forgets its cached tokens; one that keeps it forgets nothing', async (t) => {
+  const standin = await startKeycloakStandin()
+  t.teardown(() => standin.close())
+  const upstream = await startEchoUpstream()
+  t.teardown(() => upstream.close())
+  const clock = manualClock()
+  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), keycloakSettings(standin, upstream.url)), { clock })
+  const { jwks } = gatehouse.app.keycloak
+  await jwks.refresh('manual')
+  const first = (await standin.passwordGrant('alice', 'alice-password')).access_token
+  t.equal((await rawRequest(gatehouse.proxyUrl, '/x', { headers: bearer(first) })).status, 200)
+
+  // A rotation that keeps the old key published: its tokens stay remembered.
+  await standin.rotateKeys({ keepOld: true })
+  t.equal(await jwks.refresh('manual'), true)
+  t.equal(gatehouse.app.verifier.cacheSize, 1, 'nothing withdrawn, nothing forgotten')
+  const second = (await standin.passwordGrant('bob', 'bob-password')).access_token
+  t.equal((await rawRequest(gatehouse.proxyUrl, '/x', { headers: bearer(second) })).status, 200)
+  t.equal(gatehouse.app.verifier.cacheSize, 2)
+
+  // The next rotation withdraws both earlier keys, found by the background refresh.
+  await standin.rotateKeys({ keepOld: false })
+  t.equal(await jwks.refresh('interval'), true)
+  t.equal(gatehouse.app.verifier.cacheSize, 0, 'every token of a withdrawn key is forgotten at once')
+  const withdrawn = gatehouse.log.entries().findLast((e) => e.msg === 'jwks keys withdrawn')
+  t.equal((withdrawn?.kids as string[] | undefined)?.length, 2)
+  const before = upstream.requests.length
+  for (const token of [first, second]) {
+    const res = await rawRequest(gatehouse.proxyUrl, '/x', { headers: bearer(token) })
+    t.equal(res.status, 401)
+    t.equal(gatehouse.log.entries().findLast((e) => e.msg === 'request')?.reason, 'token_unknown_kid')
+  }
+  t.equal(upstream.requests.length - before, 0, 'the upstream got nothing')
+})
+
 t.test('unknown kids refresh at most once per minimum interval, and never while Keycloak refuses', async (t) => {
   const { standin, fault, settings } = await rig(t)
   const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...settings, keycloak: { ...(settings.keycloak as object), jwks: { min_refresh_interval_seconds: 3600 } } }))

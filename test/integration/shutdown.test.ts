@@ -1,6 +1,6 @@
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
@@ -13,6 +13,7 @@ const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url))
 /** Starts `gatehouse serve` as a real process and resolves once it logged its listen URLs. */
 async function serve (t: { teardown: (fn: () => void) => void }, dir: string, upstreamUrl: string, shutdownMs: number): Promise<{ child: ChildProcess, proxyUrl: string, adminUrl: string, output: () => string, exited: Promise<number | null> }> {
   const path = join(dir, 'config.yaml')
+  mkdirSync(join(dir, 'policies'), { recursive: true })
   writeFileSync(path, stringify({
     server: { host: '127.0.0.1', port: 0, shutdown_timeout_ms: shutdownMs },
     admin: { host: '127.0.0.1', port: 0 },

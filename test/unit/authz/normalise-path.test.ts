@@ -36,7 +36,13 @@ t.test('paths that cannot be normalised safely are refused', async (t) => {
     '/..': 'path climbs above the root',
     '/a/../../b': 'path climbs above the root',
     '/%2e%2e/b': 'path climbs above the root',
-    '/a\u0001b': 'path contains a control character'
+    '/a\u0001b': 'path contains a control character',
+    '/admin;x=1': 'path contains a ; (path parameter)',
+    '/admin;/users': 'path contains a ; (path parameter)',
+    '/a/b;': 'path contains a ; (path parameter)',
+    '/;': 'path contains a ; (path parameter)',
+    '/admin%3Bx=1': 'path contains an encoded ; (path parameter)',
+    '/admin%3b/users': 'path contains an encoded ; (path parameter)'
   }
   for (const [raw, message] of Object.entries(cases)) {
     t.throws(() => normalisePath(raw), { code: 'ERR_PATH_INVALID', statusCode: 400, message }, raw)
@@ -48,4 +54,9 @@ t.test('the query string is kept as sent, and only origin-form targets are accep
   t.same(normaliseTarget('/a'), { path: '/a', query: '' })
   t.throws(() => normaliseTarget('http://evil.example/a'), { code: 'ERR_PATH_INVALID' })
   t.throws(() => normaliseTarget('*'), { code: 'ERR_PATH_INVALID' })
+})
+
+t.test('a ; in the query string is the app\'s business and passes unchanged', async (t) => {
+  t.same(normaliseTarget('/search?q=a;b&x=%3B'), { path: '/search', query: '?q=a;b&x=%3B' })
+  t.throws(() => normaliseTarget('/admin;x=1?q=a;b'), { code: 'ERR_PATH_INVALID', message: 'path contains a ; (path parameter)' })
 })

@@ -41,10 +41,23 @@ t.test('files are read in name order and the first matching rule wins', async (t
   t.same(matchRule(policy, 'GET', '/elsewhere').requirement, { kind: 'authenticated' })
 })
 
-t.test('a missing directory means no rules: the default decides', async (t) => {
-  const policy = loadPolicies(join(t.testdir(), 'none'), 'deny')
+t.test('a missing directory is an error naming it; an empty one is allowed with a warning', async (t) => {
+  const missing = join(t.testdir(), 'none')
+  t.throws(() => loadPolicies(missing, 'deny'), { code: 'ERR_POLICY_INVALID', message: `policy directory ${missing} does not exist (policies.dir)` })
+  const file = join(policyDir(t, { 'a-file': 'x' }), 'a-file')
+  t.throws(() => loadPolicies(file, 'deny'), { code: 'ERR_POLICY_INVALID', message: `policy directory ${file} is not a directory (policies.dir)` })
+
+  const empty = policyDir(t, {})
+  const policy = loadPolicies(empty, 'deny')
   t.equal(policy.rules.length, 0)
+  t.equal(policy.dir, empty)
+  t.same(policy.warnings, ['no policy rules (no .yaml or .yml files): every route requires policies.default (deny)'])
   t.same(matchRule(policy, 'GET', '/x').requirement, { kind: 'deny' })
+
+  const noRules = loadPolicies(policyDir(t, { 'a.yaml': 'rules: []\n' }), 'authenticated')
+  t.same(noRules.warnings, ['no policy rules: every route requires policies.default (authenticated)'])
+  const some = loadPolicies(policyDir(t, { 'a.yaml': 'rules:\n  - paths: [/x]\n    allow: public\n' }), 'authenticated')
+  t.same(some.warnings, [])
 })
 
 t.test('requirements', async (t) => {
@@ -52,6 +65,100 @@ t.test('requirements', async (t) => {
   t.notOk(satisfies({ kind: 'any_role', roles: ['a'] }, ['x']))
   t.notOk(satisfies({ kind: 'deny' }, ['admin']))
   t.ok(satisfies({ kind: 'authenticated' }, []))
+  t.ok(satisfies({ kind: 'role_from_each', sets: [['a', 'b'], ['c']] }, ['b', 'c']))
+  t.notOk(satisfies({ kind: 'role_from_each', sets: [['a', 'b'], ['c']] }, ['a', 'b']))
+})
+
+const APP_RULES = {
+  'app.yaml': `rules:
+  - name: health
+    paths: [/healthz]
+    allow: public
+  - name: admin area
+    paths: [/admin/**]
+    roles: [admin]
+  - name: internals
+    paths: [/actuator/**, /.git/**]
+    allow: deny
+`
+}
+
+t.test('restricting rules match every case spelling; public rules only their own', async (t) => {
+  const policy = loadPolicies(policyDir(t, APP_RULES), 'authenticated')
+  for (const path of ['/ADMIN', '/Admin/users', '/aDmIn/x/y']) {
+    t.same(matchRule(policy, 'GET', path).requirement, { kind: 'any_role', roles: ['admin'] }, path)
+  }
+  for (const path of ['/Actuator/env', '/ACTUATOR', '/.GIT/config', '/.Git']) {
+    t.same(matchRule(policy, 'GET', path).requirement, { kind: 'deny' }, path)
+  }
+  t.same(matchRule(policy, 'GET', '/healthz').requirement, { kind: 'public' })
+  t.same(matchRule(policy, 'GET', '/HEALTHZ').requirement, { kind: 'authenticated' }, 'a public rule never widens to another spelling')
+  t.equal(matchRule(policy, 'GET', '/ADMIN/x').name, 'default (authenticated) + admin area (other case)', 'the log names every rule that applied')
+})
+
+t.test('exact spellings decide as before: first match wins, and the usual request allocates no new rule', async (t) => {
+  const policy = loadPolicies(policyDir(t, APP_RULES), 'authenticated')
+  t.equal(matchRule(policy, 'GET', '/admin/x'), policy.rules[1], 'the rule object itself')
+  t.equal(matchRule(policy, 'GET', '/elsewhere'), policy.fallback)
+  t.equal(matchRule(policy, 'GET', '/healthz'), policy.rules[0])
+})
+
+t.test('order cannot be used to escape a rule by changing case', async (t) => {
+  // A public exception spelled as the rule it is carved out of keeps its exact spelling only.
+  const carved = loadPolicies(policyDir(t, {
+    'a.yaml': 'rules:\n  - paths: [/admin/health]\n    allow: public\n  - paths: [/admin/**]\n    roles: [admin]\n'
+  }), 'authenticated')
+  t.same(matchRule(carved, 'GET', '/admin/health').requirement, { kind: 'public' })
+  t.same(matchRule(carved, 'GET', '/Admin/Health').requirement, { kind: 'any_role', roles: ['admin'] })
+
+  // A public exception written in another spelling than the restricting rule: it is a spelling
+  // of a path the rule covers, so it needs the role too (it was public before: stricter now).
+  const exception = loadPolicies(policyDir(t, {
+    'a.yaml': 'rules:\n  - name: admin health\n    paths: [/Admin/health]\n    allow: public\n  - name: admin area\n    paths: [/admin/**]\n    roles: [admin]\n'
+  }), 'authenticated')
+  for (const path of ['/Admin/health', '/admin/health', '/ADMIN/health', '/admin/HEALTH', '/ADMIN/x', '/Admin/x']) {
+    t.same(matchRule(exception, 'GET', path).requirement, { kind: 'any_role', roles: ['admin'] }, path)
+  }
+
+  // A restricting rule in another spelling before a public one: the public rule cannot exempt a spelling of it.
+  const before = loadPolicies(policyDir(t, {
+    'a.yaml': 'rules:\n  - paths: [/Admin/**]\n    roles: [admin]\n  - paths: [/admin/health]\n    allow: public\n'
+  }), 'public')
+  t.same(matchRule(before, 'GET', '/admin/health').requirement, { kind: 'any_role', roles: ['admin'] })
+
+  // A weaker rule in one spelling before a stricter one in another: the stricter still applies
+  // to its own spelling and to every other one.
+  const shadow = loadPolicies(policyDir(t, {
+    'a.yaml': 'rules:\n  - paths: [/Reports/**]\n    allow: authenticated\n  - paths: [/reports/secret]\n    allow: deny\n'
+  }), 'public')
+  for (const path of ['/reports/secret', '/Reports/secret', '/REPORTS/SECRET']) {
+    t.same(matchRule(shadow, 'GET', path).requirement, { kind: 'deny' }, path)
+  }
+  t.same(matchRule(shadow, 'GET', '/reports/other').requirement, { kind: 'authenticated' })
+  t.same(matchRule(shadow, 'GET', '/Reports/other').requirement, { kind: 'authenticated' })
+
+  // Two role rules, a specific one first: its exact spelling needs only its roles, as today;
+  // other spellings, which each rule covers in some spelling, need a role of each.
+  const roles = loadPolicies(policyDir(t, {
+    'a.yaml': 'rules:\n  - paths: [/admin/health]\n    roles: [ops]\n  - paths: [/admin/**]\n    roles: [admin]\n'
+  }), 'authenticated')
+  t.same(matchRule(roles, 'GET', '/admin/health').requirement, { kind: 'any_role', roles: ['ops'] })
+  t.same(matchRule(roles, 'GET', '/admin/other').requirement, { kind: 'any_role', roles: ['admin'] })
+  t.same(matchRule(roles, 'GET', '/ADMIN/HEALTH').requirement, { kind: 'role_from_each', sets: [['ops'], ['admin']] })
+  t.same(matchRule(roles, 'GET', '/admin/HEALTH').requirement, { kind: 'role_from_each', sets: [['admin'], ['ops']] })
+})
+
+t.test('case folding respects methods and patterns with wildcards', async (t) => {
+  const policy = loadPolicies(policyDir(t, {
+    'a.yaml': 'rules:\n  - paths: [/api/*/Items]\n    methods: [DELETE]\n    allow: deny\n'
+  }), 'authenticated')
+  t.same(matchRule(policy, 'DELETE', '/API/v1/items').requirement, { kind: 'deny' })
+  t.same(matchRule(policy, 'GET', '/API/v1/items').requirement, { kind: 'authenticated' }, 'another method')
+  t.same(matchRule(policy, 'DELETE', '/api/v1/v2/items').requirement, { kind: 'authenticated' }, '* stays within one segment')
+  const raw = loadPolicies(policyDir(t, { 'a.yaml': 'rules:\n  - paths: [/café/**]\n    allow: deny\n' }), 'public')
+  t.same(matchRule(raw, 'GET', '/cafÉ/x').requirement, { kind: 'deny' }, 'letters outside ASCII fold as the i flag folds them')
+  t.ok(compilePattern('/Admin/**', { ignoreCase: true }).test('/aDMIN/x'))
+  t.notOk(compilePattern('/Admin/**').test('/admin/x'))
 })
 
 t.test('every problem in every file is reported with file and rule path', async (t) => {

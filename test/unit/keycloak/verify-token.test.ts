@@ -28,6 +28,8 @@ async function setup (t: { teardown: (fn: () => void) => void }, cacheMaxEntries
   jwks.start()
   t.teardown(() => jwks.stop())
   const verifier = new AccessTokenVerifier({ jwks, issuer: ISSUER, audiences: ['app', 'other-app'], algorithms: ['RS256', 'ES256'], clockSkewSeconds: 30, cacheMaxEntries, clock, metrics })
+  // As buildApp wires them.
+  jwks.onKeysWithdrawn((kids) => { verifier.forgetKeys(kids) })
   const now = Math.floor(clock.now() / 1000)
   const claims = { iss: ISSUER, sub: 'user-1', aud: 'app', azp: 'app', typ: 'Bearer', iat: now, exp: now + 300 }
   const sign = async (overrides: Record<string, unknown> = {}, header: Record<string, unknown> = {}, key: CryptoKey | Uint8Array = privateKey): Promise<string> => {
@@ -39,7 +41,12 @@ async function setup (t: { teardown: (fn: () => void) => void }, cacheMaxEntries
     const metric = (await metrics.registry.getSingleMetric('gatehouse_token_verifications_total')?.get())?.values.find((v) => v.labels.result === result)
     return metric?.value ?? 0
   }
-  return { clock, verifier, sign, now, publicJwk, counted }
+  /** Installs `keys` as a refresh would: stored, then loaded. */
+  const publish = (keys: JWK[]): void => {
+    repository.save(ISSUER, { jwks: { keys }, fetchedAt: clock.now(), server: 'http://keycloak' })
+    jwks.load()
+  }
+  return { clock, verifier, sign, now, publicJwk, counted, publish, jwks }
 }
 
 t.test('a valid Keycloak access token verifies, then comes from the cache', async (t) => {
@@ -96,10 +103,77 @@ t.test('each kind of bad token is refused with its own reason', async (t) => {
   await expectReason(await sign({}, { alg: 'RS384' }, rs384), 'alg_not_allowed', 'an algorithm not in the allow-list')
 })
 
-t.test('clock skew is tolerated on exp and nbf', async (t) => {
+t.test('clock skew is tolerated on exp, nbf and iat', async (t) => {
   const { verifier, sign, now } = await setup(t)
   t.ok((await verifier.verify(await sign({ exp: now - 20 }))).ok, 'expired 20 s ago, skew 30 s')
   t.ok((await verifier.verify(await sign({ nbf: now + 20 }))).ok, 'valid in 20 s, skew 30 s')
+  t.ok((await verifier.verify(await sign({ iat: now + 30 }))).ok, 'issued 30 s ahead, skew 30 s')
+  t.ok((await verifier.verify(await sign({ iat: undefined }))).ok, 'no iat at all: exp bounds the token')
+})
+
+t.test('a token issued further in the future than the skew is refused', async (t) => {
+  const { verifier, sign, now, counted } = await setup(t)
+  const outcome = await verifier.verify(await sign({ iat: now + 31, exp: now + 600 }))
+  t.same(outcome, { ok: false, reason: 'issued_in_future', detail: 'iat is in the future' })
+  t.equal(verifier.cacheSize, 0, 'not remembered')
+  t.equal(await counted('issued_in_future'), 1)
+  const notNumeric = await verifier.verify(await sign({ iat: 'tomorrow' }))
+  t.equal(notNumeric.ok ? 'ok' : notNumeric.reason, 'malformed', 'a non-numeric iat is malformed')
+})
+
+t.test('tokens of a withdrawn key are forgotten at once; tokens of keys still published stay', async (t) => {
+  const { verifier, sign, publicJwk, publish, counted } = await setup(t)
+  const second = await generateKeyPair('RS256')
+  const secondJwk: JWK = { ...await exportJWK(second.publicKey), kid: 'k2', alg: 'RS256', use: 'sig' }
+  publish([publicJwk, secondJwk])
+  const old = await sign()
+  const current = await sign({}, { kid: 'k2' }, second.privateKey)
+  t.ok((await verifier.verify(old)).ok)
+  t.ok((await verifier.verify(current)).ok)
+  t.equal(verifier.cacheSize, 2)
+
+  publish([secondJwk])
+  t.equal(verifier.cacheSize, 1, 'only the token of the withdrawn kid went')
+  t.equal(verifier.remembered(old), null)
+  const again = await verifier.verify(old)
+  t.equal(again.ok ? 'ok' : again.reason, 'unknown_kid', 'the old token is verified afresh, and fails')
+  const kept = await verifier.verify(current)
+  t.ok(kept.ok && kept.cached, 'the other key\'s token is still a cache hit')
+  t.equal(await counted('valid'), 2, 'nothing was re-verified but the withdrawn one')
+})
+
+t.test('a kid whose key material changes counts as withdrawn', async (t) => {
+  const { verifier, sign, publish } = await setup(t)
+  const token = await sign()
+  t.ok((await verifier.verify(token)).ok)
+  const other = await generateKeyPair('RS256')
+  publish([{ ...await exportJWK(other.publicKey), kid: 'k1', alg: 'RS256', use: 'sig' }])
+  t.equal(verifier.cacheSize, 0)
+  const outcome = await verifier.verify(token)
+  t.equal(outcome.ok ? 'ok' : outcome.reason, 'invalid_signature')
+})
+
+t.test('a token whose verification spans a withdrawal of its key is not remembered', async (t) => {
+  const { verifier, sign, publish } = await setup(t)
+  const token = await sign()
+  const other = await generateKeyPair('RS256')
+  const otherJwk: JWK = { ...await exportJWK(other.publicKey), kid: 'k9', alg: 'RS256', use: 'sig' }
+  // verify() takes the key set in use synchronously, then awaits the signature check: the
+  // withdrawal lands, synchronously, in between.
+  const pending = verifier.verify(token)
+  publish([otherJwk])
+  const outcome = await pending
+  t.equal(outcome.ok ? 'ok' : outcome.reason, 'unknown_kid', 'verified again against the keys in use')
+  t.equal(verifier.cacheSize, 0)
+})
+
+t.test('a refresh that withdraws nothing forgets nothing', async (t) => {
+  const { verifier, sign, publicJwk, publish } = await setup(t)
+  const token = await sign()
+  t.ok((await verifier.verify(token)).ok)
+  publish([{ ...publicJwk }])
+  const hit = await verifier.verify(token)
+  t.ok(hit.ok && hit.cached)
 })
 
 t.test('a remembered token is never used past its exp', async (t) => {
