@@ -11,6 +11,9 @@ import { requireProgram, type ProgramSpec } from '../fixtures/system-programs.ts
 
 // Issue 9, items 15 (trust_proxy), 19 (a database path that cannot be created) and 21 (CLI).
 
+// A policy file with a rule, so the only warning is the one a test is about.
+const ONE_RULE = { 'app.yaml': 'rules:\n  - paths: [/healthz]\n    allow: public\n' }
+
 const NOWHERE = {
   upstream: { url: 'http://127.0.0.1:9' },
   // Nothing listens on port 9: every Keycloak call is refused at once.
@@ -79,13 +82,13 @@ t.test('19: config validate warns (exit 0) when the database directory cannot be
     cases.push(['/proc/x.db', 'gatehouse: warning: database.path: the directory /proc does not accept new files: ENOENT although /proc exists: its file system (procfs, sysfs or similar) does not accept new entries; serve would fail to start (ERR_DB_OPEN)\n'])
   }
   for (const [path, warning] of cases) {
-    writeConfig(dir, { ...NOWHERE, database: { path } })
+    writeConfig(dir, { ...NOWHERE, database: { path } }, ONE_RULE)
     const result = await runInProcess(['config', 'validate', '--json', '-c', join(dir, 'config.yaml')])
     t.equal(result.code, 0, `${path}: a warning, not a failure`)
     t.equal(result.stderr, warning)
     t.same((JSON.parse(result.stdout) as { warnings: string[] }).warnings, [warning.replace(/^gatehouse: warning: /, '').trimEnd()])
   }
-  writeConfig(dir, { ...NOWHERE, database: { path: './data/new/g.db' } })
+  writeConfig(dir, { ...NOWHERE, database: { path: './data/new/g.db' } }, ONE_RULE)
   const fine = await runInProcess(['config', 'validate', '-c', join(dir, 'config.yaml')])
   t.equal(fine.code, 0)
   t.equal(fine.stderr, '')

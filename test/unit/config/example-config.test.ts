@@ -5,7 +5,7 @@ import { loadConfig } from '../../../src/config/load.ts'
 
 const EXAMPLE = fileURLToPath(new URL('../../../config.yaml', import.meta.url))
 const DOCKERFILE = readFileSync(new URL('../../../Dockerfile', import.meta.url), 'utf8')
-const SECRETS = { GATEHOUSE_ENCRYPTION_KEY: '00'.repeat(32), GATEHOUSE_COOKIE_KEY: 'example-cookie-key-example-cookie-key' }
+const SECRETS = { GATEHOUSE_ENCRYPTION_KEY: '00'.repeat(32), GATEHOUSE_COOKIE_KEY: 'example-cookie-key-example-cookie-key', KEYCLOAK_CLIENT_SECRET: 'example-client-secret' }
 
 /** The `ENV` variables of the Dockerfile's last stage (the runtime image). */
 function imageEnv (): Record<string, string> {
