@@ -193,7 +193,7 @@ function logoutUser (store: Store, given: string, options: SessionsCommandOption
     for (const session of live) store.sessions.end(session.id, 'logout_user', now)
     // Keycloak sessions end too, when the sync worker replays this (Admin API: POST /users/{id}/logout).
     const subjects = [...new Set(live.map((s) => s.subject).filter((s) => s !== null))]
-    const queued = subjects.map((subject) => store.sync.enqueue({ username, operation: 'logout_user', payload: { subject } }, now))
+    const queued = subjects.map((subject) => store.sync.enqueue({ username, operation: 'logout_user', payload: { keycloak_id: subject, sid: null } }, now))
     if (live.length > 0) {
       store.audit.append({ actor: username, action: 'session_invalidated', result: 'success', reason: 'logout_user', detail: { via: 'cli', session_ids: live.map((s) => s.id), keycloak_logout_queued: queued.length > 0 } }, now)
     }

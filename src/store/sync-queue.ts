@@ -7,6 +7,24 @@ import type { Db } from './db.ts'
 export const SYNC_OPERATIONS = ['password_change', 'user_create', 'user_update', 'user_disable', 'logout_user', 'group_membership'] as const
 export type SyncOperation = typeof SYNC_OPERATIONS[number]
 
+/**
+ * The non-secret payload of each operation, stored as JSON. `keycloak_id` is the Keycloak
+ * user id when it is known; when it is not, the worker finds the user by name, and the id it
+ * found is recorded in the payload of the item when it is done.
+ */
+export interface SyncPayloads {
+  password_change: { keycloak_id: string | null }
+  user_create: { email?: string | null, first_name?: string | null, last_name?: string | null, enabled?: boolean, source?: string, keycloak_id?: string, linked?: boolean }
+  user_update: { keycloak_id?: string | null, email?: string, first_name?: string, last_name?: string, enabled?: boolean }
+  user_disable: { keycloak_id?: string | null }
+  /** `sid`: the one Keycloak session a queued RP logout was for (the replay ends all of the user's). */
+  logout_user: { keycloak_id: string | null, sid: string | null }
+  group_membership: { keycloak_id?: string | null, group: string, action: 'add' | 'remove' }
+}
+
+/** An operation with its payload: the discriminated union every producer and the worker share. */
+export type SyncWrite = { [K in SyncOperation]: { operation: K, payload: SyncPayloads[K] } }[SyncOperation]
+
 /** Where an item is in its life. */
 export type SyncStatus = 'pending' | 'processing' | 'done' | 'failed' | 'dead'
 
@@ -30,22 +48,20 @@ export interface SyncStats {
 }
 
 /** What queueing an operation takes. */
-export interface EnqueueInput {
+export type EnqueueInput = SyncWrite & {
   username: string
-  operation: SyncOperation
-  /** Non-secret data, stored as JSON. */
-  payload?: Record<string, unknown>
   /** Secret data (a password), stored encrypted and erased once the item succeeds or dies. */
   secret?: Record<string, string>
   priority?: number
 }
 
 /** An item as stored (secret never decrypted here). */
-export interface SyncItem {
+export type SyncItem = SyncWrite & SyncItemState
+
+/** Everything of a stored item but its operation and payload. */
+export interface SyncItemState {
   id: string
   username: string
-  operation: SyncOperation
-  payload: Record<string, unknown>
   hasSecret: boolean
   priority: number
   status: SyncStatus
@@ -75,12 +91,20 @@ interface Row {
   lease_expires_at: number | null
 }
 
+// Items queued before the payloads were typed: `sessions logout-user` wrote `{ subject }`.
+function payloadOf (operation: SyncOperation, json: string): SyncWrite['payload'] {
+  const payload = JSON.parse(json) as Record<string, unknown>
+  if (operation === 'logout_user' && payload.keycloak_id === undefined) {
+    return { keycloak_id: typeof payload.subject === 'string' ? payload.subject : null, sid: typeof payload.sid === 'string' ? payload.sid : null }
+  }
+  return payload as SyncWrite['payload']
+}
+
 function fromRow (row: Row): SyncItem {
   return {
     id: row.id,
     username: row.username,
-    operation: row.operation,
-    payload: JSON.parse(row.payload) as Record<string, unknown>,
+    ...{ operation: row.operation, payload: payloadOf(row.operation, row.payload) } as SyncWrite,
     hasSecret: row.payload_enc !== null,
     priority: row.priority,
     status: row.status,
@@ -124,7 +148,7 @@ export class SyncQueueRepository {
         this.#db.prepare("DELETE FROM sync_queue WHERE username = ? AND operation = 'password_change' AND status IN ('pending', 'failed')").run(input.username)
       }
       this.#db.prepare(`INSERT INTO sync_queue (id, username, operation, payload, payload_enc, priority, status, attempts, next_attempt_at, queued_at)
-        VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)`).run(id, input.username, input.operation, JSON.stringify(input.payload ?? {}), secret,
+        VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)`).run(id, input.username, input.operation, JSON.stringify(input.payload), secret,
         input.priority ?? DEFAULT_PRIORITY[input.operation], now, now)
     }).immediate()
     return id
@@ -175,7 +199,7 @@ export class SyncQueueRepository {
    * Marks a leased item done and erases its secret. Fenced by the lease: a worker whose lease
    * ran out (and whose item another worker took) changes nothing. Returns whether it did.
    */
-  complete (id: string, owner: string, now: number, payload?: Record<string, unknown>): boolean {
+  complete (id: string, owner: string, now: number, payload?: SyncWrite['payload']): boolean {
     const extra = payload === undefined ? '' : ', payload = @payload'
     return this.#db.prepare(`UPDATE sync_queue SET status = 'done', processed_at = @now, payload_enc = NULL, last_error = NULL, lease_owner = NULL, lease_expires_at = NULL${extra}
       WHERE id = @id AND status = 'processing' AND lease_owner = @owner`).run({ id, owner, now, ...(payload === undefined ? {} : { payload: JSON.stringify(payload) }) }).changes === 1

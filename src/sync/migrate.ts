@@ -66,7 +66,8 @@ export async function migrateToKeycloak (ctx: SyncContext, options: MigrationOpt
   for (const [id, user] of ids) {
     const item = ctx.queue.find(id)
     const keycloakId = typeof item?.payload.keycloak_id === 'string' ? item.payload.keycloak_id : undefined
-    const result: MigrationResult = item?.status === 'done' ? (item.payload.linked === true ? 'linked' : 'created') : 'failed'
+    const linked = item?.operation === 'user_create' && item.payload.linked === true
+    const result: MigrationResult = item?.status === 'done' ? (linked ? 'linked' : 'created') : 'failed'
     results.push({ username: user.username, result, ...(keycloakId !== undefined ? { keycloakId } : {}), ...(item?.status !== 'done' ? { reason: item?.lastError ?? (reachable ? 'not replayed' : 'keycloak unreachable: queued, replays when it is back') } : {}) })
     options.progress(++settled, selected.length, `${user.username}: ${result}${item?.status !== 'done' ? ` (${item?.lastError ?? 'queued'})` : ''}`)
   }

@@ -1,12 +1,12 @@
 import type KcAdminClient from '@keycloak/keycloak-admin-client'
 import { KeycloakRejected } from '../errors.ts'
 import type { AdminApi } from '../keycloak/admin.ts'
-import type { SyncItem } from '../store/sync-queue.ts'
+import type { SyncItem, SyncWrite } from '../store/sync-queue.ts'
 import type { UsersRepository } from '../store/users.ts'
 
 /** What a replayed item changed, kept in its payload for `sync status` and audits. */
 export interface ReplayOutcome {
-  payload?: Record<string, unknown>
+  payload?: SyncWrite['payload']
   note: string
 }
 
@@ -20,7 +20,6 @@ type GroupRep = { id?: string, path?: string, subGroups?: GroupRep[] }
  * counts) and KeycloakUnavailable when Keycloak cannot be reached (it does not).
  */
 export async function replay (api: AdminApi, users: UsersRepository, item: SyncItem, secret: Record<string, string> | null, now: number): Promise<ReplayOutcome> {
-  const p = item.payload
   switch (item.operation) {
     case 'password_change': {
       const password = secret?.password
@@ -28,9 +27,10 @@ export async function replay (api: AdminApi, users: UsersRepository, item: SyncI
       const id = await userId(api, item)
       if (id === null) throw new KeycloakRejected(404, `no Keycloak user named ${item.username}`)
       await api.call(async (kc) => { await kc.users.resetPassword({ id, credential: { type: 'password', value: password, temporary: false } }) })
-      return { payload: { ...p, keycloak_id: id }, note: 'password reset' }
+      return { payload: { ...item.payload, keycloak_id: id }, note: 'password reset' }
     }
     case 'user_create': {
+      const p = item.payload
       const representation = {
         username: item.username,
         enabled: p.enabled !== false,
@@ -53,40 +53,44 @@ export async function replay (api: AdminApi, users: UsersRepository, item: SyncI
       users.setKeycloakId(item.username, id, now)
       return { payload: { ...p, keycloak_id: id, linked: note !== 'created' }, note }
     }
-    case 'user_update':
+    case 'user_update': {
+      const p = item.payload
+      const id = await userId(api, item)
+      if (id === null) throw new KeycloakRejected(404, `no Keycloak user named ${item.username}`)
+      const changes = {
+        ...(typeof p.email === 'string' ? { email: p.email } : {}),
+        ...(typeof p.first_name === 'string' ? { firstName: p.first_name } : {}),
+        ...(typeof p.last_name === 'string' ? { lastName: p.last_name } : {}),
+        ...(typeof p.enabled === 'boolean' ? { enabled: p.enabled } : {})
+      }
+      await api.call(async (kc) => { await kc.users.update({ id }, changes) })
+      return { payload: { ...p, keycloak_id: id }, note: 'updated' }
+    }
     case 'user_disable': {
       const id = await userId(api, item)
       if (id === null) throw new KeycloakRejected(404, `no Keycloak user named ${item.username}`)
-      const changes = item.operation === 'user_disable'
-        ? { enabled: false }
-        : {
-            ...(typeof p.email === 'string' ? { email: p.email } : {}),
-            ...(typeof p.first_name === 'string' ? { firstName: p.first_name } : {}),
-            ...(typeof p.last_name === 'string' ? { lastName: p.last_name } : {}),
-            ...(typeof p.enabled === 'boolean' ? { enabled: p.enabled } : {})
-          }
-      await api.call(async (kc) => { await kc.users.update({ id }, changes) })
-      return { payload: { ...p, keycloak_id: id }, note: item.operation === 'user_disable' ? 'disabled' : 'updated' }
+      await api.call(async (kc) => { await kc.users.update({ id }, { enabled: false }) })
+      return { payload: { ...item.payload, keycloak_id: id }, note: 'disabled' }
     }
     case 'logout_user': {
       const id = await userId(api, item)
       // No such user in Keycloak: there is no Keycloak session to end.
       if (id === null) return { note: 'no Keycloak user; nothing to log out' }
       await api.call(async (kc) => { await kc.users.logout({ id }) })
-      return { payload: { ...p, keycloak_id: id }, note: 'sessions ended' }
+      return { payload: { ...item.payload, keycloak_id: id }, note: 'sessions ended' }
     }
     case 'group_membership': {
+      const p = item.payload
       const id = await userId(api, item)
       if (id === null) throw new KeycloakRejected(404, `no Keycloak user named ${item.username}`)
-      const path = typeof p.group === 'string' ? p.group : ''
-      const groupId = await groupIdByPath(api, path)
-      if (groupId === null) throw new KeycloakRejected(404, `no Keycloak group ${path}`)
+      const groupId = await groupIdByPath(api, p.group)
+      if (groupId === null) throw new KeycloakRejected(404, `no Keycloak group ${p.group}`)
       const remove = p.action === 'remove'
       await api.call(async (kc) => {
         if (remove) await kc.users.delFromGroup({ id, groupId })
         else await kc.users.addToGroup({ id, groupId })
       })
-      return { payload: { ...p, keycloak_id: id }, note: remove ? `left ${path}` : `joined ${path}` }
+      return { payload: { ...p, keycloak_id: id }, note: remove ? `left ${p.group}` : `joined ${p.group}` }
     }
   }
 }

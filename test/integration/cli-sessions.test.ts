@@ -180,7 +180,7 @@ t.test('sessions logout-user ends every live session of the user and queues the 
 
   const queued = g.sync.list()
   t.equal(queued.length, 1, 'one logout for the one Keycloak subject')
-  t.match(queued[0], { id: report.sync_items[0], username: 'bob', operation: 'logout_user', payload: { subject: 'sub-bob' }, status: 'pending', hasSecret: false })
+  t.match(queued[0], { id: report.sync_items[0], username: 'bob', operation: 'logout_user', payload: { keycloak_id: 'sub-bob', sid: null }, status: 'pending', hasSecret: false })
   const audit = g.audit.since(0)
   t.equal(audit.length, 1)
   t.match(audit[0], { actor: 'bob', action: 'session_invalidated', result: 'success', reason: 'logout_user', detail: { via: 'cli', keycloak_logout_queued: true } })

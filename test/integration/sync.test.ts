@@ -86,7 +86,7 @@ t.test('a poison item dies after max_attempts while other users\' items keep flo
   await gatehouse.started
   const queue = new SyncQueueRepository(gatehouse.db, ring)
   // Nobody called ghost exists in Keycloak: every attempt is refused.
-  const poison = queue.enqueue({ username: 'ghost', operation: 'password_change', secret: { password: 'ghost-secret-x' } }, clock.now())
+  const poison = queue.enqueue({ username: 'ghost', operation: 'password_change', payload: { keycloak_id: null }, secret: { password: 'ghost-secret-x' } }, clock.now())
   const good = queue.enqueue({ username: 'bob', operation: 'user_update', payload: { first_name: 'Robert' } }, clock.now())
   t.match(await gatehouse.app.sync.worker.cycle(), { done: 1, failed: 1 })
   t.equal(cluster.standin.user('bob').firstName, 'Robert')
@@ -122,7 +122,7 @@ t.test('a worker killed in the middle of a batch loses nothing: after its lease 
   const { db } = openDatabase({ path: join(dir, 'gatehouse.db') })
   t.teardown(() => db.close())
   const queue = new SyncQueueRepository(db, ring)
-  for (const u of PEOPLE) queue.enqueue({ username: u, operation: 'password_change', secret: { password: `${u}-after-crash` } }, Date.now())
+  for (const u of PEOPLE) queue.enqueue({ username: u, operation: 'password_change', payload: { keycloak_id: null }, secret: { password: `${u}-after-crash` } }, Date.now())
   // Each Admin API answer takes a while, so the worker is surely mid-batch when it dies.
   await cluster.servers[0]!.setMode('delay', { delayMs: 150 })
 
@@ -201,8 +201,8 @@ t.test('sync status, retry and cleanup on the command line', async (t) => {
   const { db } = openDatabase({ path: join(dir, 'gatehouse.db') })
   t.teardown(() => db.close())
   const queue = new SyncQueueRepository(db, ring)
-  const bad = queue.enqueue({ username: 'ghost', operation: 'user_disable' }, Date.now())
-  queue.enqueue({ username: 'bob', operation: 'logout_user' }, Date.now())
+  const bad = queue.enqueue({ username: 'ghost', operation: 'user_disable', payload: {} }, Date.now())
+  queue.enqueue({ username: 'bob', operation: 'logout_user', payload: { keycloak_id: null, sid: null } }, Date.now())
   const c = join(dir, 'config.yaml')
 
   const before = JSON.parse((await runInProcess(['sync', 'status', '--json', '-c', c])).stdout) as Record<string, unknown>
@@ -227,9 +227,9 @@ t.test('every operation replays against the Admin API: update, disable, group me
   const bobRefresh = (await cluster.standin.passwordGrant('bob', 'bob-password')).refresh_token as string
   queue.enqueue({ username: 'bob', operation: 'group_membership', payload: { group: '/ops', action: 'add' } }, Date.now())
   queue.enqueue({ username: 'bob', operation: 'user_update', payload: { email: 'robert@example.test' } }, Date.now())
-  queue.enqueue({ username: 'bob', operation: 'logout_user' }, Date.now())
+  queue.enqueue({ username: 'bob', operation: 'logout_user', payload: { keycloak_id: null, sid: null } }, Date.now())
   queue.enqueue({ username: 'alice', operation: 'group_membership', payload: { group: '/staff/admins', action: 'remove' } }, Date.now())
-  queue.enqueue({ username: 'alice', operation: 'user_disable' }, Date.now())
+  queue.enqueue({ username: 'alice', operation: 'user_disable', payload: {} }, Date.now())
   t.match(await gatehouse.app.sync.worker.cycle(), { done: 5, failed: 0 })
   t.ok(cluster.standin.user('bob').groups.includes('/ops'))
   t.equal(cluster.standin.user('bob').email, 'robert@example.test')

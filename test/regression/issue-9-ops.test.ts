@@ -135,7 +135,7 @@ t.test('21: sync retry of no such item, or of one that has not failed, says so a
   writeConfig(dir, NOWHERE)
   const { db } = openDatabase({ path: join(dir, 'gatehouse.db') })
   t.teardown(() => db.close())
-  const pending = new SyncQueueRepository(db, new KeyRing(TEST_SECRETS.encryption_keys)).enqueue({ username: 'bob', operation: 'user_disable' }, Date.now())
+  const pending = new SyncQueueRepository(db, new KeyRing(TEST_SECRETS.encryption_keys)).enqueue({ username: 'bob', operation: 'user_disable', payload: {} }, Date.now())
   const config = join(dir, 'config.yaml')
   const missing = await runInProcess(['sync', 'retry', 'no-such-item', '-c', config])
   t.same([missing.code, missing.stdout, missing.stderr], [1, '', 'gatehouse: no such sync item "no-such-item"\n'])
