@@ -19,6 +19,17 @@ async function rig (t: { teardown: (fn: () => unknown) => void }) {
   return { standin, fault, upstream, settings: keycloakSettings(standin, upstream.url, fault.url) }
 }
 
+/** A stand-in realm and an upstream (no fault proxy), with Gatehouse in front on a manual clock. */
+async function onManualClock (t: { teardown: (fn: () => unknown) => void, testdir: () => string }) {
+  const standin = await startKeycloakStandin()
+  t.teardown(() => standin.close())
+  const upstream = await startEchoUpstream()
+  t.teardown(() => upstream.close())
+  const clock = manualClock()
+  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), keycloakSettings(standin, upstream.url)), { clock })
+  return { standin, upstream, clock, gatehouse }
+}
+
 t.test('restarted while Keycloak is black-holed, Gatehouse starts at once and validates from the stored JWKS', async (t) => {
   const { standin, fault, upstream } = await rig(t)
   const dir = t.testdir()
@@ -50,12 +61,7 @@ t.test('restarted while Keycloak is black-holed, Gatehouse starts at once and va
 })
 
 t.test('a key rotated at Keycloak is picked up on the first token with the new kid', async (t) => {
-  const standin = await startKeycloakStandin()
-  t.teardown(() => standin.close())
-  const upstream = await startEchoUpstream()
-  t.teardown(() => upstream.close())
-  const clock = manualClock()
-  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), keycloakSettings(standin, upstream.url)), { clock })
+  const { standin, clock, gatehouse } = await onManualClock(t)
   await gatehouse.app.keycloak.jwks.refresh('manual')
   const oldKid = standin.signingKey().kid
   // Later than the minimum refresh interval (10 s) after the last fetch, as a real rotation is.
@@ -77,12 +83,7 @@ t.test('a key rotated at Keycloak is picked up on the first token with the new k
 })
 
 t.test('a rotation that withdraws the old key forgets its cached tokens; one that keeps it forgets nothing', async (t) => {
-  const standin = await startKeycloakStandin()
-  t.teardown(() => standin.close())
-  const upstream = await startEchoUpstream()
-  t.teardown(() => upstream.close())
-  const clock = manualClock()
-  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), keycloakSettings(standin, upstream.url)), { clock })
+  const { standin, upstream, gatehouse } = await onManualClock(t)
   const { jwks } = gatehouse.app.keycloak
   await jwks.refresh('manual')
   const first = (await standin.passwordGrant('alice', 'alice-password')).access_token

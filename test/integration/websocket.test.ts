@@ -1,28 +1,8 @@
 import t from 'tap'
-import { createServer, type IncomingHttpHeaders } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { WebSocket, WebSocketServer } from 'ws'
+import { WebSocket } from 'ws'
 import { startKeycloakStandin } from '../fixtures/keycloak-standin.ts'
 import { keycloakSettings, startGatehouse, writeConfig } from '../fixtures/gatehouse.ts'
-
-/** A WebSocket app that echoes messages and records each handshake's path and headers. */
-async function startWebSocketUpstream (t: { teardown: (fn: () => unknown) => void }): Promise<{ url: string, handshakes: Array<{ url: string, headers: IncomingHttpHeaders }> }> {
-  const handshakes: Array<{ url: string, headers: IncomingHttpHeaders }> = []
-  const server = createServer((_req, res) => res.end('plain http'))
-  const wss = new WebSocketServer({ server })
-  wss.on('connection', (socket, req) => {
-    handshakes.push({ url: req.url ?? '', headers: req.headers })
-    socket.on('message', (data) => socket.send(`echo: ${String(data)}`))
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => {
-    for (const client of wss.clients) client.terminate()
-    wss.close()
-    server.closeAllConnections()
-    server.close(() => resolve())
-  }))
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, handshakes }
-}
+import { startWebSocketUpstream } from '../fixtures/upstream.ts'
 
 /** Opens a WebSocket and resolves with it once open, or with the HTTP status that refused it. */
 function connect (url: string, headers: Record<string, string> = {}): Promise<{ socket: WebSocket | null, status: number | null }> {

@@ -1,10 +1,9 @@
 // Issue 9, items 11 (hop-by-hop headers), 12 (access-log injection) and 13 (Gatehouse's own
 // cookies reaching the app), through a real sidecar on a socket and a real upstream.
 import t from 'tap'
-import { createServer, type IncomingHttpHeaders } from 'node:http'
-import { connect, type AddressInfo, type Socket } from 'node:net'
-import { WebSocket, WebSocketServer } from 'ws'
-import { startEchoUpstream, type EchoUpstream, type ReceivedRequest } from '../fixtures/upstream.ts'
+import { connect, type Socket } from 'node:net'
+import { WebSocket } from 'ws'
+import { startEchoUpstream, startWebSocketUpstream, type EchoUpstream, type ReceivedRequest } from '../fixtures/upstream.ts'
 import { startGatehouse, writeConfig } from '../fixtures/gatehouse.ts'
 import { rawRequest } from '../fixtures/http-client.ts'
 import { BrowserClient } from '../fixtures/browser-client.ts'
@@ -246,18 +245,8 @@ t.test('13: Gatehouse\'s session, CSRF and login cookies never reach the app; th
 })
 
 t.test('13: the WebSocket handshake to the app carries no Gatehouse cookie either', async (t) => {
-  const handshakes: IncomingHttpHeaders[] = []
-  const server = createServer((_req, res) => res.end('plain http'))
-  const wss = new WebSocketServer({ server })
-  wss.on('connection', (socket, req) => { handshakes.push(req.headers); socket.on('message', (data) => socket.send(String(data))) })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => {
-    for (const client of wss.clients) client.terminate()
-    wss.close()
-    server.closeAllConnections()
-    server.close(() => resolve())
-  }))
-  const wsGatehouse = await startGatehouse(t, writeConfig(t.testdir(), localSettings(`http://127.0.0.1:${(server.address() as AddressInfo).port}`), { 'app.yaml': POLICY }))
+  const app = await startWebSocketUpstream(t)
+  const wsGatehouse = await startGatehouse(t, writeConfig(t.testdir(), localSettings(app.url), { 'app.yaml': POLICY }))
   /** Opens a socket through Gatehouse and waits for the app's echo, so the app-side handshake has happened. */
   const open = async (cookie: string): Promise<void> => {
     const socket = new WebSocket(`${wsGatehouse.proxyUrl.replace('http:', 'ws:')}/public/socket`, { headers: { cookie } })
@@ -265,12 +254,12 @@ t.test('13: the WebSocket handshake to the app carries no Gatehouse cookie eithe
     await new Promise<void>((resolve, reject) => socket.once('open', resolve).once('error', reject))
     const echo = new Promise<string>((resolve) => socket.once('message', (data) => resolve(String(data))))
     socket.send('ping')
-    t.equal(await echo, 'ping')
+    t.equal(await echo, 'echo: ping')
   }
   await open('app=1; gatehouse_session=abc.def; gatehouse_csrf=x; other=2')
-  t.equal(handshakes.length, 1)
-  t.equal(handshakes[0]?.cookie, 'app=1; other=2')
+  t.equal(app.handshakes.length, 1)
+  t.equal(app.handshakes[0]?.headers.cookie, 'app=1; other=2')
   await open('gatehouse_session=abc.def')
-  t.equal(handshakes.length, 2)
-  t.equal(handshakes[1]?.cookie, undefined, 'nothing left: no Cookie header')
+  t.equal(app.handshakes.length, 2)
+  t.equal(app.handshakes[1]?.headers.cookie, undefined, 'nothing left: no Cookie header')
 })
