@@ -123,9 +123,13 @@ function table (results: Result[]): string {
 // Per-run keys; the bench never stores anything secret.
 const BENCH_SECRETS = { encryption_keys: [randomBytes(32).toString('hex')], cookie_keys: [randomBytes(32).toString('hex')] }
 
+// The policies the repository ships (policies/app.yaml), so each request is matched against a
+// real rule set, case folding included, as in a deployment.
+const POLICIES = here('../policies')
+
 function gatehouseConfig (name: string, settings: Record<string, unknown>): string {
   const path = join(work, `${name}.yaml`)
-  writeFileSync(path, stringify({ server: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, policies: { dir: join(work, 'policies') }, secrets: BENCH_SECRETS, ...settings }))
+  writeFileSync(path, stringify({ server: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, policies: { dir: POLICIES }, secrets: BENCH_SECRETS, ...settings }))
   return path
 }
 
