@@ -11,7 +11,7 @@ import type { Server } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { startKeycloakStandin, type KeycloakStandin } from '../test/fixtures/keycloak-standin.ts'
 import { loadForServe } from '../src/cli/config-command.ts'
-import { startServer } from '../src/cli/serve.ts'
+import { startServer } from '../src/server.ts'
 import { createLoggers } from '../src/log.ts'
 import { createDemoUpstream } from './upstream.ts'
 

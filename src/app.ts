@@ -14,6 +14,8 @@ import { createKeycloakClient, type KeycloakClient } from './keycloak/client.ts'
 import { AccessTokenVerifier } from './keycloak/verify-token.ts'
 import { createMetrics, type HotPathMetrics, type Metrics } from './metrics/registry.ts'
 import { createProxyServer, genericErrorHandler } from './proxy/server.ts'
+import { spoofableHeaders } from './decision/identity-headers.ts'
+import { fastifyListener, type Listener } from './listener.ts'
 import { databaseFile, schemaVersion, type Db } from './store/db.ts'
 import type { OidcClient } from './keycloak/oidc.ts'
 import { createSync, oidcClientFor, type SyncParts } from './sync/create.ts'
@@ -43,6 +45,8 @@ export interface AppDeps {
 export interface App {
   proxy: FastifyInstance
   admin: FastifyInstance
+  /** Every listener, in the order they are bound: proxy, admin, then gRPC when enabled. */
+  listeners: readonly Listener[]
   decide: Decide
   keycloak: KeycloakClient
   verifier: AccessTokenVerifier
@@ -60,7 +64,7 @@ export interface App {
    * after the first health round.
    */
   start: () => Promise<void>
-  /** Marks the app as shutting down (readiness fails) and closes both listeners. */
+  /** Marks the app as shutting down (readiness fails) and closes every listener. */
   close: () => Promise<void>
 }
 
@@ -146,6 +150,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
     }
   }
   const decide = createDecider(deciderDeps)
+  // The headers no client may send the app: stripped by the proxy, removed by Envoy.
+  const spoofable = spoofableHeaders(config.headers)
 
   let closing = false
   const status = (): StatusReport => statusReport({
@@ -166,14 +172,19 @@ export function buildApp (config: Config, deps: AppDeps): App {
   const routes = async (fastify: FastifyInstance): Promise<void> => {
     await sessionRoutes(fastify, { config, sessions, login, passwords, oidc, pool, jwks, jar, ring, audit, queue, queued, identify: createIdentifier(deciderDeps), clock, log: sessionLog })
   }
-  const proxy = createProxyServer({ config, decide, log: log.child({ module: 'proxy' }), metrics, accessLog, routes })
+  const proxy = createProxyServer({ config, decide, spoofable, log: log.child({ module: 'proxy' }), metrics, accessLog, routes })
   const admin = Fastify({ loggerInstance: log.child({ module: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
   admin.setErrorHandler(genericErrorHandler)
   void admin.register(adminPlugin, { metrics, db: deps.db, clock, status, closing: () => closing })
+  const listeners: Listener[] = [
+    fastifyListener('proxy', proxy, config.server),
+    fastifyListener('admin', admin, config.admin)
+  ]
 
   return {
     proxy,
     admin,
+    listeners,
     decide,
     keycloak,
     verifier,
@@ -195,7 +206,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
       closing = true
       jwks.stop()
       keycloak.health.stop()
-      await Promise.allSettled([proxy.close(), admin.close()])
+      await Promise.allSettled(listeners.map(async (listener) => { await listener.close() }))
       await Promise.all([sessions.stop(), sync.worker.stop()])
     }
   }

@@ -31,20 +31,38 @@ export function normaliseHeaderName (name: string): string {
 }
 
 /**
- * A predicate for client-sent headers that must never reach the app: every configured
- * identity header, whatever its case or `_` spelling, and the whole `X-Auth-Request-*`
- * family. `Authorization` is included only when Gatehouse sets it itself.
+ * The client-sent headers that must never reach the app, derived once from the header
+ * configuration and used by every entry point: the proxy strips them, Envoy is told to remove
+ * them (`x-envoy-auth-headers-to-remove`, gRPC `headers_to_remove`).
  */
-export function spoofableHeaderTest (config: HeadersConfig): (name: string) => boolean {
-  const names = new Set([config.user, config.preferred_username, config.email, config.groups, config.roles, config.mode, config.access_token].map(normaliseHeaderName))
-  if (config.pass_authorization_header) names.add('authorization')
+export interface SpoofableHeaders {
+  /**
+   * Every configured identity header in both spellings (`-` and `_`), lower-case, and
+   * `authorization` when Gatehouse sets it itself: the names a gateway must remove whatever
+   * the request carried, since it may forward headers Gatehouse never saw.
+   */
+  readonly names: readonly string[]
+  /** Whether a header name is spoofable: one of {@link names}, or of the `X-Auth-Request-*` family in any spelling. */
+  readonly test: (name: string) => boolean
+}
+
+/**
+ * The {@link SpoofableHeaders} of a header configuration: every configured identity header,
+ * whatever its case or `_` spelling (oauth2-proxy and nginx treat `_` as `-`), the whole
+ * `X-Auth-Request-*` family, and `Authorization` only when Gatehouse sets it itself.
+ */
+export function spoofableHeaders (config: HeadersConfig): SpoofableHeaders {
+  const canonical = new Set([config.user, config.preferred_username, config.email, config.groups, config.roles, config.mode, config.access_token].map(normaliseHeaderName))
+  if (config.pass_authorization_header) canonical.add('authorization')
+  const names = Object.freeze([...canonical].flatMap((name) => name.includes('-') ? [name, name.replaceAll('-', '_')] : [name]))
   // Called for every header of every request: names from Node are already lower-case, so
   // only an `_` needs rewriting, and most names have none.
-  return (name) => {
+  const test = (name: string): boolean => {
     const lower = name.toLowerCase()
     const normalised = lower.includes('_') ? lower.replaceAll('_', '-') : lower
-    return names.has(normalised) || normalised.startsWith(CONVENTIONAL_PREFIX)
+    return canonical.has(normalised) || normalised.startsWith(CONVENTIONAL_PREFIX)
   }
+  return Object.freeze({ names, test })
 }
 
 function headerValue (value: string): string {

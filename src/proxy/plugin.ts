@@ -3,7 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import httpProxy from '@fastify/http-proxy'
 import type { Config } from '../config/schema.ts'
 import type { Decide, Decision } from '../decision/decide.ts'
-import { spoofableHeaderTest } from '../decision/identity-headers.ts'
+import type { SpoofableHeaders } from '../decision/identity-headers.ts'
 import type { HotPathMetrics } from '../metrics/registry.ts'
 import { sendContinue } from './expect.ts'
 import { forwardHeaders, forwardWebSocketHeaders, type ForwardOptions } from './forward-headers.ts'
@@ -23,6 +23,8 @@ declare module 'fastify' {
 export interface ProxyPluginOptions {
   config: Config
   decide: Decide
+  /** What is stripped from the client's headers before the app gets them. */
+  spoofable: SpoofableHeaders
   /** Where upstream failures are counted. */
   metrics: Pick<HotPathMetrics, 'recordUpstreamError'>
 }
@@ -40,7 +42,7 @@ const METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS']
 export async function proxyPlugin (fastify: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
   const { config, decide, metrics } = options
   const forwardOptions: ForwardOptions = {
-    isSpoofable: spoofableHeaderTest(config.headers),
+    isSpoofable: options.spoofable.test,
     trustForwarded: config.server.trust_proxy !== false,
     passHostHeader: config.upstream.pass_host_header,
     withoutOwnCookies: ownCookieFilter(config.session.cookie_name)

@@ -4,6 +4,7 @@ import type { Logger } from 'pino'
 import type { AccessLog } from '../access-log.ts'
 import type { Config } from '../config/schema.ts'
 import type { Decide } from '../decision/decide.ts'
+import type { SpoofableHeaders } from '../decision/identity-headers.ts'
 import type { HotPathMetrics } from '../metrics/registry.ts'
 import { answerExpectations, sendContinue } from './expect.ts'
 import { proxyPlugin } from './plugin.ts'
@@ -14,6 +15,8 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 export interface ProxyServerOptions {
   config: Config
   decide: Decide
+  /** What is stripped from the client's headers before the app gets them. */
+  spoofable: SpoofableHeaders
   log: Logger
   metrics: HotPathMetrics
   /** Where access lines go; none when null. */
@@ -23,8 +26,9 @@ export interface ProxyServerOptions {
 }
 
 /**
- * The proxy listener: Gatehouse's own routes (later) and, for everything else, the decision
- * and the proxy. One access line and the request metrics per request.
+ * The proxy listener: Gatehouse's own routes under the prefix (sessions, the gateway entry
+ * points) and, for everything else, the decision and the proxy. One access line and the
+ * request metrics per request.
  */
 export function createProxyServer (options: ProxyServerOptions): FastifyInstance {
   const { config, metrics, accessLog } = options
@@ -63,7 +67,7 @@ export function createProxyServer (options: ProxyServerOptions): FastifyInstance
       await routes(fastify)
     })
   }
-  void proxy.register(proxyPlugin, { config, decide: options.decide, metrics })
+  void proxy.register(proxyPlugin, { config, decide: options.decide, spoofable: options.spoofable, metrics })
   return proxy
 }
 

@@ -7,7 +7,7 @@ import { captureLog, keycloakSettings, startGatehouse, writeConfig } from '../fi
 import { rawRequest } from '../fixtures/http-client.ts'
 import { runCli } from '../../src/cli/run.ts'
 import { loadForServe } from '../../src/cli/config-command.ts'
-import { startServer, type RunningServer } from '../../src/cli/serve.ts'
+import { startServer, type RunningServer } from '../../src/server.ts'
 
 // Issue 9, items 1, 2, 8, 14, 18 and 23, through the real sidecar on a socket: each case
 // passed (or answered the old way) before the fix. The policies are the shipped policies/app.yaml.

@@ -1,17 +1,19 @@
 import type { Logger } from 'pino'
-import { buildApp, type App } from '../app.ts'
-import type { Clock } from '../clock.ts'
-import type { AccessLog } from '../access-log.ts'
-import type { Config } from '../config/schema.ts'
-import type { PolicySet } from '../authz/policy.ts'
-import { openConfiguredDatabase, type Db } from '../store/db.ts'
+import { buildApp, type App } from './app.ts'
+import type { Clock } from './clock.ts'
+import type { AccessLog } from './access-log.ts'
+import type { Config } from './config/schema.ts'
+import type { PolicySet } from './authz/policy.ts'
+import { openConfiguredDatabase, type Db } from './store/db.ts'
 
-/** A running Gatehouse: both listeners bound, background work started. */
+/** A running Gatehouse: every listener bound, background work started. */
 export interface RunningServer {
   app: App
   db: Db
   /** Settles after the first round of Keycloak health checks (start-up never waits for it). */
   started: Promise<void>
+  /** Where each listener listens, by name (`proxy`, `admin`, `grpc` when enabled). */
+  urls: Readonly<Record<string, string>>
   /** `http://host:port` of the proxy listener. */
   proxyUrl: string
   /** `http://host:port` of the admin listener. */
@@ -34,7 +36,7 @@ export interface StartOptions {
 }
 
 /**
- * Opens the store, builds the app and binds both listeners. Start-up never waits on
+ * Opens the store, builds the app and binds every listener it has. Start-up never waits on
  * Keycloak: the JWKS comes from SQLite and is refreshed in the background.
  */
 export async function startServer (config: Config, options: StartOptions): Promise<RunningServer> {
@@ -43,28 +45,30 @@ export async function startServer (config: Config, options: StartOptions): Promi
   if (migration.applied.length > 0) log.info({ from: migration.from, to: migration.to, applied: migration.applied }, 'database migrated')
   let app: App
   let started: Promise<void>
+  const urls: Record<string, string> = {}
   try {
     app = buildApp(config, { db, log, ...(options.accessLog !== undefined ? { accessLog: options.accessLog } : {}), ...(options.clock !== undefined ? { clock: options.clock } : {}), ...(options.policy !== undefined ? { policy: options.policy } : {}) })
     // start() loads the stored JWKS synchronously, before the first request can arrive; the
     // rest (refreshes, health checks) goes on in the background and is never waited for.
     started = app.start().catch((err: unknown) => { log.error({ err }, 'background start-up failed') })
-    await app.proxy.listen({ host: config.server.host, port: config.server.port })
-    await app.admin.listen({ host: config.admin.host, port: config.admin.port })
+    try {
+      for (const listener of app.listeners) urls[listener.name] = await listener.listen()
+    } catch (err) {
+      await app.close()
+      throw err
+    }
   } catch (err) {
     db.close()
     throw err
   }
-  const proxyUrl = listenUrl(app.proxy)
-  const adminUrl = listenUrl(app.admin)
-  log.info({ proxy: proxyUrl, admin: adminUrl, environment: config.environment, upstream: config.upstream.url }, 'gatehouse listening')
+  log.info({ ...urls, environment: config.environment, upstream: config.upstream.url }, 'gatehouse listening')
 
   let stopping: Promise<void> | null = null
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       const force = setTimeout(() => {
         log.warn({ timeout_ms: config.server.shutdown_timeout_ms }, 'shutdown grace period over; closing remaining connections')
-        app.proxy.server.closeAllConnections()
-        app.admin.server.closeAllConnections()
+        for (const listener of app.listeners) listener.closeConnections()
       }, config.server.shutdown_timeout_ms)
       force.unref()
       await app.close()
@@ -74,12 +78,5 @@ export async function startServer (config: Config, options: StartOptions): Promi
     })()
     return stopping
   }
-  return { app, db, started, proxyUrl, adminUrl, stop }
-}
-
-function listenUrl (server: App['proxy']): string {
-  const address = server.server.address()
-  if (address === null || typeof address === 'string') return String(address)
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
-  return `http://${host}:${address.port}`
+  return { app, db, started, urls, proxyUrl: urls.proxy as string, adminUrl: urls.admin as string, stop }
 }
