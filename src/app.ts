@@ -16,6 +16,8 @@ import { createMetrics, type HotPathMetrics, type Metrics } from './metrics/regi
 import { createProxyServer, genericErrorHandler } from './proxy/server.ts'
 import { spoofableHeaders } from './decision/identity-headers.ts'
 import { fastifyListener, type Listener } from './listener.ts'
+import { extAuthzHttpRoutes } from './extauthz/http.ts'
+import { forwardAuthRoutes } from './routes/forward-auth.ts'
 import { databaseFile, schemaVersion, type Db } from './store/db.ts'
 import type { OidcClient } from './keycloak/oidc.ts'
 import { createSync, oidcClientFor, type SyncParts } from './sync/create.ts'
@@ -142,6 +144,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
     clientIds,
     prefix: config.server.prefix,
     log: log.child({ module: 'decision' }),
+    record: metrics.recordDecision,
     sessions: {
       identify: async (cookie, scheme) => {
         const secret = jar.sessionSecret(cookie, cookiesSecure(config.session.cookie_secure, config.server.public_url, scheme))
@@ -169,8 +172,12 @@ export function buildApp (config: Config, deps: AppDeps): App {
   })
 
   const accessLog = config.log.access_log ? (deps.accessLog === undefined ? accessLogVia(log) : deps.accessLog) : null
+  // Every HTTP entry point under the prefix, in one place; each only translates to and from
+  // decide(). (The proxy itself is the catch-all; gRPC has a listener of its own, below.)
   const routes = async (fastify: FastifyInstance): Promise<void> => {
     await sessionRoutes(fastify, { config, sessions, login, passwords, oidc, pool, jwks, jar, ring, audit, queue, queued, identify: createIdentifier(deciderDeps), clock, log: sessionLog })
+    await fastify.register(forwardAuthRoutes, { config, decide })
+    await fastify.register(extAuthzHttpRoutes, { config, decide, spoofable })
   }
   const proxy = createProxyServer({ config, decide, spoofable, log: log.child({ module: 'proxy' }), metrics, accessLog, routes })
   const admin = Fastify({ loggerInstance: log.child({ module: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })

@@ -93,6 +93,29 @@ export const AdminSchema = Type.Object({
   port: Port(DEFAULT_ADMIN_PORT, `Port of the admin listener (0 picks a free one). Default is ${DEFAULT_ADMIN_PORT}.`)
 }, { additionalProperties: false, default: {}, description: 'The admin listener: never proxied, never behind authentication.' })
 
+export const DEFAULT_GRPC_HOST = '0.0.0.0'
+export const DEFAULT_GRPC_PORT = 9191
+export const DEFAULT_GRPC_MAX_MESSAGE_BYTES = 64 * 1024
+
+export const GrpcSchema = Type.Object({
+  enabled: Type.Boolean({ default: false, description: 'Serve Envoy\'s gRPC ext_authz (envoy.service.auth.v3.Authorization/Check) and grpc.health.v1.Health on a listener of its own. Default is false.' }),
+  host: Type.String({ minLength: 1, default: DEFAULT_GRPC_HOST, description: `Address the gRPC listener binds. Default is ${DEFAULT_GRPC_HOST}.` }),
+  port: Port(DEFAULT_GRPC_PORT, `Port of the gRPC listener (0 picks a free one). Default is ${DEFAULT_GRPC_PORT}.`),
+  max_message_bytes: Type.Integer({ minimum: 1024, maximum: 4 * 1024 * 1024, default: DEFAULT_GRPC_MAX_MESSAGE_BYTES, description: `Largest CheckRequest accepted, in bytes; a larger one is refused with RESOURCE_EXHAUSTED before it is decoded. Default is ${DEFAULT_GRPC_MAX_MESSAGE_BYTES} (64 KiB).` })
+}, { additionalProperties: false, default: {}, description: 'The gRPC ext_authz listener (Envoy).' })
+
+export const ExtAuthzSchema = Type.Object({
+  redirect_browsers: Type.Boolean({ default: true, description: 'Envoy ext_authz (HTTP and gRPC): a browser page load without credentials is denied with a 302 to the login page (route `server.prefix` to Gatehouse, without the check, for it to work); false answers 401 like any other request. Default is true.' })
+}, { additionalProperties: false, default: {}, description: 'Envoy ext_authz (HTTP service at `{prefix}/ext-authz`, and gRPC).' })
+
+export const ForwardAuthSchema = Type.Object({
+  trusted_proxies: Type.Array(Type.String({ minLength: 1 }), {
+    default: ['loopback'],
+    'x-expected': 'a list of addresses/CIDR ranges',
+    description: 'Peers whose X-Original-URI/-Method (nginx) and X-Forwarded-Method/-Proto/-Host/-Uri (Traefik) describe the request to decide on at `{prefix}/auth`: each an IP address, a CIDR range, an IPv4 address/netmask, or `loopback`, `linklocal` or `uniquelocal`. From any other peer those headers are ignored and the request itself is decided on. Default is [loopback].'
+  })
+}, { additionalProperties: false, default: {}, description: 'nginx auth_request and Traefik ForwardAuth at `{prefix}/auth` (and `{prefix}/start`).' })
+
 export const UpstreamSchema = Type.Object({
   url: HttpUrl('Base URL of the protected app. Required.'),
   timeout_ms: Type.Integer({ minimum: 1, default: DEFAULT_UPSTREAM_TIMEOUT_MS, description: `How long to wait for the app's response headers before answering 504, and the longest pause allowed inside a response body, in milliseconds. Default is ${DEFAULT_UPSTREAM_TIMEOUT_MS} (30 seconds).` }),
@@ -293,6 +316,9 @@ const sections = {
   local_auth: LocalAuthSchema,
   security: SecuritySchema,
   sync: SyncSchema,
+  grpc: GrpcSchema,
+  ext_authz: ExtAuthzSchema,
+  forward_auth: ForwardAuthSchema,
   secrets: SecretsSchema
 }
 

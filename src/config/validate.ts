@@ -156,6 +156,8 @@ interface CrossFieldInput {
   upstream?: { url?: string }
   server?: { port?: number, host?: string, trust_proxy?: boolean | string[] }
   admin?: { port?: number, host?: string }
+  grpc?: { enabled?: boolean, port?: number, host?: string }
+  forward_auth?: { trusted_proxies?: string[] }
 }
 
 /**
@@ -217,10 +219,19 @@ export function crossFieldProblems (input: Record<string, unknown>): ConfigProbl
       if (expected !== null) problems.push({ path: `server.trust_proxy[${i}]`, expected, received: renderValue(entry) })
     })
   }
+  config.forward_auth?.trusted_proxies?.forEach((entry, i) => {
+    const expected = trustProxyEntryProblem(entry)
+    if (expected !== null) problems.push({ path: `forward_auth.trusted_proxies[${i}]`, expected, received: renderValue(entry) })
+  })
   const s = config.server
   const a = config.admin
-  if (s?.port !== undefined && s.port !== 0 && s.port === a?.port && (s.host === a.host || s.host === '0.0.0.0' || a.host === '0.0.0.0')) {
-    problems.push({ path: 'admin.port', expected: 'a port other than server.port', received: renderValue(a.port) })
+  const collide = (x: { port?: number, host?: string } | undefined, y: { port?: number, host?: string } | undefined): boolean =>
+    x?.port !== undefined && x.port !== 0 && x.port === y?.port && (x.host === y.host || x.host === '0.0.0.0' || y.host === '0.0.0.0')
+  if (collide(s, a)) problems.push({ path: 'admin.port', expected: 'a port other than server.port', received: renderValue(a?.port) })
+  const g = config.grpc
+  if (g?.enabled === true) {
+    if (collide(g, s)) problems.push({ path: 'grpc.port', expected: 'a port other than server.port', received: renderValue(g.port) })
+    if (collide(g, a)) problems.push({ path: 'grpc.port', expected: 'a port other than admin.port', received: renderValue(g.port) })
   }
   return problems
 }

@@ -26,6 +26,12 @@ export interface RequestFacts {
    * `x-forwarded-proto`): which spelling of the session cookie is read. Default is `http`.
    */
   scheme?: string
+  /**
+   * Whether a browser page load without credentials is answered with a redirect to the login
+   * page (the proxy; Envoy by `ext_authz.redirect_browsers`; Traefik) rather than a 401 (nginx,
+   * whose `auth_request` takes only 2xx, 401 and 403). Default is true for the proxy only.
+   */
+  redirectBrowsers?: boolean
 }
 
 /** Why a request was let through, refused or sent to log in. */
@@ -77,6 +83,8 @@ export interface DeciderDeps {
   log: Logger
   /** Browser sessions: the identity a request's session cookie stands for, or null. */
   sessions?: SessionLookup
+  /** Counts each decision, by entry point and kind, with the seconds it took. */
+  record?: (entry: EntryPoint, kind: Decision['kind'], seconds: number) => void
 }
 
 /** How `decide()` reads a session cookie (the session service, behind the cookie jar). */
@@ -96,13 +104,18 @@ const REALM = 'gatehouse'
  */
 export function createDecider (deps: DeciderDeps): Decide {
   const memo: Memo = new WeakMap()
+  const record = deps.record
   return async function decide (facts: RequestFacts): Promise<Decision> {
+    const started = record === undefined ? 0 : performance.now()
+    let decision: Decision
     try {
-      return await decideUnsafe(deps, memo, facts)
+      decision = await decideUnsafe(deps, memo, facts)
     } catch (err) {
       deps.log.error({ err, entry: facts.entry }, 'decision failed; denying')
-      return deny(500, 'internal_error', null, null, { error: 'internal_error' })
+      decision = deny(500, 'internal_error', null, null, { error: 'internal_error' })
     }
+    record?.(facts.entry, decision.kind, (performance.now() - started) / 1000)
+    return decision
   }
 }
 
@@ -130,7 +143,7 @@ async function decideUnsafe (deps: DeciderDeps, memo: Memo, facts: RequestFacts)
 
   const caller = await authenticate(deps, memo, facts.headers, facts.entry, facts.scheme)
   if (caller.refused === 'no_credentials') {
-    if (facts.entry === 'proxy' && isBrowserNavigation(facts)) {
+    if ((facts.redirectBrowsers ?? facts.entry === 'proxy') && isBrowserNavigation(facts)) {
       return { kind: 'redirect', reason: 'no_credentials', location: `${deps.prefix}/login?rd=${encodeURIComponent(target)}`, rule: rule.name }
     }
     // RFC 6750 §3.1: a request without any authentication information gets no error code;

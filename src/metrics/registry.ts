@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { VERSION } from '../version.ts'
+import { FastHistogram } from './fast-histogram.ts'
 
 /**
  * Every `gatehouse_*` metric, on a registry of its own per app instance (never prom-client's
@@ -17,6 +18,10 @@ export interface Metrics {
   logLinesDropped: Counter
   /** Whole request time on the proxy listener, upstream included. */
   requestDuration: Histogram
+  /** Decisions by entry point (proxy, forward_auth, ext_authz_http, ext_authz_grpc) and kind (allow, deny, redirect). */
+  decisionsTotal: Counter<'entrypoint' | 'decision'>
+  /** Time `decide()` took, by entry point (the Keycloak-free part of a request's cost). */
+  decisionDuration: FastHistogram
   /** Bearer-token checks by result (valid, cached, expired, invalid_signature…). */
   tokenVerifications: Counter<'result'>
   /** JWKS refresh attempts by result (success, failure). */
@@ -69,6 +74,8 @@ export interface HotPathMetrics {
   recordUpstreamError: (kind: UpstreamErrorKind) => void
   /** One bearer-token check. */
   recordVerification: (result: string) => void
+  /** One decision, by entry point and kind, and the seconds it took. */
+  recordDecision: (entrypoint: string, decision: string, seconds: number) => void
 }
 
 /** Sources the gauges read at scrape time. */
@@ -105,6 +112,7 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
   // between scrapes: after the first request of a kind, counting one allocates nothing.
   const pendingRequests = new Map<string, Map<string, number[]>>()
   const pendingVerifications = new Map<string, number>()
+  const pendingDecisions = new Map<string, Map<string, number>>()
   let logLinesReported = 0
   const metrics: Metrics = {
     registry,
@@ -152,6 +160,28 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
       name: 'gatehouse_request_duration_seconds',
       help: 'Time from request to response on the proxy listener, upstream included.',
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers
+    }),
+    decisionsTotal: new Counter({
+      name: 'gatehouse_decisions_total',
+      help: 'Decisions, by entry point (proxy, forward_auth, ext_authz_http, ext_authz_grpc) and kind (allow, deny, redirect).',
+      labelNames: ['entrypoint', 'decision'] as const,
+      registers,
+      collect () {
+        for (const [entrypoint, byKind] of pendingDecisions) {
+          for (const [decision, n] of byKind) {
+            if (n === 0) continue
+            this.inc({ entrypoint, decision }, n)
+            byKind.set(decision, 0)
+          }
+        }
+      }
+    }),
+    decisionDuration: new FastHistogram({
+      name: 'gatehouse_decision_duration_seconds',
+      help: 'Time taken to decide a request, by entry point (no upstream time; Keycloak only when a key or refresh was needed).',
+      label: 'entrypoint',
+      buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1, 1],
       registers
     }),
     tokenVerifications: new Counter({
@@ -292,6 +322,12 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
       metrics.requestDuration.observe(seconds)
     },
     recordUpstreamError: (kind) => upstreamErrorChildren.get(kind)?.inc(),
-    recordVerification: (result) => add(pendingVerifications, result)
+    recordVerification: (result) => add(pendingVerifications, result),
+    recordDecision: (entrypoint, decision, seconds) => {
+      let byKind = pendingDecisions.get(entrypoint)
+      if (byKind === undefined) pendingDecisions.set(entrypoint, byKind = new Map())
+      byKind.set(decision, (byKind.get(decision) ?? 0) + 1)
+      metrics.decisionDuration.observe(entrypoint, seconds)
+    }
   }
 }

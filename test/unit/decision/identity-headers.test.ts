@@ -1,10 +1,10 @@
 import t from 'tap'
 import { Value } from '@sinclair/typebox/value'
-import { HeadersSchema } from '../../../src/config/schema.ts'
+import { HeadersSchema, type HeadersConfig } from '../../../src/config/schema.ts'
 import { spoofableHeaders } from '../../../src/decision/identity-headers.ts'
 
-const defaults = (overrides: Record<string, unknown> = {}): ReturnType<typeof Value.Create<typeof HeadersSchema>> =>
-  ({ ...Value.Create(HeadersSchema), ...overrides })
+const defaults = (overrides: Record<string, unknown> = {}): HeadersConfig =>
+  Value.Default(HeadersSchema, structuredClone(overrides)) as HeadersConfig
 
 t.test('one spoofable list: every configured name in both spellings, the X-Auth-Request family by test', async (t) => {
   const spoofable = spoofableHeaders(defaults({ user: 'X-Remote-User' }))
