@@ -45,6 +45,8 @@ export interface AppDeps {
 
 /** A built, not yet listening, Gatehouse. */
 export interface App {
+  /** The configuration it was built from. */
+  config: Config
   proxy: FastifyInstance
   admin: FastifyInstance
   /** Every listener, in the order they are bound: proxy, admin, then gRPC when enabled. */
@@ -189,6 +191,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
   ]
 
   return {
+    config,
     proxy,
     admin,
     listeners,
