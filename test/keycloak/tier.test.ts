@@ -19,6 +19,9 @@ import t from 'tap'
 import { keycloakTierAvailable, keycloakVersion, startRealKeycloak } from '../fixtures/keycloak-real.ts'
 import { smokeTests } from './smoke.ts'
 import { bearerTests } from './bearer.ts'
+import { browserTests } from './browser.ts'
+import { refreshTests } from './refresh.ts'
+import { logoutTests } from './logout.ts'
 
 // The whole tier in one file takes a few minutes; tap's per-file default (package.json) is 120 s.
 t.setTimeout(15 * 60 * 1000)
@@ -30,4 +33,7 @@ if (keycloakTierAvailable(t)) {
 
   await t.test('smoke: the imported realm, as Gatehouse needs it', (t) => smokeTests(t, kc))
   await t.test('bearer tokens', (t) => bearerTests(t, kc))
+  await t.test('browser code flow', (t) => browserTests(t, kc))
+  await t.test('refresh with rotation', (t) => refreshTests(t, kc))
+  await t.test('logout', (t) => logoutTests(t, kc))
 }
