@@ -106,6 +106,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
     clock,
     metrics
   })
+  // A token verified with a key the realm has since withdrawn must not pass from the cache.
+  jwks.onKeysWithdrawn(() => verifier.clear())
   const oidc = oidcClientFor(config, keycloak, clock, { clientId: config.keycloak.client_id, clientSecret: config.keycloak.client_secret }, log.child({ module: 'oidc' }))
   const sessionLog = log.child({ module: 'session' })
   const sessions = new SessionService({ config, db: deps.db, tokens: tokenCache, pool, oidc, clock, log: sessionLog, metrics, clientIds })

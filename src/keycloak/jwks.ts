@@ -44,6 +44,7 @@ export class JwksManager {
   #inflight: Promise<boolean> | null = null
   #lastAttemptAt = Number.NEGATIVE_INFINITY
   #timer: NodeJS.Timeout | null = null
+  readonly #withdrawnListeners: Array<(kids: string[]) => void> = []
 
   constructor (options: JwksOptions) {
     this.#options = options
@@ -55,6 +56,15 @@ export class JwksManager {
     if (stored === null) return false
     this.#install(stored.jwks, stored.fetchedAt, stored.server)
     return true
+  }
+
+  /**
+   * Calls `listener` with the key ids a refresh dropped: keys the realm no longer publishes
+   * (an administrator disabled or removed them). Tokens signed with them must stop passing,
+   * including those already verified and remembered.
+   */
+  onKeysWithdrawn (listener: (kids: string[]) => void): void {
+    this.#withdrawnListeners.push(listener)
   }
 
   /** Loads the stored keys (synchronously: no network) and starts background refreshes. */
@@ -142,10 +152,13 @@ export class JwksManager {
   }
 
   #install (jwks: JSONWebKeySet, fetchedAt: number, server: string | null): void {
+    const previous = this.#keyIds
     this.#resolver = createLocalJWKSet(jwks)
     this.#keyIds = new Set(jwks.keys.map((k) => k.kid).filter((k): k is string => typeof k === 'string'))
     this.#fetchedAt = fetchedAt
     this.#source = server
+    const withdrawn = [...previous].filter((kid) => !this.#keyIds.has(kid))
+    if (withdrawn.length > 0) for (const listener of this.#withdrawnListeners) listener(withdrawn)
   }
 }
 
