@@ -22,6 +22,8 @@ import { bearerTests } from './bearer.ts'
 import { browserTests } from './browser.ts'
 import { refreshTests } from './refresh.ts'
 import { logoutTests } from './logout.ts'
+import { syncTests } from './sync.ts'
+import { keyTests } from './keys.ts'
 
 // The whole tier in one file takes a few minutes; tap's per-file default (package.json) is 120 s.
 t.setTimeout(15 * 60 * 1000)
@@ -36,4 +38,6 @@ if (keycloakTierAvailable(t)) {
   await t.test('browser code flow', (t) => browserTests(t, kc))
   await t.test('refresh with rotation', (t) => refreshTests(t, kc))
   await t.test('logout', (t) => logoutTests(t, kc))
+  await t.test('sync queue against the Admin API', (t) => syncTests(t, kc))
+  await t.test('key rotation', (t) => keyTests(t, kc))
 }
