@@ -24,6 +24,7 @@ import { refreshTests } from './refresh.ts'
 import { logoutTests } from './logout.ts'
 import { syncTests } from './sync.ts'
 import { keyTests } from './keys.ts'
+import { outageTests } from './outage.ts'
 
 // The whole tier in one file takes a few minutes; tap's per-file default (package.json) is 120 s.
 t.setTimeout(15 * 60 * 1000)
@@ -40,4 +41,5 @@ if (keycloakTierAvailable(t)) {
   await t.test('logout', (t) => logoutTests(t, kc))
   await t.test('sync queue against the Admin API', (t) => syncTests(t, kc))
   await t.test('key rotation', (t) => keyTests(t, kc))
+  await t.test('outage under load', (t) => outageTests(t, kc))
 }
