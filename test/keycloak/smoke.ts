@@ -46,6 +46,25 @@ export async function smokeTests (t: Test, kc: RealKeycloak): Promise<void> {
     t.notOk(roles.includes('realm-admin'), 'and not realm-admin')
   })
 
+  // The answers the stand-in (test/fixtures/keycloak-standin*) copies: checked here against the real server.
+  t.test("Keycloak's token-endpoint refusals: statuses, codes and words", async (t) => {
+    const post = async (body: Record<string, string>, basic?: string) => {
+      const res = await fetch(`${kc.issuer}/protocol/openid-connect/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', ...(basic !== undefined ? { authorization: `Basic ${Buffer.from(basic).toString('base64')}` } : {}) },
+        body: new URLSearchParams(body).toString()
+      })
+      return [res.status, await res.json(), res.headers.get('www-authenticate')]
+    }
+    const credentials = { grant_type: 'password', username: 'alice', password: 'alice-password' }
+    t.same(await post({ ...credentials, password: 'nope' }, 'gatehouse:gatehouse-secret'), [400, { error: 'invalid_grant', error_description: 'Invalid user credentials' }, null], 'wrong password')
+    t.same(await post({ ...credentials, username: 'mallory' }, 'gatehouse:gatehouse-secret'), [400, { error: 'invalid_grant', error_description: 'Invalid user credentials' }, null], 'unknown user')
+    t.same(await post(credentials, 'gatehouse:wrong'), [401, { error: 'unauthorized_client', error_description: 'Invalid client or Invalid client credentials' }, null], 'wrong client secret')
+    t.same(await post({ ...credentials, client_id: 'gatehouse' }), [401, { error: 'unauthorized_client', error_description: 'Invalid client or Invalid client credentials' }, null], 'confidential client without its secret')
+    t.same(await post({ grant_type: 'client_credentials' }, 'nosuch:x'), [401, { error: 'invalid_client', error_description: 'Invalid client or Invalid client credentials' }, null], 'unknown client')
+    t.same(await post(credentials, 'reporting:reporting-secret'), [400, { error: 'unauthorized_client', error_description: 'Client not allowed for direct access grants' }, null], 'client without direct access grants')
+  })
+
   t.test('the gatehouse client: PKCE S256, back-channel logout with sid, refresh-token rotation on', async (t) => {
     const client = (await kc.admin('GET', `/clients/${await kc.clientUuid('gatehouse')}`)).body as { attributes: Record<string, string>, publicClient: boolean }
     t.equal(client.publicClient, false)
