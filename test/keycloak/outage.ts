@@ -55,8 +55,8 @@ async function closeCircuit (clock: ManualClock, app: { keycloak: { health: { ro
 /**
  * Keycloak frozen (SIGSTOP: connections accepted, never answered) and then killed (SIGKILL:
  * refused) while bearer and session requests run: valid credentials never fail, and the
- * login page falls back to Gatehouse's local form. The latency ratio is measured by
- * `npm run bench`, not asserted here.
+ * login page falls back to Gatehouse's local form. The p99 latency of each phase is printed as
+ * a comment, never asserted (a bench run against the real Keycloak is still to be written).
  */
 export async function outageTests (t: Test, kc: RealKeycloak): Promise<void> {
   /**
@@ -93,7 +93,7 @@ export async function outageTests (t: Test, kc: RealKeycloak): Promise<void> {
     t.ok(frozen.modes.has('cached'), 'the session went on on its cached tokens')
     t.equal(await loginPage(gatehouse.proxyUrl), 'local form', 'the login page is the local form')
     t.equal(gatehouse.app.mode.mode, 'degraded')
-    t.comment(`p99 latency (ms): healthy ${healthy.p99Ms.toFixed(1)}, SIGSTOP ${frozen.p99Ms.toFixed(1)} (not asserted; see npm run bench)`)
+    t.comment(`p99 latency (ms): healthy ${healthy.p99Ms.toFixed(1)}, SIGSTOP ${frozen.p99Ms.toFixed(1)} (measured, not asserted)`)
 
     kc.resume()
     paused = false
@@ -109,6 +109,6 @@ export async function outageTests (t: Test, kc: RealKeycloak): Promise<void> {
     t.same(killed.failures, [], 'every request passed')
     t.ok(killed.modes.has('cached'), 'the session went on on its cached tokens')
     t.equal(await loginPage(gatehouse.proxyUrl), 'local form', 'the login page is the local form')
-    t.comment(`p99 latency (ms): healthy ${healthy.p99Ms.toFixed(1)}, SIGKILL ${killed.p99Ms.toFixed(1)} (not asserted; see npm run bench)`)
+    t.comment(`p99 latency (ms): healthy ${healthy.p99Ms.toFixed(1)}, SIGKILL ${killed.p99Ms.toFixed(1)} (measured, not asserted)`)
   })
 }
