@@ -91,12 +91,14 @@ function cpuMicros (pid: number | undefined): number {
 
 interface Result { name: string, rps: number, p50: number, p99: number, errors: number, non2xx: number, cpuPerRequest: number }
 
-async function load (name: string, url: string, tokens: string[] | null, pid?: number, duration = DURATION): Promise<Result> {
+async function load (name: string, url: string, tokens: string[] | null, pid?: number, duration = DURATION, headers: Record<string, string> = {}): Promise<Result> {
   let next = 0
   const requests = tokens === null
     ? undefined
-    : [{ setupRequest: (req: LoadRequest): LoadRequest => ({ ...req, headers: { ...req.headers, authorization: `Bearer ${tokens[next++ % tokens.length]}` } }) }]
-  const options = { url: `${url}/bench`, connections: CONNECTIONS, pipelining: 1, duration, ...(requests !== undefined ? { requests } : {}) }
+    : [{ setupRequest: (req: LoadRequest): LoadRequest => ({ ...req, headers: { ...req.headers, ...headers, authorization: `Bearer ${tokens[next++ % tokens.length]}` } }) }]
+  // A URL naming a path is asked as it is (a gateway endpoint); a bare origin gets /bench.
+  const target = new URL(url).pathname === '/' ? `${url}/bench` : url
+  const options = { url: target, connections: CONNECTIONS, pipelining: 1, duration, ...(requests !== undefined ? { requests } : {}) }
   const cpuBefore = cpuMicros(pid)
   const r = await autocannon(options)
   const cpuPerRequest = (cpuMicros(pid) - cpuBefore) / r.requests.total
@@ -195,6 +197,27 @@ try {
       `median round p99 ratio ${medianOf(p99(x)).toFixed(2)} (target <= 1.2), throughput ratio ${medianOf(perRound(x, 2)).toFixed(3)}, failed requests ${failed(x)} (target 0)\n`)
   }
   void guarded; void direct; void proxied; void blackholed; void refused
+  process.stdout.write('\n')
+
+  // Gateway modes: the same tokens, decisions only (no upstream hop), in rounds interleaved
+  // with proxy mode (c) so that all of them see the same machine.
+  const gateways: Array<{ name: string, run: () => Promise<Result> }> = [
+    { name: '(c) proxy mode', run: async () => await load('(c) proxy mode', gatehouseUrl, tokens, gatehouse.child.pid) },
+    { name: '(d) ext_authz HTTP', run: async () => await load('(d) ext_authz HTTP', `${gatehouseUrl}/_gatehouse/ext-authz/bench`, tokens, gatehouse.child.pid) },
+    { name: '(e) forward-auth', run: async () => await load('(e) forward-auth', `${gatehouseUrl}/_gatehouse/auth`, tokens, gatehouse.child.pid, DURATION, { 'x-forwarded-uri': '/bench', 'x-forwarded-method': 'GET' }) }
+  ]
+  for (const g of gateways.slice(1)) await g.run() // warm-up
+  const gatewayRounds: Result[][] = gateways.map(() => [])
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [i, g] of gateways.entries()) gatewayRounds[i]?.push(await g.run())
+  }
+  process.stdout.write(`Gateway modes (decisions only, ${CONNECTIONS} connections):\n${table(gatewayRounds.map(median)).replace('req/s', 'dec/s')}\n`)
+  for (const [i, g] of gateways.entries()) {
+    if (i === 0) continue
+    const ratio = medianOf((gatewayRounds[i] ?? []).map((r, k) => r.rps / (gatewayRounds[0]?.[k]?.rps ?? Number.NaN)))
+    const target = g.name.includes('gRPC') ? 3 : 2
+    process.stdout.write(`ratio ${g.name} / proxy mode, median round: ${ratio.toFixed(2)}${g.name.includes('forward') ? '' : `   (target >= ${target})`}\n`)
+  }
   process.stdout.write('\n')
 
   // Cold start: the database already holds the JWKS; Keycloak accepts connections and never answers.

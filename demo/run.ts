@@ -1,6 +1,8 @@
 // `npm run demo`: a demo app, a Keycloak stand-in with two users, and Gatehouse in front of
 // the app, all on localhost, configured by the repository's config.yaml. `--check` runs the
 // walkthrough's requests itself, prints what happened, and exits (non-zero on any surprise).
+// `--keycloak` uses a real Keycloak instead of the stand-in (scripts/keycloak.sh fetch brings
+// it; the realm is test/keycloak/realm.json, with the same two users).
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -10,6 +12,7 @@ import type { AddressInfo } from 'node:net'
 import type { Server } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { startKeycloakStandin, type KeycloakStandin } from '../test/fixtures/keycloak-standin.ts'
+import { keycloakTierMissing, keycloakVersion, startRealKeycloak } from '../test/fixtures/keycloak-real.ts'
 import { loadForServe } from '../src/cli/config-command.ts'
 import { startServer } from '../src/server.ts'
 import { createLoggers } from '../src/log.ts'
@@ -17,6 +20,7 @@ import { createDemoUpstream } from './upstream.ts'
 
 const CONFIG = fileURLToPath(new URL('../config.yaml', import.meta.url))
 const check = process.argv.includes('--check')
+const realKeycloak = process.argv.includes('--keycloak')
 const port = (name: string, fallback: number): number => Number(process.env[name] ?? fallback)
 
 /** Listens on `preferred`, or on any free port when it is taken. */
@@ -50,9 +54,35 @@ async function startStandin (preferred: number): Promise<KeycloakStandin> {
   }
 }
 
+/** What the demo needs of its identity provider: the stand-in, or a real Keycloak. */
+interface DemoIdp {
+  label: string
+  issuer: string
+  baseUrl: string
+  tokenUrl: string
+  passwordGrant: (username: string, password: string) => Promise<{ access_token?: unknown }>
+  close: () => Promise<void>
+}
+
+async function startIdp (): Promise<DemoIdp> {
+  if (!realKeycloak) {
+    const s = await startStandin(port('DEMO_KEYCLOAK_PORT', 8180))
+    return { label: 'Keycloak stand-in', issuer: s.issuer, baseUrl: s.baseUrl, tokenUrl: s.endpoints.token, passwordGrant: async (u, p) => await s.passwordGrant(u, p), close: async () => await s.close() }
+  }
+  const missing = keycloakTierMissing()
+  if (missing !== null) {
+    process.stderr.write(`npm run demo -- --keycloak: ${missing}\n`)
+    process.exit(1)
+  }
+  process.stdout.write(`Starting Keycloak ${keycloakVersion()} (20-40 s)...\n`)
+  // Keycloak's back-channel logout URL for the gatehouse client (realm.json's GATEHOUSE_URL placeholder).
+  const kc = await startRealKeycloak({ env: { GATEHOUSE_URL: `http://127.0.0.1:${port('GATEHOUSE_PORT', 4180)}` } })
+  return { label: `Keycloak ${keycloakVersion()}`, issuer: kc.issuer, baseUrl: kc.baseUrl, tokenUrl: `${kc.issuer}/protocol/openid-connect/token`, passwordGrant: async (u, p) => await kc.passwordGrant(u, p), close: async () => await kc.close() }
+}
+
 const upstream = createDemoUpstream()
 const upstreamPort = await listen(upstream, port('DEMO_UPSTREAM_PORT', 8080))
-const standin = await startStandin(port('DEMO_KEYCLOAK_PORT', 8180))
+const standin = await startIdp()
 const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-demo-'))
 
 const env = {
@@ -74,7 +104,7 @@ const loggers = createLoggers({ level: config.log.level })
 const gatehouse = await startServer(config, { log: loggers.log, accessLog: loggers.access, policy })
 await gatehouse.app.keycloak.jwks.refresh('manual')
 
-const tokenUrl = standin.endpoints.token
+const tokenUrl = standin.tokenUrl
 const tokenCommand = (user: string): string =>
   `curl -s -d grant_type=password -d client_id=gatehouse -d client_secret=gatehouse-secret -d username=${user} -d password=${user}-password -d scope=openid ${tokenUrl} | node -pe 'JSON.parse(require("fs").readFileSync(0)).access_token'`
 
@@ -84,7 +114,7 @@ Gatehouse demo is running.
   Gatehouse (proxy)   ${gatehouse.proxyUrl}
   Gatehouse (admin)   ${gatehouse.adminUrl}/status   ${gatehouse.adminUrl}/metrics
   demo app            http://127.0.0.1:${upstreamPort}   (only reachable through Gatehouse in a real deployment)
-  Keycloak stand-in   ${standin.issuer}   users: alice / alice-password (admin), bob / bob-password
+  ${standin.label.padEnd(19)} ${standin.issuer}   users: alice / alice-password (admin), bob / bob-password
 
 Get a token for alice and call the app through Gatehouse:
 
@@ -93,9 +123,9 @@ Get a token for alice and call the app through Gatehouse:
 
 Then try: no token (401), ${gatehouse.proxyUrl}/public/ (public), ${gatehouse.proxyUrl}/admin as bob (403).
 
-In a browser, open ${gatehouse.proxyUrl}/hello: you are sent to the stand-in's login page (alice /
+In a browser, open ${gatehouse.proxyUrl}/hello: you are sent to ${realKeycloak ? "Keycloak's" : "the stand-in's"} login page (alice /
 alice-password) and back to the app, which shows the identity headers Gatehouse sent it. Sign out at
-${gatehouse.proxyUrl}/_gatehouse/logout. Stop the stand-in's port to see the local login form instead.
+${gatehouse.proxyUrl}/_gatehouse/logout. Stop ${realKeycloak ? 'Keycloak' : "the stand-in's port"} to see the local login form instead.
 `)
 
 async function walkthrough (): Promise<boolean> {
