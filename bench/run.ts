@@ -22,6 +22,7 @@ import autocannon, { type Request as LoadRequest } from 'autocannon'
 import { stringify } from 'yaml'
 import { startKeycloakStandin } from '../test/fixtures/keycloak-standin.ts'
 import { startFaultProxy } from '../test/fixtures/fault-proxy.ts'
+import { GATEHOUSE_CLIENT, keycloakTierMissing, keycloakVersion, startRealKeycloak } from '../test/fixtures/keycloak-real.ts'
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 3)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7)
@@ -232,7 +233,55 @@ try {
   await blackhole.close()
   await fault.close()
   await standin.close()
+  restarted.child.kill('SIGTERM')
+
+  await realKeycloakOutage(upstreamUrl, main)
 } finally {
   for (const child of children) child.kill('SIGTERM')
   rmSync(work, { recursive: true, force: true })
+}
+
+/**
+ * The outage runs again against a real Keycloak 26 (the test tier's, issue 11): the same
+ * bearer load healthy, with Keycloak's JVM stopped (SIGSTOP: connections accepted, never
+ * answered) and killed (SIGKILL: refused). p99 ratios are printed, not asserted. Skipped,
+ * with the reason, when the tier is missing (`scripts/keycloak.sh fetch`) or BENCH_KEYCLOAK=0.
+ */
+async function realKeycloakOutage (upstreamUrl: string, main: string): Promise<void> {
+  const missing = process.env.BENCH_KEYCLOAK === '0' ? 'BENCH_KEYCLOAK=0' : keycloakTierMissing()
+  if (missing !== null) {
+    process.stdout.write(`real Keycloak outage runs: skipped (${missing})\n`)
+    return
+  }
+  const kc = await startRealKeycloak()
+  try {
+    const settings = {
+      upstream: { url: upstreamUrl },
+      keycloak: { issuer: kc.issuer, server: kc.baseUrl, client_id: GATEHOUSE_CLIENT.clientId, client_secret: GATEHOUSE_CLIENT.secret },
+      database: { path: join(work, 'real-keycloak.db') }
+    }
+    const gatehouse = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig('real-keycloak', settings)], proxyCpus)
+    const url = String(gatehouse.first.proxy)
+    const tokens: string[] = []
+    for (let i = 0; i < 20; i++) tokens.push(String((await kc.passwordGrant(i % 2 === 0 ? 'alice' : 'bob', i % 2 === 0 ? 'alice-password' : 'bob-password')).access_token))
+    for (let i = 0; (await fetch(`${url}/bench`, { headers: { authorization: `Bearer ${tokens[0]}` } })).status !== 200; i++) {
+      if (i > 100) throw new Error('gatehouse never accepted the real Keycloak\'s tokens')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    await load('warm-up', url, tokens, gatehouse.child.pid, 3)
+    const healthy = await load('(c) real Keycloak healthy', url, tokens, gatehouse.child.pid)
+    kc.pause()
+    const stopped = await load('(c) Keycloak SIGSTOPped', url, tokens, gatehouse.child.pid)
+    kc.resume()
+    const again = await load('(c) Keycloak resumed', url, tokens, gatehouse.child.pid)
+    await kc.kill()
+    const killed = await load('(c) Keycloak SIGKILLed', url, tokens, gatehouse.child.pid)
+    process.stdout.write(`\nReal Keycloak ${keycloakVersion()} outage runs (${tokens.length} tokens, ${CONNECTIONS} connections, one run each):\n${table([healthy, stopped, again, killed])}\n`)
+    for (const run of [stopped, killed]) {
+      process.stdout.write(`${run.name}: p99 ratio ${(run.p99 / Math.max(1, healthy.p99)).toFixed(2)} (healthy ${healthy.p99} ms), throughput ratio ${(run.rps / healthy.rps).toFixed(3)}, failed requests ${run.errors + run.non2xx}\n`)
+    }
+    gatehouse.child.kill('SIGTERM')
+  } finally {
+    await kc.close()
+  }
 }
