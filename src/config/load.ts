@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path'
 import { parseDocument, parse as parseYaml } from 'yaml'
 import { ConfigError, type ConfigProblem } from '../errors.ts'
 import { ConfigSchema, ENVIRONMENT_NAMES, type Config, type EnvironmentName } from './schema.ts'
-import { compileValidator, yamlErrorText, crossFieldProblems, realmOfIssuer, type SchemaValidator } from './validate.ts'
+import { compileValidator, yamlErrorText, crossFieldProblems, providerKindOf, realmOfIssuer, type SchemaValidator } from './validate.ts'
 
 /** Default path of the configuration file when neither `-c` nor `GATEHOUSE_CONFIG` names one. */
 export const DEFAULT_CONFIG_PATH = './config.yaml'
@@ -63,13 +63,14 @@ export function parseConfig (text: string, options: { path: string, env?: NodeJS
   const data: Record<string, unknown> = structuredClone({ ...effective, environments: substituted.environments })
   const unset = new Set(problems.map((p) => p.path))
   problems.push(...attribute(validate(data).filter((p) => !unset.has(p.path)), environment, overlays))
-  if (problems.length === 0) problems.push(...attribute(crossFieldProblems(data), environment, overlays))
+  if (problems.length === 0) problems.push(...attribute(crossFieldProblems(data, effective), environment, overlays))
 
   // Overlays not selected now are checked too, so a typo in staging fails in every environment.
   for (const name of ENVIRONMENT_NAMES) {
     if (name === environment || !isMapping(overlays[name])) continue
     const merged = structuredClone(deepMerge(base, overlays[name] as Record<string, unknown>))
-    const found = [...validate(merged), ...crossFieldProblems(merged)]
+    const explicit = structuredClone(deepMerge(base, overlays[name] as Record<string, unknown>))
+    const found = [...validate(merged), ...crossFieldProblems(merged, explicit)]
     for (const problem of found) {
       if (pathExists(overlays[name], problem.path)) problems.push({ ...problem, path: `environments.${name}.${problem.path}` })
     }
@@ -79,7 +80,14 @@ export function parseConfig (text: string, options: { path: string, env?: NodeJS
     throw new ConfigError('ERR_CONFIG_INVALID', `invalid configuration ${options.path}:\n${formatProblems(problems)}`, problems)
   }
   const keycloak = data.keycloak as Record<string, unknown>
-  keycloak.realm ??= realmOfIssuer(String(keycloak.issuer))
+  keycloak.kind = providerKindOf(String(keycloak.issuer), keycloak.provider as string | undefined)
+  if (keycloak.kind === 'keycloak') {
+    keycloak.realm ??= realmOfIssuer(String(keycloak.issuer))
+  } else {
+    keycloak.realm = ''
+    // A generic provider's back channel is the issuer itself unless told otherwise.
+    if (keycloak.server === undefined && (keycloak.ha as { enabled?: boolean } | undefined)?.enabled !== true) keycloak.server = String(keycloak.issuer)
+  }
   const config = { ...data, environment, base_dir: dirname(resolve(options.path)) }
   return deepFreeze(config) as unknown as Config
 }

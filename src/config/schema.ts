@@ -160,19 +160,43 @@ export const AdminApiSchema = Type.Object({
   client_secret: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, description: 'That client\'s secret. Default is keycloak.client_secret.' }))
 }, { additionalProperties: false, default: {}, description: 'The Keycloak Admin API, used by the sync queue to replay identity writes.' })
 
+export const EndpointsSchema = Type.Object({
+  authorization: Type.Optional(HttpUrl('The authorization endpoint browsers are sent to. Default is the one discovery names.')),
+  token: Type.Optional(HttpUrl('The token endpoint (code exchange, refresh, password grant). Default is the one discovery names.')),
+  jwks: Type.Optional(HttpUrl('The JWKS (`jwks_uri`). Default is the one discovery names.')),
+  userinfo: Type.Optional(HttpUrl('The userinfo endpoint. Default is the one discovery names.')),
+  end_session: Type.Optional(HttpUrl('The end-session endpoint (RP-initiated logout). Default is the one discovery names; without one, logout is local only.')),
+  revocation: Type.Optional(HttpUrl('The revocation endpoint. Default is the one discovery names.'))
+}, { additionalProperties: false, default: {}, description: 'Endpoints as the provider publishes them (public URLs), overriding discovery: for a first start while the provider is unreachable, or a provider whose discovery is wrong. Back-channel calls are moved onto keycloak.server (or each HA server). Default is none: every endpoint comes from `{issuer}/.well-known/openid-configuration`, kept in SQLite.' })
+
+export const CLIENT_AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'] as const
+
 export const KeycloakSchema = Type.Object({
-  issuer: HttpUrl('The public issuer tokens carry (`iss`): `{public base}/realms/{realm}`. The browser is always sent here. Required.'),
-  realm: Type.Optional(Type.String({ minLength: 1, description: 'Realm name. Default is the last segment of `issuer`.' })),
-  server: Type.Optional(HttpUrl('Back-channel base URL of the Keycloak server (`http://keycloak:8080`, with `/auth` if Keycloak runs under that path). Required unless keycloak.ha.enabled.')),
-  client_id: Type.String({ minLength: 1, description: 'This app\'s client id in the realm. Tokens must name it in `aud` or `azp`. Required.' }),
+  issuer: HttpUrl('The public issuer tokens carry (`iss`), exactly: a Keycloak realm URL `{public base}/realms/{realm}`, or any OpenID provider\'s issuer. The browser is always sent to the provider\'s public endpoints. Required.'),
+  provider: Type.Union([Type.Literal('auto'), Type.Literal('keycloak'), Type.Literal('generic')], {
+    default: 'auto',
+    'x-expected': 'auto, keycloak or generic',
+    description: 'What kind of OpenID provider issuer is: keycloak (the Admin API, the sync queue and Keycloak\'s claims) or generic (any standards provider: those features are off). auto: keycloak when issuer ends in /realms/{realm}, else generic. Default is auto.'
+  }),
+  realm: Type.Optional(Type.String({ minLength: 1, description: 'Keycloak only: the realm name. Default is the last segment of `issuer`.' })),
+  server: Type.Optional(HttpUrl('Back-channel base URL Gatehouse itself calls: for Keycloak the server (`http://keycloak:8080`, with `/auth` if Keycloak runs under that path), for a generic provider the URL that stands for `issuer` on the back channel. Required for Keycloak unless keycloak.ha.enabled; for a generic provider the default is `issuer` itself.')),
+  endpoints: EndpointsSchema,
+  client_id: Type.String({ minLength: 1, description: 'This app\'s client id at the provider. Tokens must name it in `aud`, `azp` or `client_id`. Required.' }),
   client_secret: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, description: 'The client\'s secret (confidential clients). Use ${VAR} substitution. Default is none.' })),
-  audiences: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'Further client ids accepted in a token\'s `aud` or `azp` (other apps whose tokens may call this one). Default is none.' }),
-  timeout_ms: Type.Integer({ minimum: 1, default: DEFAULT_KEYCLOAK_TIMEOUT_MS, description: `Deadline of every call to Keycloak, failover to other servers included, in milliseconds; no user request waits longer. Default is ${DEFAULT_KEYCLOAK_TIMEOUT_MS} (2 seconds).` }),
+  client_auth_method: Type.Union(CLIENT_AUTH_METHODS.map((m) => Type.Literal(m)), {
+    default: 'client_secret_basic',
+    'x-expected': CLIENT_AUTH_METHODS.join(', '),
+    description: 'How Gatehouse authenticates to the token endpoint (RFC 6749 §2.3, OIDC Core §9): client_secret_basic, client_secret_post, or private_key_jwt (with keycloak.client_private_key). Checked against discovery\'s token_endpoint_auth_methods_supported. Default is client_secret_basic.'
+  }),
+  client_private_key: Type.Optional(Type.String({ minLength: 1, 'x-secret': true, description: 'For private_key_jwt: the client\'s private key, a PKCS#8 PEM or a private JWK (JSON); its `kid` (or keycloak.client_key_id) names it to the provider. Use ${VAR} substitution. Default is none.' })),
+  client_key_id: Type.Optional(Type.String({ minLength: 1, description: 'For private_key_jwt: the `kid` of keycloak.client_private_key when the key does not carry one. Default is none.' })),
+  audiences: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'Further client ids accepted in a token\'s `aud`, `azp` or `client_id` (other apps whose tokens may call this one), and whose client roles count. Default is none.' }),
+  timeout_ms: Type.Integer({ minimum: 1, default: DEFAULT_KEYCLOAK_TIMEOUT_MS, description: `Deadline of every call to the provider, failover to other servers included, in milliseconds; no user request waits longer. Default is ${DEFAULT_KEYCLOAK_TIMEOUT_MS} (2 seconds).` }),
   jwks: JwksSchema,
   resilience: ResilienceSchema,
   ha: HaSchema,
   admin: AdminApiSchema
-}, { additionalProperties: false, description: 'The Keycloak realm tokens come from.' })
+}, { additionalProperties: false, description: 'The OpenID provider tokens come from: Keycloak first (the key keeps its name), any standards provider through discovery.' })
 
 export const TokensSchema = Type.Object({
   algorithms: Type.Array(Type.Union(DEFAULT_ALGORITHMS.map((a) => Type.Literal(a)), { 'x-expected': `one of ${DEFAULT_ALGORITHMS.join(', ')} (asymmetric only)` }), {
@@ -181,9 +205,27 @@ export const TokensSchema = Type.Object({
     default: [...DEFAULT_ALGORITHMS],
     description: 'Signature algorithms accepted on access tokens. `none` and HMAC can never be configured. Default is every asymmetric JWS algorithm.'
   }),
-  clock_skew_seconds: Type.Integer({ minimum: 0, maximum: 300, default: DEFAULT_CLOCK_SKEW_SECONDS, description: `Tolerance on \`exp\` and \`nbf\`, in seconds. Default is ${DEFAULT_CLOCK_SKEW_SECONDS}.` }),
+  clock_skew_seconds: Type.Integer({ minimum: 0, maximum: 300, default: DEFAULT_CLOCK_SKEW_SECONDS, description: `Tolerance on \`exp\`, \`nbf\` and \`iat\`, in seconds. Default is ${DEFAULT_CLOCK_SKEW_SECONDS}.` }),
+  audiences: Type.Array(Type.String({ minLength: 1 }), { default: [], description: 'Values accepted in a token\'s `aud` besides the client ids (a resource indicator such as `https://api.example.com`, RFC 8707 and RFC 9068 §4). Default is none.' }),
   cache_max_entries: Type.Integer({ minimum: 0, default: DEFAULT_TOKEN_CACHE_MAX_ENTRIES, description: `How many verified tokens are remembered (each until its \`exp\`); 0 turns the cache off. Default is ${DEFAULT_TOKEN_CACHE_MAX_ENTRIES}.` })
 }, { additionalProperties: false, default: {}, description: 'Bearer access-token validation.' })
+
+export const ClaimsSchema = Type.Object({
+  user: Type.Union([Type.Literal('sub'), Type.Literal('preferred_username'), Type.Literal('email')], {
+    default: 'sub',
+    'x-expected': 'sub, preferred_username or email',
+    description: 'Which claim the user header (X-Auth-Request-User) carries. Default is sub.'
+  }),
+  username: Type.String({ minLength: 1, default: 'preferred_username', description: 'Claim path of the user name (headers.preferred_username). Default is preferred_username.' }),
+  email: Type.String({ minLength: 1, default: 'email', description: 'Claim path of the e-mail address. Default is email.' }),
+  name: Type.String({ minLength: 1, default: 'name', description: 'Claim path of the display name (userinfo). Default is name.' }),
+  groups: Type.String({ minLength: 1, default: 'groups', description: 'Claim path of the group list (Keycloak\'s group-membership mapper, or any flat list). Default is groups.' }),
+  roles: Type.Array(Type.String({ minLength: 1 }), {
+    default: ['realm_access.roles', 'resource_access.{client}.roles'],
+    description: 'Claim paths the roles come from, dot-separated: `realm_access.roles` (Keycloak realm roles, named as they are), `resource_access.{client}.roles` (each client id\'s roles, named `client:role`), or a flat claim such as `roles`. Default is Keycloak\'s two.'
+  }),
+  userinfo: Type.Boolean({ default: false, description: 'At login (and refresh), also ask the userinfo endpoint and merge what it says into the session\'s identity. Default is false: the access token and the ID token are merged.' })
+}, { additionalProperties: false, default: {}, description: 'Where the identity comes from in tokens and userinfo. Keycloak\'s claims are the defaults.' })
 
 export const HeadersSchema = Type.Object({
   user: HeaderName(DEFAULT_HEADERS.user, `Carries \`sub\` (or the local user name). Default is ${DEFAULT_HEADERS.user}.`),
@@ -306,6 +348,7 @@ const sections = {
   upstream: UpstreamSchema,
   keycloak: KeycloakSchema,
   tokens: TokensSchema,
+  claims: ClaimsSchema,
   headers: HeadersSchema,
   policies: PoliciesSchema,
   database: DatabaseSchema,
@@ -341,7 +384,11 @@ export type Config = Static<typeof ConfigSchema> & {
   readonly environment: EnvironmentName | null
   /** Directory of the config file: relative paths in it resolve from here. */
   readonly base_dir: string
-  readonly keycloak: Static<typeof KeycloakSchema> & { readonly realm: string }
+  readonly keycloak: Static<typeof KeycloakSchema> & {
+    readonly realm: string
+    /** `keycloak.provider` resolved: `auto` becomes keycloak or generic. */
+    readonly kind: 'keycloak' | 'generic'
+  }
 }
 
 export type KeycloakConfig = Config['keycloak']

@@ -152,7 +152,7 @@ interface CrossFieldInput {
   secrets?: { encryption_keys?: string[], cookie_keys?: string[] }
   auth?: { primary?: string }
   local_auth?: { cached_credentials_days?: number }
-  keycloak?: { issuer?: string, realm?: string, server?: string, ha?: { enabled?: boolean, servers?: Array<{ server?: string }> } }
+  keycloak?: { issuer?: string, provider?: string, realm?: string, server?: string, client_auth_method?: string, client_secret?: string, client_private_key?: string, ha?: { enabled?: boolean, servers?: Array<{ server?: string }> } }
   upstream?: { url?: string }
   server?: { port?: number, host?: string, trust_proxy?: boolean | string[] }
   admin?: { port?: number, host?: string }
@@ -164,28 +164,37 @@ interface CrossFieldInput {
  * Checks a schema-valid configuration for problems no single key shows: URLs that do not
  * parse, an issuer that is not a Keycloak realm URL, listeners that collide.
  */
-export function crossFieldProblems (input: Record<string, unknown>): ConfigProblem[] {
+export function crossFieldProblems (input: Record<string, unknown>, explicit: Record<string, unknown> = input): ConfigProblem[] {
   const config = input as CrossFieldInput
   const problems: ConfigProblem[] = []
   const kc = config.keycloak
+  const kind = kc?.issuer === undefined ? null : providerKindOf(kc.issuer, kc.provider)
   if (kc?.issuer !== undefined) {
     const url = parseUrl(kc.issuer)
     if (url === null) {
       problems.push({ path: 'keycloak.issuer', expected: 'a valid URL', received: renderValue(kc.issuer) })
     } else {
       const match = /\/realms\/([^/]+)\/?$/.exec(url.pathname)
-      if (match === null) {
-        problems.push({ path: 'keycloak.issuer', expected: 'a Keycloak realm URL ending in /realms/{realm}', received: renderValue(kc.issuer) })
-      } else if (kc.realm !== undefined && decodeURIComponent(match[1] ?? '') !== kc.realm) {
-        problems.push({ path: 'keycloak.realm', expected: `the realm named in keycloak.issuer (${decodeURIComponent(match[1] ?? '')})`, received: renderValue(kc.realm) })
+      if (kind === 'keycloak' && match === null) {
+        problems.push({ path: 'keycloak.issuer', expected: 'a Keycloak realm URL ending in /realms/{realm} (keycloak.provider is keycloak; set generic for another provider)', received: renderValue(kc.issuer) })
+      } else if (kind === 'keycloak' && kc.realm !== undefined && decodeURIComponent(match?.[1] ?? '') !== kc.realm) {
+        problems.push({ path: 'keycloak.realm', expected: `the realm named in keycloak.issuer (${decodeURIComponent(match?.[1] ?? '')})`, received: renderValue(kc.realm) })
       }
       if (url.search !== '' || url.hash !== '') {
         problems.push({ path: 'keycloak.issuer', expected: 'a URL without query or fragment', received: renderValue(kc.issuer) })
       }
     }
   }
+  if (kind === 'generic') problems.push(...keycloakOnlyProblems(explicit))
+  if (kc?.client_auth_method === 'private_key_jwt' && kc.client_private_key === undefined) {
+    problems.push({ path: 'keycloak.client_private_key', expected: 'a private key (PEM or JWK) when keycloak.client_auth_method is private_key_jwt', received: 'nothing' })
+  }
+  if ((kc?.client_auth_method === 'client_secret_basic' || kc?.client_auth_method === 'client_secret_post') && explicit.keycloak !== undefined &&
+    (explicit.keycloak as { client_auth_method?: unknown }).client_auth_method !== undefined && kc.client_secret === undefined) {
+    problems.push({ path: 'keycloak.client_secret', expected: `a secret when keycloak.client_auth_method is ${kc.client_auth_method}`, received: 'nothing' })
+  }
   const ha = kc?.ha?.enabled === true
-  if (kc !== undefined && !ha && kc.server === undefined) {
+  if (kc !== undefined && kind === 'keycloak' && !ha && kc.server === undefined) {
     problems.push({ path: 'keycloak.server', expected: 'a value (this key is required unless keycloak.ha.enabled): the back-channel base URL', received: 'nothing' })
   }
   if (kc?.server !== undefined && parseUrl(kc.server) === null) {
@@ -281,6 +290,42 @@ function parseUrl (value: string): URL | null {
 }
 
 /** The realm named by a Keycloak issuer URL (`…/realms/{realm}`). */
+/**
+ * `keycloak.provider` resolved: `keycloak` and `generic` as given; `auto` is keycloak when the
+ * issuer is a Keycloak realm URL (`…/realms/{realm}`), generic otherwise.
+ */
+export function providerKindOf (issuer: string, provider: string | undefined): 'keycloak' | 'generic' {
+  if (provider === 'keycloak' || provider === 'generic') return provider
+  const url = parseUrl(issuer)
+  return url !== null && /\/realms\/[^/]+\/?$/.test(url.pathname) ? 'keycloak' : 'generic'
+}
+
+// Settings that only mean something with Keycloak's Admin API (the sync queue replays to it),
+// reported by path when a generic provider's configuration sets them.
+const KEYCLOAK_ONLY: Array<[path: string, why: string]> = [
+  ['keycloak.realm', 'nothing (realms are Keycloak\'s; a generic provider has none)'],
+  ['keycloak.admin', 'nothing (the Admin API is Keycloak\'s; a generic provider has none)'],
+  ['sync', 'nothing (the sync queue replays identity writes to Keycloak\'s Admin API)'],
+  ['local_auth.queue_password_changes', 'nothing (password changes are local only with a generic provider)']
+]
+
+function keycloakOnlyProblems (explicit: Record<string, unknown>): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  for (const [path, expected] of KEYCLOAK_ONLY) {
+    let node: unknown = explicit
+    for (const part of path.split('.')) node = node !== null && typeof node === 'object' ? (node as Record<string, unknown>)[part] : undefined
+    if (node === undefined) continue
+    const keys = node !== null && typeof node === 'object' && !Array.isArray(node) ? Object.keys(node) : null
+    if (keys !== null && keys.length === 0) continue
+    for (const key of keys ?? ['']) {
+      const full = key === '' ? path : `${path}.${key}`
+      const value = key === '' ? node : (node as Record<string, unknown>)[key]
+      problems.push({ path: full, expected: `${expected}; keycloak.provider is generic`, received: renderValue(value) })
+    }
+  }
+  return problems
+}
+
 export function realmOfIssuer (issuer: string): string {
   const match = /\/realms\/([^/]+)\/?$/.exec(new URL(issuer).pathname)
   return decodeURIComponent(match?.[1] ?? '')

@@ -158,20 +158,40 @@ t.test('an unknown GATEHOUSE_ENV or environment name is refused', async (t) => {
     ['environments.qa: expected no such key (known keys: production, staging, development), received an unknown key'])
 })
 
-t.test('cross-field checks: the issuer must be a realm URL, the realm must agree, listeners must differ', async (t) => {
+t.test('cross-field checks: a Keycloak issuer must be a realm URL, the realm must agree, listeners must differ', async (t) => {
   const text = `
 ${SECRETS}
 upstream: { url: 'http://127.0.0.1:1' }
-keycloak: { issuer: 'https://sso.example.com/oidc', server: 'http://k', client_id: a }
+keycloak: { issuer: 'https://sso.example.com/oidc', provider: keycloak, server: 'http://k', client_id: a }
 `
   t.same(problemsOf(() => parseConfig(text, { path: 'c.yaml', env: {} })),
-    ['keycloak.issuer: expected a Keycloak realm URL ending in /realms/{realm}, received string "https://sso.example.com/oidc"'])
+    ['keycloak.issuer: expected a Keycloak realm URL ending in /realms/{realm} (keycloak.provider is keycloak; set generic for another provider), received string "https://sso.example.com/oidc"'])
+  const generic = parseConfig(text.replace('provider: keycloak, server: \'http://k\', ', ''), { path: 'c.yaml', env: {} })
+  t.equal(generic.keycloak.kind, 'generic', 'any other issuer is a generic provider')
+  t.equal(generic.keycloak.server, 'https://sso.example.com/oidc', 'whose back channel is the issuer itself')
   const mismatch = MINIMAL.replace('client_id: app', 'client_id: app\n  realm: other')
   t.same(problemsOf(() => parseConfig(mismatch, { path: 'c.yaml', env: {} })),
     ['keycloak.realm: expected the realm named in keycloak.issuer (acme), received string "other"'])
   const clash = `${MINIMAL}\nserver: { port: 9000 }\nadmin: { port: 9000, host: 0.0.0.0 }\n`
   t.same(problemsOf(() => parseConfig(clash, { path: 'c.yaml', env: {} })),
     ['admin.port: expected a port other than server.port, received number 9000'])
+})
+
+t.test('a generic provider: every Keycloak-only setting is reported by its key path', async (t) => {
+  const text = `
+${SECRETS}
+upstream: { url: 'http://127.0.0.1:1' }
+keycloak: { issuer: 'https://idp.example.com', client_id: a, realm: acme, admin: { client_id: svc } }
+sync: { enabled: true, interval_seconds: 5 }
+local_auth: { queue_password_changes: true }
+`
+  t.same(problemsOf(() => parseConfig(text, { path: 'c.yaml', env: {} })), [
+    'keycloak.realm: expected nothing (realms are Keycloak\'s; a generic provider has none); keycloak.provider is generic, received string "acme"',
+    'keycloak.admin.client_id: expected nothing (the Admin API is Keycloak\'s; a generic provider has none); keycloak.provider is generic, received string "svc"',
+    'sync.enabled: expected nothing (the sync queue replays identity writes to Keycloak\'s Admin API); keycloak.provider is generic, received boolean true',
+    'sync.interval_seconds: expected nothing (the sync queue replays identity writes to Keycloak\'s Admin API); keycloak.provider is generic, received number 5',
+    'local_auth.queue_password_changes: expected nothing (password changes are local only with a generic provider); keycloak.provider is generic, received boolean true'
+  ])
 })
 
 t.test('secret values never appear in problem reports', async (t) => {
