@@ -75,8 +75,13 @@ export async function forwardAuthRoutes (scope: FastifyInstance, deps: ForwardAu
   })
 
   // For nginx: `error_page 401 = @login` sends the browser here, then to the login page and back.
+  // The return path is `rd`, or else the X-Original-URI a trusted nginx sends: nginx cannot
+  // percent-encode `$request_uri` into a query parameter (`?rd=/a?b=1&c=2` would lose `&c=2`),
+  // as oauth2-proxy's X-Auth-Request-Redirect works around the same limit.
   scope.get(`${prefix}/start`, async (request, reply) => {
-    const rd = safeReturnPath((request.query as Record<string, unknown>).rd)
+    const given = (request.query as Record<string, unknown>).rd
+    const described = given === undefined ? describe(request) : null
+    const rd = safeReturnPath(described?.flavour === 'nginx' ? described.target : given)
     return reply.header('cache-control', 'no-store').redirect(`${prefix}/login?rd=${encodeURIComponent(rd)}`, 302)
   })
 }
