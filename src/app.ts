@@ -10,6 +10,7 @@ import { statusReport, type StatusReport } from './admin/status.ts'
 import { loadPolicies, type PolicySet } from './authz/policy.ts'
 import { cachedMaterialUsable, ModeTracker } from './breaker/mode.ts'
 import { createDecider, createIdentifier, type Decide, type DeciderDeps } from './decision/decide.ts'
+import type { ClaimsReader } from './keycloak/claims.ts'
 import { createKeycloakClient, type KeycloakClient } from './keycloak/client.ts'
 import { AccessTokenVerifier } from './keycloak/verify-token.ts'
 import { createMetrics, type HotPathMetrics, type Metrics } from './metrics/registry.ts'
@@ -19,6 +20,7 @@ import { fastifyListener, type Listener } from './listener.ts'
 import { extAuthzHttpRoutes } from './extauthz/http.ts'
 import { forwardAuthRoutes } from './routes/forward-auth.ts'
 import { databaseFile, schemaVersion, type Db } from './store/db.ts'
+import { ConfigError } from './errors.ts'
 import type { OidcClient } from './keycloak/oidc.ts'
 import { createSync, oidcClientFor, type SyncParts } from './sync/create.ts'
 import { CookieJar, cookiesSecure } from './session/cookie.ts'
@@ -65,7 +67,7 @@ export interface App {
   /**
    * Loads the stored JWKS (synchronously, before this returns) and starts background work:
    * JWKS refreshes and health checks. Never waits on Keycloak; the returned promise settles
-   * after the first health round.
+   * after the first health round and the first JWKS refresh.
    */
   start: () => Promise<void>
   /** Marks the app as shutting down (readiness fails) and closes every listener. */
@@ -97,6 +99,22 @@ export function buildApp (config: Config, deps: AppDeps): App {
   }, log.child({ module: 'mode' }))
   const tracker = mode
   pool.onChange(() => tracker.evaluate())
+  // The client authentication method must be one the provider takes: refused at start when
+  // the stored discovery says so, reported once when a new document does.
+  const methodProblem = (methods: readonly string[] | null): string | null =>
+    methods !== null && methods.length > 0 && !methods.includes(config.keycloak.client_auth_method) ? methods.join(', ') : null
+  const refusedMethods = methodProblem(keycloak.metadata.endpoints.authMethods)
+  if (refusedMethods !== null) {
+    throw new ConfigError('ERR_CONFIG_INVALID', `invalid configuration: keycloak.client_auth_method: expected one the provider supports (${refusedMethods}), received ${config.keycloak.client_auth_method}`,
+      [{ path: 'keycloak.client_auth_method', expected: `one the provider supports (${refusedMethods})`, received: config.keycloak.client_auth_method }])
+  }
+  keycloak.metadata.onChange((endpoints) => {
+    const methods = methodProblem(endpoints.authMethods)
+    if (methods !== null) log.error({ supported: methods, configured: config.keycloak.client_auth_method }, 'the provider does not support keycloak.client_auth_method: code exchanges and refreshes will fail')
+  })
+  if (config.keycloak.kind === 'generic') {
+    log.info({ issuer: config.keycloak.issuer }, 'generic OpenID provider: the Admin API, the sync queue and password pushes are off (they are Keycloak\'s); password changes are local only')
+  }
   metrics.bind({
     logLinesDropped: droppedLogLines(log),
     jwksAgeSeconds: () => jwks.ageSeconds(),
@@ -105,10 +123,12 @@ export function buildApp (config: Config, deps: AppDeps): App {
   })
 
   const clientIds = [config.keycloak.client_id, ...config.keycloak.audiences]
+  const claims: ClaimsReader = { mapping: config.claims, clientIds }
   const verifier = new AccessTokenVerifier({
     jwks,
     issuer: config.keycloak.issuer,
-    audiences: clientIds,
+    clientIds,
+    audiences: config.tokens.audiences,
     algorithms: config.tokens.algorithms,
     clockSkewSeconds: config.tokens.clock_skew_seconds,
     cacheMaxEntries: config.tokens.cache_max_entries,
@@ -119,15 +139,15 @@ export function buildApp (config: Config, deps: AppDeps): App {
   jwks.onKeysWithdrawn((kids) => { verifier.forgetKeys(kids) })
   const oidc = oidcClientFor(config, keycloak, clock, { clientId: config.keycloak.client_id, clientSecret: config.keycloak.client_secret }, log.child({ module: 'oidc' }))
   const sessionLog = log.child({ module: 'session' })
-  const sessions = new SessionService({ config, db: deps.db, tokens: tokenCache, pool, oidc, clock, log: sessionLog, metrics, clientIds })
+  const sessions = new SessionService({ config, db: deps.db, tokens: tokenCache, pool, oidc, clock, log: sessionLog, metrics, claims })
   const users = new UsersRepository(deps.db)
   const attempts = new LoginAttemptsRepository(deps.db)
   const audit = new AuditLogRepository(deps.db)
   const sync = createSync(config, { db: deps.db, ring, keycloak, clock, log: log.child({ module: 'sync' }), metrics })
   const { queue } = sync
   // A queued write goes to Keycloak at once when it is reachable (the worker's next cycle is now).
-  const queued = (): void => { if (config.sync.enabled) sync.worker.kick() }
-  const login = new LoginService({ config, users, attempts, audit, pool, oidc, clock, log: log.child({ module: 'login' }), clientIds, logins: metrics.loginsTotal })
+  const queued = (): void => { if (config.sync.enabled && config.keycloak.kind === 'keycloak') sync.worker.kick() }
+  const login = new LoginService({ config, users, attempts, audit, pool, oidc, clock, log: log.child({ module: 'login' }), claims, logins: metrics.loginsTotal })
   const passwords = new PasswordChanger({
     config, users, audit, queue, pool, oidc, login, clock, log: sessionLog, queued,
     endOtherSessions: (session) => sessions.endWhere({ username: session.username }, 'password_changed', session.id).length
@@ -143,7 +163,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
     policy,
     verifier,
     headers: config.headers,
-    clientIds,
+    claims,
     prefix: config.server.prefix,
     log: log.child({ module: 'decision' }),
     record: metrics.recordDecision,
@@ -207,10 +227,10 @@ export function buildApp (config: Config, deps: AppDeps): App {
     oidc,
     status,
     start: () => {
-      jwks.start()
+      const keys = jwks.start()
       sessions.start()
-      if (config.sync.enabled) sync.worker.start()
-      return keycloak.health.start().then(() => tracker.settle())
+      if (config.sync.enabled && config.keycloak.kind === 'keycloak') sync.worker.start()
+      return Promise.all([keys, keycloak.health.start()]).then(() => tracker.settle())
     },
     close: async () => {
       closing = true

@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'ERR_KEYCLOAK_CIRCUIT_OPEN'
   | 'ERR_KEYCLOAK_BAD_RESPONSE'
   | 'ERR_CLI_USAGE'
+  | 'ERR_PROVIDER_NOT_KEYCLOAK'
 
 /** Options shared by every Gatehouse error. */
 export interface GatehouseErrorOptions {
@@ -133,5 +134,12 @@ export class PathError extends GatehouseError {
 export class UsageError extends GatehouseError {
   constructor (message: string) {
     super('ERR_CLI_USAGE', message)
+  }
+}
+
+/** Something only Keycloak's Admin API can do, asked of a generic OpenID provider: exit code 1. */
+export class NotKeycloakError extends GatehouseError {
+  constructor (what: string) {
+    super('ERR_PROVIDER_NOT_KEYCLOAK', `${what} needs Keycloak's Admin API, and keycloak.provider is generic`)
   }
 }

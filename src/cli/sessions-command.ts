@@ -191,8 +191,9 @@ function logoutUser (store: Store, given: string, options: SessionsCommandOption
   const result = store.db.transaction(() => {
     const live = store.sessions.list({ username })
     for (const session of live) store.sessions.end(session.id, 'logout_user', now)
-    // Keycloak sessions end too, when the sync worker replays this (Admin API: POST /users/{id}/logout).
-    const subjects = [...new Set(live.map((s) => s.subject).filter((s) => s !== null))]
+    // Keycloak sessions end too, when the sync worker replays this (Admin API: POST /users/{id}/logout);
+    // a generic provider has no such API, so only Gatehouse's sessions end.
+    const subjects = store.config.keycloak.kind === 'keycloak' ? [...new Set(live.map((s) => s.subject).filter((s) => s !== null))] : []
     const queued = subjects.map((subject) => store.sync.enqueue({ username, operation: 'logout_user', payload: { keycloak_id: subject, sid: null } }, now))
     if (live.length > 0) {
       store.audit.append({ actor: username, action: 'session_invalidated', result: 'success', reason: 'logout_user', detail: { via: 'cli', session_ids: live.map((s) => s.id), keycloak_logout_queued: queued.length > 0 } }, now)

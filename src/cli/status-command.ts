@@ -58,7 +58,7 @@ async function offlineStatus (config: Config): Promise<{ report: StatusReport, s
       keycloakReachable: () => keycloak.pool.reachable(),
       cachedCredentialsUsable: () => cachedMaterialUsable(keycloak.jwks.ageSeconds(), keycloak.gracePeriodMs, usableTokens)
     }, log)
-    const verifier = new AccessTokenVerifier({ jwks: keycloak.jwks, issuer: config.keycloak.issuer, audiences: [config.keycloak.client_id], algorithms: config.tokens.algorithms, clockSkewSeconds: 0, cacheMaxEntries: 0, clock, metrics })
+    const verifier = new AccessTokenVerifier({ jwks: keycloak.jwks, issuer: config.keycloak.issuer, clientIds: [config.keycloak.client_id], algorithms: config.tokens.algorithms, clockSkewSeconds: 0, cacheMaxEntries: 0, clock, metrics })
     const report = statusReport({ config, clock, startedAt: clock.now(), keycloak, mode: mode.mode, verifier, databasePath: found ? file : '(no database yet)', schemaVersion: () => schemaVersion(db), sessions: () => ({ active: new SessionsRepository(db).countByMode(), cachedTokens: usableTokens() }), sync: () => new SyncQueueRepository(db, ring).stats(clock.now()) })
     return { report, source: { kind: 'offline', database: found ? file : null } }
   } finally {

@@ -1,7 +1,7 @@
 import type { DestinationStream, Logger } from 'pino'
 import { systemClock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
-import { UsageError } from '../errors.ts'
+import { NotKeycloakError, UsageError } from '../errors.ts'
 import { createKeycloakClient, type KeycloakClient } from '../keycloak/client.ts'
 import { createLoggers } from '../log.ts'
 import { createMetrics } from '../metrics/registry.ts'
@@ -59,6 +59,7 @@ export async function openSync (config: Config, options: { logLevel?: Config['lo
  */
 export async function runSyncCommand (sub: string | undefined, args: string[], options: SyncCommandOptions, output: Output): Promise<number> {
   const { config, json } = options
+  if (config.keycloak.kind !== 'keycloak') throw new NotKeycloakError(`gatehouse sync ${sub ?? ''}`.trim())
   const withSync = async (logLevel: Config['log']['level'], fn: (ctx: SyncContext) => number | Promise<number>): Promise<number> => {
     const ctx = await openSync(config, { logLevel, ...(options.logDestination !== undefined ? { logDestination: options.logDestination } : {}) })
     try {

@@ -2,7 +2,7 @@ import { createInterface } from 'node:readline'
 import { Writable, type Readable } from 'node:stream'
 import { systemClock, type Clock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
-import { UsageError } from '../errors.ts'
+import { NotKeycloakError, UsageError } from '../errors.ts'
 import { hashPassword, passwordProblem, verifyPassword } from '../session/passwords.ts'
 import { AuditLogRepository } from '../store/audit-log.ts'
 import { openConfiguredDatabase, type Db } from '../store/db.ts'
@@ -334,6 +334,7 @@ function formatUsers (users: UserView[]): string {
  */
 async function migrate (options: UsersCommandOptions, output: Output): Promise<number> {
   const loaded = loadForServe(options.configPath, options.env).config
+  if (loaded.keycloak.kind !== 'keycloak') throw new NotKeycloakError('gatehouse users migrate-to-keycloak')
   const config = options.batchSize === undefined ? loaded : { ...loaded, sync: { ...loaded.sync, batch_size: Number(options.batchSize) } }
   const ctx = await openSync(config, { logLevel: 'silent' })
   const tty = options.progressTty === true && !options.json

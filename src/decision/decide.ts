@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import { PathError } from '../errors.ts'
 import type { HeadersConfig } from '../config/schema.ts'
 import type { Identity } from '../identity.ts'
-import { identityFromClaims } from '../keycloak/claims.ts'
+import { identityFromClaims, type ClaimsReader } from '../keycloak/claims.ts'
 import type { AccessTokenVerifier, TokenRejection, VerifiedToken } from '../keycloak/verify-token.ts'
 import { normaliseTarget } from '../authz/normalise-path.ts'
 import { matchRule, satisfies, type PolicyRule, type PolicySet } from '../authz/policy.ts'
@@ -76,8 +76,8 @@ export interface DeciderDeps {
   policy: PolicySet
   verifier: AccessTokenVerifier
   headers: HeadersConfig
-  /** Client ids whose client roles count (`keycloak.client_id` and `keycloak.audiences`). */
-  clientIds: readonly string[]
+  /** How claims become an identity (`claims.*`, and the client ids whose client roles count). */
+  claims: ClaimsReader
   /** The sidecar's own route prefix (`server.prefix`). */
   prefix: string
   log: Logger
@@ -238,7 +238,7 @@ function sessionHeaders (memo: Memo, identity: Identity, deps: DeciderDeps): { i
 function derived (memo: Memo, verified: VerifiedToken, token: string, deps: DeciderDeps): { identity: Identity, headers: Record<string, string> } {
   let entry = memo.get(verified)
   if (entry === undefined) {
-    const identity = Object.freeze(identityFromClaims(verified.claims, deps.clientIds, token))
+    const identity = Object.freeze(identityFromClaims(verified.claims, deps.claims, token))
     entry = { identity, headers: Object.freeze(identityHeaders(identity, deps.headers)) }
     memo.set(verified, entry)
   }

@@ -1,10 +1,12 @@
 import type { JWTPayload } from 'jose'
 import type { Identity } from '../identity.ts'
 
-/** The Keycloak claims Gatehouse reads (protocol-facts §C.3). */
+/** The claims Gatehouse reads by default: Keycloak's (protocol-facts §C.3) and RFC 9068's. */
 export interface KeycloakClaims extends JWTPayload {
   typ?: string
   azp?: string
+  /** RFC 9068 §2.2: the client the token was issued to. */
+  client_id?: string
   sid?: string
   preferred_username?: string
   email?: string
@@ -13,28 +15,88 @@ export interface KeycloakClaims extends JWTPayload {
   groups?: unknown
 }
 
+/** Where the identity is in a provider's claims (`claims.*`); Keycloak's by default. */
+export interface ClaimMapping {
+  /** What `Identity.user` (the user header) carries. */
+  user: 'sub' | 'preferred_username' | 'email'
+  username: string
+  email: string
+  name: string
+  groups: string
+  /** Role claim paths; `{client}` stands for each accepted client id, whose roles are named `client:role`. */
+  roles: readonly string[]
+}
+
+/** Keycloak's claims: what `claims.*` defaults to. */
+export const KEYCLOAK_CLAIMS: ClaimMapping = Object.freeze({
+  user: 'sub',
+  username: 'preferred_username',
+  email: 'email',
+  name: 'name',
+  groups: 'groups',
+  roles: Object.freeze(['realm_access.roles', 'resource_access.{client}.roles'])
+})
+
+/** How claims become an identity: the mapping and the client ids whose client roles count. */
+export interface ClaimsReader {
+  mapping: ClaimMapping
+  /** `keycloak.client_id` and `keycloak.audiences`. */
+  clientIds: readonly string[]
+}
+
+/** The value at a dot-separated claim path (`realm_access.roles`), or undefined. */
+export function claimAt (claims: Record<string, unknown>, path: string): unknown {
+  if (!path.includes('.')) return claims[path]
+  let node: unknown = claims
+  for (const part of path.split('.')) {
+    if (node === null || typeof node !== 'object' || Array.isArray(node)) return undefined
+    node = (node as Record<string, unknown>)[part]
+  }
+  return node
+}
+
 /**
- * Roles a token grants: realm roles as named, and the client roles of `clientIds` (this app
- * and the audiences it accepts) as `client:role`, the spelling oauth2-proxy's Keycloak
- * provider uses, so a realm role and a client role of the same name never collide.
+ * Roles a token grants, from every role path: a path with `{client}` is read once per client
+ * id and its roles named `client:role` (the spelling oauth2-proxy's Keycloak provider uses,
+ * so a realm role and a client role of one name never collide); others as named. A claim
+ * that is a string is one role (some providers send a single role so).
  */
-export function rolesFromClaims (claims: KeycloakClaims, clientIds: readonly string[]): string[] {
+export function rolesFromClaims (claims: Record<string, unknown>, reader: ClaimsReader): string[] {
   const roles = new Set<string>()
-  for (const role of stringList(claims.realm_access?.roles)) roles.add(role)
-  for (const clientId of clientIds) {
-    for (const role of stringList(claims.resource_access?.[clientId]?.roles)) roles.add(`${clientId}:${role}`)
+  for (const path of reader.mapping.roles) {
+    if (!path.includes('{client}')) {
+      for (const role of stringList(claimAt(claims, path))) roles.add(role)
+      continue
+    }
+    for (const clientId of reader.clientIds) {
+      // A client id may hold dots; it is one key, so it is looked up, not split.
+      const [before, after] = path.split('{client}') as [string, string]
+      const parent = before === '' ? claims : claimAt(claims, before.replace(/\.$/, ''))
+      const entry = parent !== null && typeof parent === 'object' ? (parent as Record<string, unknown>)[clientId] : undefined
+      const value = after === '' ? entry : entry !== null && typeof entry === 'object' ? claimAt(entry as Record<string, unknown>, after.replace(/^\./, '')) : undefined
+      for (const role of stringList(value)) roles.add(`${clientId}:${role}`)
+    }
   }
   return [...roles]
 }
 
-/** The identity a verified access token describes. */
-export function identityFromClaims (claims: KeycloakClaims, clientIds: readonly string[], accessToken: string | null): Identity {
+/** The identity claims describe (a verified access token's, or a session's merged ones). */
+export function identityFromClaims (claims: Record<string, unknown>, reader: ClaimsReader, accessToken: string | null): Identity {
+  const m = reader.mapping
+  const text = (path: string): string | null => {
+    const value = claimAt(claims, path)
+    return typeof value === 'string' && value !== '' ? value : null
+  }
+  const sub = typeof claims.sub === 'string' ? claims.sub : ''
+  const preferredUsername = text(m.username)
+  const email = text(m.email)
+  const user = m.user === 'sub' ? sub : (m.user === 'email' ? email : preferredUsername) ?? sub
   return {
-    user: typeof claims.sub === 'string' ? claims.sub : '',
-    preferredUsername: typeof claims.preferred_username === 'string' ? claims.preferred_username : null,
-    email: typeof claims.email === 'string' ? claims.email : null,
-    groups: stringList(claims.groups),
-    roles: rolesFromClaims(claims, clientIds),
+    user,
+    preferredUsername,
+    email,
+    groups: stringList(claimAt(claims, m.groups)),
+    roles: rolesFromClaims(claims, reader),
     authMode: 'token',
     accessToken,
     expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : null
@@ -42,5 +104,6 @@ export function identityFromClaims (claims: KeycloakClaims, clientIds: readonly 
 }
 
 function stringList (value: unknown): string[] {
+  if (typeof value === 'string') return value === '' ? [] : [value]
   return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : []
 }

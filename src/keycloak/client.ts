@@ -8,12 +8,13 @@ import { MetaRepository } from '../store/meta.ts'
 import { KeycloakPool, type ServerSpec } from './failover.ts'
 import { HealthMonitor } from './health.ts'
 import { JwksManager } from './jwks.ts'
-import { KeycloakMetadata } from './metadata.ts'
+import { ProviderMetadata } from './metadata.ts'
+import { ProviderLayout } from './provider.ts'
 
 /** Everything Gatehouse uses of Keycloak, built from the configuration. */
 export interface KeycloakClient {
   pool: KeycloakPool
-  metadata: KeycloakMetadata
+  metadata: ProviderMetadata
   jwks: JwksManager
   health: HealthMonitor
   /** Milliseconds cached Keycloak material stays usable while Keycloak is unreachable. */
@@ -34,9 +35,11 @@ export function configuredServers (config: Config): ServerSpec[] {
 export function createKeycloakClient (config: Config, deps: { db: Db, clock: Clock, log: Logger, metrics: Metrics, afterHealthRound?: () => void }): KeycloakClient {
   const kc = config.keycloak
   const { clock, metrics } = deps
+  const servers = configuredServers(config)
+  const layout = new ProviderLayout({ kind: kc.kind, issuer: kc.issuer, realm: kc.realm, servers: servers.map((s) => s.url) })
   const pool = new KeycloakPool({
-    servers: configuredServers(config),
-    realm: kc.realm,
+    servers,
+    layout,
     timeoutMs: kc.timeout_ms,
     enabled: config.feature_flags.keycloak_enabled,
     strategy: kc.ha.strategy,
@@ -45,7 +48,7 @@ export function createKeycloakClient (config: Config, deps: { db: Db, clock: Clo
     log: deps.log.child({ module: 'keycloak' }),
     metrics
   })
-  const metadata = new KeycloakMetadata({ issuer: kc.issuer, realm: kc.realm, repository: new MetaRepository(deps.db), clock, log: deps.log.child({ module: 'keycloak' }) })
+  const metadata = new ProviderMetadata({ layout, overrides: kc.endpoints, repository: new MetaRepository(deps.db), clock, log: deps.log.child({ module: 'keycloak' }) })
   metadata.load()
   const jwks = new JwksManager({
     issuer: kc.issuer,
@@ -55,7 +58,8 @@ export function createKeycloakClient (config: Config, deps: { db: Db, clock: Clo
     log: deps.log.child({ module: 'jwks' }),
     metrics,
     refreshIntervalMs: kc.jwks.refresh_interval_seconds * 1000,
-    minRefreshIntervalMs: kc.jwks.min_refresh_interval_seconds * 1000
+    minRefreshIntervalMs: kc.jwks.min_refresh_interval_seconds * 1000,
+    jwksUri: async () => (await metadata.require(pool, 'jwks')).jwks as string
   })
   const health = new HealthMonitor({
     pool,

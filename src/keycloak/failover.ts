@@ -3,7 +3,7 @@ import type { Clock } from '../clock.ts'
 import { KeycloakRejected, KeycloakUnavailable } from '../errors.ts'
 import type { Metrics } from '../metrics/registry.ts'
 import { CircuitBreaker, type BreakerSnapshot, type Transition } from '../breaker/circuit-breaker.ts'
-import { realmEndpoints, type RealmEndpoints } from './endpoints.ts'
+import type { ProviderLayout } from './provider.ts'
 import { createSelector, type Candidate, type Random, type Selector, type Strategy } from './strategy.ts'
 
 /** What a Keycloak call is for: the `operation` label of the latency metric. */
@@ -19,10 +19,13 @@ export interface ServerSpec {
   weight?: number
 }
 
-/** The server a call was handed, with its endpoints and the attempt's deadline. */
+/** The server a call was handed, where things are on it, and the attempt's deadline. */
 export interface CallTarget {
   server: string
-  endpoints: RealmEndpoints
+  /** The discovery document's URL on this server. */
+  discovery: string
+  /** A URL the provider publishes, moved onto this server (see {@link ProviderLayout.onServer}). */
+  backChannel: (publishedUrl: string) => string
   /** Aborts when this attempt's share of the call's deadline has passed. */
   signal: AbortSignal
 }
@@ -37,7 +40,8 @@ export interface ServerStatus extends BreakerSnapshot {
 /** Options for {@link KeycloakPool}. */
 export interface PoolOptions {
   servers: ServerSpec[]
-  realm: string
+  /** Where the provider's URLs are on each server. */
+  layout: ProviderLayout
   /** Deadline of one call, failover included, in milliseconds. */
   timeoutMs: number
   /** When false no call is made at all (`feature_flags.keycloak_enabled`). Default is true. */
@@ -55,7 +59,7 @@ export interface PoolOptions {
 
 interface ServerState extends Candidate {
   server: string
-  endpoints: RealmEndpoints
+  discovery: string
   breaker: CircuitBreaker
 }
 
@@ -79,6 +83,7 @@ export class KeycloakPool {
   readonly #log: Logger
   readonly #metrics: Metrics
   readonly #listeners: PoolListener[] = []
+  readonly #layout: ProviderLayout
 
   constructor (options: PoolOptions) {
     if (options.servers.length === 0) throw new TypeError('KeycloakPool needs at least one server')
@@ -88,6 +93,7 @@ export class KeycloakPool {
     this.#selector = createSelector(this.#strategy, options.random)
     this.#log = options.log
     this.#metrics = options.metrics
+    this.#layout = options.layout
     this.#servers = options.servers.map((spec, index) => {
       const server = spec.url.replace(/\/+$/, '')
       return {
@@ -95,7 +101,7 @@ export class KeycloakPool {
         server,
         priority: spec.priority ?? 1,
         weight: spec.weight ?? 100,
-        endpoints: realmEndpoints(server, options.realm),
+        discovery: options.layout.discoveryOn(server),
         breaker: new CircuitBreaker({
           failureThreshold: options.breaker.failureThreshold,
           cooldownMs: options.breaker.cooldownMs,
@@ -151,7 +157,8 @@ export class KeycloakPool {
     const started = performance.now()
     const signal = AbortSignal.timeout(Math.max(1, Math.floor(budgetMs)))
     try {
-      const result = await fn({ server: state.server, endpoints: state.endpoints, signal })
+      const layout = this.#layout
+      const result = await fn({ server: state.server, discovery: state.discovery, backChannel: (url) => layout.onServer(url, state.server), signal })
       this.#observe(state, operation, started, 'success')
       state.breaker.success()
       this.#changed()
@@ -185,9 +192,9 @@ export class KeycloakPool {
     return this.#servers.map((s) => s.server)
   }
 
-  /** Endpoints of a server by base URL. */
-  endpointsOf (server: string): RealmEndpoints | undefined {
-    return this.#servers.find((s) => s.server === server)?.endpoints
+  /** Where the provider's URLs are on each server. */
+  get layout (): ProviderLayout {
+    return this.#layout
   }
 
   /** Whether calls are made at all. */

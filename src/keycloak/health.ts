@@ -1,12 +1,12 @@
 import type { Logger } from 'pino'
 import type { Clock } from '../clock.ts'
 import type { KeycloakPool, ServerStatus } from './failover.ts'
-import { fetchDiscovery, type KeycloakMetadata } from './metadata.ts'
+import { fetchDiscovery, type ProviderMetadata } from './metadata.ts'
 
 /** Options of {@link HealthMonitor}. */
 export interface HealthOptions {
   pool: KeycloakPool
-  metadata: KeycloakMetadata
+  metadata: ProviderMetadata
   clock: Clock
   log: Logger
   /** A server heard from more recently than this is not checked, in milliseconds. */

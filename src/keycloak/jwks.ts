@@ -23,6 +23,8 @@ export interface JwksOptions {
   refreshIntervalMs: number
   /** Unknown-kid refreshes are at most one per this many milliseconds. */
   minRefreshIntervalMs: number
+  /** The JWKS URL as the provider publishes it (discovery's `jwks_uri`), read first when not yet known. */
+  jwksUri: () => Promise<string>
 }
 
 /** Why a refresh was asked for (log context only). */
@@ -66,8 +68,11 @@ export class JwksManager {
     return true
   }
 
-  /** Loads the stored keys (synchronously: no network) and starts background refreshes. */
-  start (): void {
+  /**
+   * Loads the stored keys (synchronously: no network) and starts background refreshes.
+   * Resolves (never rejects) when the first refresh has ended, whatever its outcome.
+   */
+  start (): Promise<boolean> {
     if (this.load()) {
       this.#options.log.info({ keys: this.#keyIds.size, fetched_at: new Date(this.#fetchedAt ?? 0).toISOString() }, 'jwks loaded from store')
     } else {
@@ -75,7 +80,7 @@ export class JwksManager {
     }
     this.#timer = setInterval(() => { void this.refresh('interval') }, this.#options.refreshIntervalMs)
     this.#timer.unref()
-    void this.refresh('startup')
+    return this.refresh('startup')
   }
 
   /**
@@ -138,8 +143,9 @@ export class JwksManager {
     const { pool, log, metrics, clock } = this.#options
     this.#lastAttemptAt = clock.now()
     try {
+      const published = await this.#options.jwksUri()
       const { jwks, server } = await pool.call('jwks', async (target) => {
-        const response = await keycloakFetch(target.endpoints.certs, { headers: { accept: 'application/json' } }, target)
+        const response = await keycloakFetch(target.backChannel(published), { headers: { accept: 'application/json' } }, target)
         return { jwks: usableKeys(await readJson(response, target), target.server), server: target.server }
       })
       const fetchedAt = clock.now()

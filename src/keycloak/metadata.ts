@@ -2,13 +2,13 @@ import type { Logger } from 'pino'
 import type { Clock } from '../clock.ts'
 import { KeycloakUnavailable } from '../errors.ts'
 import type { MetaRepository } from '../store/meta.ts'
-import { issuerBase, realmEndpoints, type RealmEndpoints } from './endpoints.ts'
-import type { CallTarget } from './failover.ts'
+import type { CallTarget, KeycloakPool } from './failover.ts'
 import { keycloakFetch, readJson } from './http.ts'
+import { endpointsOfDiscovery, NO_ENDPOINTS, type ProviderEndpoints, type ProviderLayout } from './provider.ts'
 
 const META_KEY = 'keycloak_discovery'
 
-/** The last discovery document Keycloak served, as stored. */
+/** The last discovery document the provider served, as stored. */
 export interface DiscoveryRecord {
   document: Record<string, unknown>
   server: string
@@ -21,75 +21,166 @@ export interface DiscoveryStatus {
   issuer_matches: boolean | null
   server: string | null
   fetched_at: string | null
+  /** Where the endpoints in use come from: discovery, config (keycloak.endpoints), keycloak_layout, or none yet. */
+  endpoints_from: 'discovery' | 'config' | 'keycloak_layout' | 'none'
 }
 
-/** Options of {@link KeycloakMetadata}. */
+/** Endpoints configured by hand (`keycloak.endpoints`), as the config spells them. */
+export interface EndpointOverrides {
+  authorization?: string
+  token?: string
+  jwks?: string
+  userinfo?: string
+  end_session?: string
+  revocation?: string
+}
+
+/** Options of {@link ProviderMetadata}. */
 export interface MetadataOptions {
-  /** `keycloak.issuer`: the public issuer. */
-  issuer: string
-  realm: string
+  layout: ProviderLayout
+  overrides: EndpointOverrides
   repository: MetaRepository
   clock: Clock
   log: Logger
 }
 
+/** Called when the endpoints in use change (a discovery document was accepted). */
+export type EndpointsListener = (endpoints: ProviderEndpoints) => void
+
 /**
- * The realm's metadata. Gatehouse never depends on discovery: every endpoint is derived from
- * Keycloak's URL layout, browser-facing ones from the public issuer and back-channel ones
- * from each server (protocol-facts §C.1-2). Discovery is still read (by the health checks),
- * kept in SQLite as the last good copy, and checked: an issuer that differs from
- * `keycloak.issuer` is the classic hostname misconfiguration, and every token would be refused.
+ * The provider's endpoints (OIDC Discovery 1.0): from `{issuer}/.well-known/openid-configuration`,
+ * read by the health checks on every server and kept in SQLite as the last good copy, so a
+ * restart while the provider is unreachable still knows them. Each endpoint set in
+ * `keycloak.endpoints` overrides discovery (a first start while the provider is away). A
+ * Keycloak realm falls back to Keycloak's URL layout until discovery was first read.
+ *
+ * A document whose `issuer` is not `keycloak.issuer` is refused (Discovery §4.3): it is the
+ * classic hostname misconfiguration, and every token would be refused anyway.
  */
-export class KeycloakMetadata {
+export class ProviderMetadata {
   readonly #options: MetadataOptions
-  readonly publicEndpoints: RealmEndpoints
+  readonly #listeners: EndpointsListener[] = []
   #last: DiscoveryRecord | null = null
-  #warnedIssuer: string | null = null
+  #endpoints: ProviderEndpoints
+  #from: DiscoveryStatus['endpoints_from'] = 'none'
+  #warnedIssuer: unknown = undefined
+  // The latest document refused for its issuer, for /status: the misconfiguration to show.
+  #refused: DiscoveryRecord | null = null
+  #resolving: Promise<ProviderEndpoints> | null = null
 
   constructor (options: MetadataOptions) {
     this.#options = options
-    this.publicEndpoints = realmEndpoints(issuerBase(options.issuer), options.realm)
+    this.#endpoints = this.#merge(null)
+  }
+
+  /** Where the provider's URLs are on each server. */
+  get layout (): ProviderLayout {
+    return this.#options.layout
   }
 
   /** Loads the last good discovery document from the store (no network). */
   load (): void {
     const stored = this.#options.repository.get<DiscoveryRecord>(META_KEY)
-    if (stored !== null) this.#last = stored.value
-  }
-
-  /** Records a discovery document a server just served, and checks its issuer. */
-  accept (document: Record<string, unknown>, server: string): void {
-    const record = { document, server, fetchedAt: this.#options.clock.now() }
-    this.#last = record
-    this.#options.repository.put(META_KEY, record, record.fetchedAt)
-    const issuer = document.issuer
-    if (issuer !== this.#options.issuer && issuer !== this.#warnedIssuer) {
-      this.#warnedIssuer = typeof issuer === 'string' ? issuer : null
-      this.#options.log.warn({ server, discovered_issuer: issuer, configured_issuer: this.#options.issuer },
-        'keycloak names another issuer than keycloak.issuer: tokens it issues will be refused; set keycloak.issuer to the public issuer (Keycloak\'s hostname)')
+    if (stored !== null && this.#issuerMatches(stored.value.document)) {
+      this.#last = stored.value
+      this.#endpoints = this.#merge(stored.value.document)
     }
   }
 
-  /** The discovery document last seen, or null. */
+  /** Records a discovery document a server just served; returns whether it was accepted. */
+  accept (document: Record<string, unknown>, server: string): boolean {
+    const issuer = document.issuer
+    if (!this.#issuerMatches(document)) {
+      this.#refused = { document, server, fetchedAt: this.#options.clock.now() }
+      if (issuer !== this.#warnedIssuer) {
+        this.#warnedIssuer = issuer
+        this.#options.log.warn({ server, discovered_issuer: issuer, configured_issuer: this.#options.layout.issuer },
+          'the provider names another issuer than keycloak.issuer: its endpoints are not used and its tokens will be refused; set keycloak.issuer to the public issuer (Keycloak\'s hostname)')
+      }
+      return false
+    }
+    const record = { document, server, fetchedAt: this.#options.clock.now() }
+    this.#last = record
+    this.#refused = null
+    this.#options.repository.put(META_KEY, record, record.fetchedAt)
+    const next = this.#merge(document)
+    const changed = JSON.stringify(next) !== JSON.stringify(this.#endpoints)
+    this.#endpoints = next
+    if (changed) for (const listener of this.#listeners) listener(next)
+    return true
+  }
+
+  /** The endpoints in use now (nulls for what is not known). */
+  get endpoints (): ProviderEndpoints {
+    return this.#endpoints
+  }
+
+  /** Calls `listener` whenever the endpoints in use change. */
+  onChange (listener: EndpointsListener): void {
+    this.#listeners.push(listener)
+  }
+
+  /**
+   * The endpoints, reading discovery through the pool first when `needed` is not known yet
+   * (a first start with nothing stored). Throws {@link KeycloakUnavailable} when it cannot.
+   */
+  async require (pool: KeycloakPool, needed: keyof Omit<ProviderEndpoints, 'authMethods'>): Promise<ProviderEndpoints> {
+    if (this.#endpoints[needed] !== null) return this.#endpoints
+    this.#resolving ??= pool.call('discovery', async (target) => {
+      this.accept(await fetchDiscovery(target), target.server)
+      return this.#endpoints
+    }).finally(() => { this.#resolving = null })
+    const endpoints = await this.#resolving
+    if (endpoints[needed] === null) throw new KeycloakUnavailable('bad_response', `the provider publishes no ${needed} endpoint`)
+    return endpoints
+  }
+
+  /** The discovery document last accepted, or null. */
   get last (): DiscoveryRecord | null {
     return this.#last
   }
 
   /** What `/status` shows. */
   status (): DiscoveryStatus {
-    const last = this.#last
-    if (last === null) return { issuer: null, issuer_matches: null, server: null, fetched_at: null }
-    const issuer = typeof last.document.issuer === 'string' ? last.document.issuer : null
-    return { issuer, issuer_matches: issuer === this.#options.issuer, server: last.server, fetched_at: new Date(last.fetchedAt).toISOString() }
+    const last = this.#refused ?? this.#last
+    const issuer = last !== null && typeof last.document.issuer === 'string' ? last.document.issuer : null
+    return {
+      issuer,
+      issuer_matches: last === null ? null : issuer === this.#options.layout.issuer,
+      server: last?.server ?? null,
+      fetched_at: last === null ? null : new Date(last.fetchedAt).toISOString(),
+      endpoints_from: this.#from
+    }
+  }
+
+  #issuerMatches (document: Record<string, unknown>): boolean {
+    return typeof document.issuer === 'string' && document.issuer.replace(/\/+$/, '') === this.#options.layout.issuer
+  }
+
+  // Overrides, then discovery, then (a Keycloak realm only, with no discovery yet) its layout.
+  #merge (document: Record<string, unknown> | null): ProviderEndpoints {
+    const o = this.#options.overrides
+    const base = document !== null ? endpointsOfDiscovery(document) : this.#options.layout.keycloakLayout() ?? NO_ENDPOINTS
+    const configured = Object.values(o).some((v) => v !== undefined)
+    this.#from = document !== null ? 'discovery' : configured ? 'config' : base === NO_ENDPOINTS ? 'none' : 'keycloak_layout'
+    return Object.freeze({
+      authorization: o.authorization ?? base.authorization,
+      token: o.token ?? base.token,
+      jwks: o.jwks ?? base.jwks,
+      userinfo: o.userinfo ?? base.userinfo,
+      endSession: o.end_session ?? base.endSession,
+      revocation: o.revocation ?? base.revocation,
+      authMethods: base.authMethods
+    })
   }
 }
 
-/** GETs a server's discovery document: the health check, and proof the realm exists there. */
+/** GETs a server's discovery document: the health check, and where the endpoints come from. */
 export async function fetchDiscovery (target: CallTarget): Promise<Record<string, unknown>> {
-  const response = await keycloakFetch(target.endpoints.discovery, { headers: { accept: 'application/json' } }, target)
+  const response = await keycloakFetch(target.discovery, { headers: { accept: 'application/json' } }, target)
   const body = await readJson(response, target)
   if (body === null || typeof body !== 'object' || typeof (body as { issuer?: unknown }).issuer !== 'string') {
-    throw new KeycloakUnavailable('bad_response', 'keycloak discovery document has no issuer', { server: target.server })
+    throw new KeycloakUnavailable('bad_response', 'the provider\'s discovery document has no issuer', { server: target.server })
   }
   return body as Record<string, unknown>
 }

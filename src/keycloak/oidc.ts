@@ -1,12 +1,13 @@
 import * as client from 'openid-client'
-import { compactVerify, errors as joseErrors, decodeJwt } from 'jose'
+import { compactVerify, errors as joseErrors, decodeJwt, importJWK, importPKCS8, type JWK } from 'jose'
 import type { Logger } from 'pino'
 import type { Clock } from '../clock.ts'
 import { KeycloakRejected, KeycloakUnavailable } from '../errors.ts'
 import type { KeycloakClaims } from './claims.ts'
 import type { KeycloakPool, KeycloakOperation } from './failover.ts'
 import type { JwksManager } from './jwks.ts'
-import type { RealmEndpoints } from './endpoints.ts'
+import type { ProviderMetadata } from './metadata.ts'
+import type { ProviderEndpoints } from './provider.ts'
 import { keycloakErrorOf, keycloakFetchBuffered } from './http.ts'
 
 /** Tokens Keycloak issued, with what Gatehouse needs to know about them. */
@@ -18,8 +19,12 @@ export interface TokenSet {
   accessExpiresAt: number
   /** When the refresh token expires, from `refresh_expires_in` (ms), or null. */
   refreshExpiresAt: number | null
-  /** Claims of the access token (roles, groups, sid…): it is what the decision reads. */
+  /** Claims of the access token (roles, groups, sid…): it is what the decision reads. Empty for an opaque token. */
   claims: KeycloakClaims
+  /** Claims of the ID token (verified), or null when none came: names and e-mail for the session. */
+  idClaims: Record<string, unknown> | null
+  /** What the userinfo endpoint said (`claims.userinfo`), or null when it was not asked or did not answer. */
+  userinfo: Record<string, unknown> | null
   /**
    * The provider's session id (`sid`), for back-channel logout: from the access token, else
    * from the ID token (OIDC Back-Channel Logout 1.0 §2.1 puts it in the ID token; Keycloak
@@ -28,20 +33,33 @@ export interface TokenSet {
   sid: string | null
 }
 
+/** How the client authenticates at the token endpoint (`keycloak.client_auth_method`). */
+export interface ClientAuthentication {
+  method: 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt'
+  /** For the secret methods; none: a public client. */
+  secret?: string | undefined
+  /** For private_key_jwt: a PKCS#8 PEM or a private JWK (JSON). */
+  privateKey?: string | undefined
+  /** For private_key_jwt: the key's `kid` when the key has none. */
+  keyId?: string | undefined
+}
+
 /** Options of {@link OidcClient}. */
 export interface OidcOptions {
   pool: KeycloakPool
   jwks: JwksManager
-  /** Browser-facing endpoints, under the public issuer. */
-  publicEndpoints: RealmEndpoints
+  /** The provider's endpoints (discovery, overrides, or Keycloak's layout). */
+  metadata: ProviderMetadata
   issuer: string
   clientId: string
-  clientSecret: string | undefined
+  auth: ClientAuthentication
   clock: Clock
   /** Tolerance on ID token times, in seconds. */
   clockSkewSeconds: number
-  /** Where a change of {@link ClientAuthState} is logged (an error when Keycloak refuses the credentials). */
+  /** Where a change of {@link ClientAuthState} is logged (an error when the provider refuses the credentials). */
   log?: Logger
+  /** Ask userinfo after each user grant (`claims.userinfo`). Default is false. */
+  userinfo?: boolean
 }
 
 /** Whether Keycloak accepts this client's credentials, as the latest token request showed. */
@@ -64,44 +82,41 @@ export function clientAuthRefused (err: unknown): err is KeycloakRejected {
 }
 
 /**
- * Keycloak's OIDC endpoints through openid-client, every request through the server pool:
- * the browser is sent to the public authorization and logout endpoints; the code exchange,
- * the password grant and refreshes go to the back channel of whichever server the pool picks
- * (openid-client's `customFetch` rewrites the request onto it), under the pool's deadline
- * and breakers. Failures come out as {@link KeycloakUnavailable} or {@link KeycloakRejected}.
+ * The provider's OIDC endpoints through openid-client, every request through the server pool:
+ * the browser is sent to the public authorization and end-session endpoints; the code
+ * exchange, the password grant, refreshes and userinfo go to the back channel of whichever
+ * server the pool picks (openid-client's `customFetch` moves the request onto it), under the
+ * pool's deadline and breakers. The endpoints come from discovery ({@link ProviderMetadata});
+ * openid-client's configuration is rebuilt whenever they change. Failures come out as
+ * {@link KeycloakUnavailable} or {@link KeycloakRejected}.
  */
 export class OidcClient {
   readonly #options: OidcOptions
-  readonly #config: client.Configuration
-  readonly #templateRealmUrl: string
+  #config: { endpoints: ProviderEndpoints, configuration: client.Configuration } | null = null
   #clientAuth: ClientAuthState = { state: 'unknown', error: null, since: null }
+  #auth: Promise<client.ClientAuth> | null = null
 
   constructor (options: OidcOptions) {
     this.#options = options
-    // The token endpoint named here is a template: customFetch moves each request to the
-    // realm URL of the server the pool chose.
-    const template = options.pool.endpointsOf(options.pool.servers[0] as string) as RealmEndpoints
-    this.#templateRealmUrl = template.realmUrl
-    const server: client.ServerMetadata = {
-      issuer: options.issuer,
-      authorization_endpoint: options.publicEndpoints.authorization,
-      end_session_endpoint: options.publicEndpoints.logout,
-      token_endpoint: template.token,
-      userinfo_endpoint: template.userinfo,
-      jwks_uri: template.certs,
-      code_challenge_methods_supported: ['S256']
-    }
-    const auth = options.clientSecret === undefined ? client.None() : client.ClientSecretBasic(options.clientSecret)
-    this.#config = new client.Configuration(server, options.clientId, { id_token_signed_response_alg: 'RS256' }, auth)
-    // The pool's deadline governs; openid-client's own (30 s) must never be the shorter one.
-    this.#config.timeout = 3600
-    this.#config[client.customFetch] = (url, init) => this.#fetch(url, init)
-    if ([options.publicEndpoints.authorization, template.token].some((u) => u.startsWith('http:'))) client.allowInsecureRequests(this.#config)
+  }
+
+  /**
+   * Whether the endpoint `which` is known (from discovery, stored or fetched, or configured),
+   * reading discovery first when it is not. Throws {@link KeycloakUnavailable} when it cannot.
+   */
+  async ensure (which: 'authorization' | 'token' | 'userinfo'): Promise<void> {
+    await this.#options.metadata.require(this.#options.pool, which)
+  }
+
+  /** Whether the provider has an end-session endpoint (RP-initiated logout). */
+  get canEndSession (): boolean {
+    return this.#options.metadata.endpoints.endSession !== null
   }
 
   /** The public authorization URL a browser is sent to (code flow with PKCE S256, state and nonce). */
-  authorizationUrl (params: { redirectUri: string, state: string, nonce: string, codeChallenge: string, scope?: string }): URL {
-    return client.buildAuthorizationUrl(this.#config, {
+  async authorizationUrl (params: { redirectUri: string, state: string, nonce: string, codeChallenge: string, scope?: string }): Promise<URL> {
+    await this.ensure('authorization')
+    return client.buildAuthorizationUrl(await this.#configuration(), {
       redirect_uri: params.redirectUri,
       scope: params.scope ?? 'openid profile email',
       state: params.state,
@@ -111,9 +126,51 @@ export class OidcClient {
     })
   }
 
+  // openid-client's configuration for the endpoints in use, rebuilt when they change.
+  async #configuration (): Promise<client.Configuration> {
+    const endpoints = this.#options.metadata.endpoints
+    if (this.#config?.endpoints === endpoints) return this.#config.configuration
+    const o = this.#options
+    const method = o.auth.method
+    if (endpoints.authMethods !== null && endpoints.authMethods.length > 0 && !endpoints.authMethods.includes(method)) {
+      throw new KeycloakRejected(400, `the provider does not support keycloak.client_auth_method ${method} (token_endpoint_auth_methods_supported: ${endpoints.authMethods.join(', ')})`, { oauthError: 'invalid_client' })
+    }
+    const server: client.ServerMetadata = {
+      issuer: o.issuer,
+      ...(endpoints.authorization !== null ? { authorization_endpoint: endpoints.authorization } : {}),
+      ...(endpoints.endSession !== null ? { end_session_endpoint: endpoints.endSession } : {}),
+      ...(endpoints.token !== null ? { token_endpoint: endpoints.token } : {}),
+      ...(endpoints.userinfo !== null ? { userinfo_endpoint: endpoints.userinfo } : {}),
+      ...(endpoints.jwks !== null ? { jwks_uri: endpoints.jwks } : {}),
+      code_challenge_methods_supported: ['S256']
+    }
+    const configuration = new client.Configuration(server, o.clientId, { id_token_signed_response_alg: 'RS256' }, await this.#clientAuthentication())
+    // The pool's deadline governs; openid-client's own (30 s) must never be the shorter one.
+    configuration.timeout = 3600
+    configuration[client.customFetch] = (url, init) => this.#fetch(url, init)
+    if (Object.values(endpoints).some((u) => typeof u === 'string' && u.startsWith('http:'))) client.allowInsecureRequests(configuration)
+    this.#config = { endpoints, configuration }
+    return configuration
+  }
+
+  #clientAuthentication (): Promise<client.ClientAuth> {
+    this.#auth ??= (async () => {
+      const { method, secret, privateKey, keyId } = this.#options.auth
+      if (method === 'private_key_jwt') {
+        const key = await importPrivateKey(privateKey ?? '')
+        return client.PrivateKeyJwt({ key: key.key, ...(keyId ?? key.kid) !== undefined ? { kid: (keyId ?? key.kid) as string } : {} })
+      }
+      if (secret === undefined) return client.None()
+      // RFC 6749 §2.3.1: Basic URL-encodes the id and secret first; providers that do not decode
+      // them need client_secret_post.
+      return method === 'client_secret_post' ? client.ClientSecretPost(secret) : client.ClientSecretBasic(secret)
+    })()
+    return this.#auth
+  }
+
   /** Exchanges the code from a callback URL over the back channel and checks the ID token. */
   async exchangeCode (callbackUrl: URL, checks: { codeVerifier: string, state: string, nonce: string }, redirectUri: string): Promise<TokenSet> {
-    return await this.#grant(async () => await client.authorizationCodeGrant(this.#config, callbackUrl, {
+    return await this.#grant(async (config) => await client.authorizationCodeGrant(config, callbackUrl, {
       pkceCodeVerifier: checks.codeVerifier,
       expectedState: checks.state,
       expectedNonce: checks.nonce,
@@ -123,25 +180,42 @@ export class OidcClient {
 
   /** Keycloak's direct access grant (ROPC) for a username and password. */
   async passwordGrant (username: string, password: string): Promise<TokenSet> {
-    return await this.#grant(async () => await client.genericGrantRequest(this.#config, 'password', { username, password, scope: 'openid profile email' }))
+    return await this.#grant(async (config) => await client.genericGrantRequest(config, 'password', { username, password, scope: 'openid profile email' }))
   }
 
   /** A service-account token (client credentials), for the Admin API. */
   async clientCredentials (): Promise<TokenSet> {
-    return await this.#grant(async () => await client.clientCredentialsGrant(this.#config))
+    return await this.#grant(async (config) => await client.clientCredentialsGrant(config), false)
   }
 
   /** Trades a refresh token for new tokens (the old refresh token may then be dead). */
   async refresh (refreshToken: string): Promise<TokenSet> {
-    return await this.#grant(async () => await client.refreshTokenGrant(this.#config, refreshToken))
+    return await this.#grant(async (config) => await client.refreshTokenGrant(config, refreshToken))
   }
 
-  /** The public end-session URL (RP-initiated logout). */
-  endSessionUrl (params: { idTokenHint?: string | null, postLogoutRedirectUri?: string }): URL {
-    const query: Record<string, string> = { client_id: this.#options.clientId }
+  /**
+   * The public end-session URL (RP-initiated logout 1.0 §2) with `state`, which some
+   * providers need before they send the browser back; null when the provider has none.
+   */
+  async endSessionUrl (params: { idTokenHint?: string | null, postLogoutRedirectUri?: string, state: string }): Promise<URL | null> {
+    if (!this.canEndSession) return null
+    const query: Record<string, string> = { client_id: this.#options.clientId, state: params.state }
     if (params.idTokenHint != null) query.id_token_hint = params.idTokenHint
     if (params.postLogoutRedirectUri !== undefined) query.post_logout_redirect_uri = params.postLogoutRedirectUri
-    return client.buildEndSessionUrl(this.#config, query)
+    return client.buildEndSessionUrl(await this.#configuration(), query)
+  }
+
+  /**
+   * The userinfo endpoint's claims for an access token (OIDC Core §5.3), whose `sub` must be
+   * `subject`; through the pool, as every call.
+   */
+  async userinfo (accessToken: string, subject: string): Promise<Record<string, unknown>> {
+    await this.ensure('userinfo')
+    try {
+      return await client.fetchUserInfo(await this.#configuration(), accessToken, subject) as Record<string, unknown>
+    } catch (err) {
+      throw keycloakErrorOf(err)
+    }
   }
 
   /** Whether Keycloak accepted this client's credentials on the latest token request. */
@@ -163,10 +237,11 @@ export class OidcClient {
     }
   }
 
-  async #grant (request: () => Promise<client.TokenEndpointResponse & client.TokenEndpointResponseHelpers>): Promise<TokenSet> {
+  async #grant (request: (config: client.Configuration) => Promise<client.TokenEndpointResponse & client.TokenEndpointResponseHelpers>, forUser = true): Promise<TokenSet> {
     let response: client.TokenEndpointResponse & client.TokenEndpointResponseHelpers
     try {
-      response = await request()
+      await this.ensure('token')
+      response = await request(await this.#configuration())
     } catch (err) {
       const error = keycloakErrorOf(err)
       // Keycloak authenticates the client before it looks at the grant, so any other 4xx
@@ -177,13 +252,17 @@ export class OidcClient {
     }
     this.#clientAuthIs('ok', null)
     const now = this.#options.clock.now()
-    const claims = decodeJwt(response.access_token) as KeycloakClaims
-    let sid = typeof claims.sid === 'string' && claims.sid !== '' ? claims.sid : null
+    // An access token need not be a JWT (RFC 6749 §1.4): an opaque one has no claims to read.
+    const claims = jwtClaimsOrEmpty(response.access_token) as KeycloakClaims
+    let idClaims: Record<string, unknown> | null = null
     if (response.id_token !== undefined) {
       await this.#verifyIdTokenSignature(response.id_token)
-      const idSid = decodeJwt(response.id_token).sid
-      sid ??= typeof idSid === 'string' && idSid !== '' ? idSid : null
+      idClaims = decodeJwt(response.id_token)
     }
+    const sidOf = (c: Record<string, unknown> | null): string | null => typeof c?.sid === 'string' && c.sid !== '' ? c.sid : null
+    const sid = sidOf(claims) ?? sidOf(idClaims)
+    const subject = typeof claims.sub === 'string' ? claims.sub : typeof idClaims?.sub === 'string' ? idClaims.sub : null
+    const userinfo = forUser && this.#options.userinfo === true && subject !== null ? await this.#userinfoOrNull(response.access_token, subject) : null
     const refreshIn = (response as { refresh_expires_in?: unknown }).refresh_expires_in
     return {
       accessToken: response.access_token,
@@ -194,7 +273,19 @@ export class OidcClient {
       accessExpiresAt: typeof response.expires_in === 'number' ? now + response.expires_in * 1000 : typeof claims.exp === 'number' ? claims.exp * 1000 : now + 300_000,
       refreshExpiresAt: typeof refreshIn === 'number' && refreshIn > 0 ? now + refreshIn * 1000 : null,
       claims,
+      idClaims,
+      userinfo,
       sid
+    }
+  }
+
+  // Userinfo only adds to an identity the tokens already vouch for: a login goes on without it.
+  async #userinfoOrNull (accessToken: string, subject: string): Promise<Record<string, unknown> | null> {
+    try {
+      return await this.userinfo(accessToken, subject)
+    } catch (err) {
+      this.#options.log?.warn({ reason: (err as Error).message }, 'userinfo unavailable; the identity comes from the tokens alone')
+      return null
     }
   }
 
@@ -219,11 +310,36 @@ export class OidcClient {
     }
   }
 
+  // openid-client calls the published endpoints; each request goes to the server the pool
+  // picks instead, through its deadline and breaker.
   async #fetch (url: string, init: client.CustomFetchOptions): Promise<Response> {
-    const suffix = url.startsWith(this.#templateRealmUrl) ? url.slice(this.#templateRealmUrl.length) : null
-    if (suffix === null) throw new KeycloakUnavailable('bad_response', `refusing a request outside the realm: ${url}`)
+    const endpoints = this.#options.metadata.endpoints
+    if (url !== endpoints.token && url !== endpoints.userinfo && url !== endpoints.revocation) {
+      throw new KeycloakUnavailable('bad_response', 'refusing a request to an endpoint the provider does not publish')
+    }
     const grant = init.body instanceof URLSearchParams ? init.body.get('grant_type') : null
-    const operation: KeycloakOperation = grant === 'refresh_token' ? 'refresh' : suffix.endsWith('/token') ? 'token' : suffix.endsWith('/userinfo') ? 'userinfo' : 'token'
-    return await this.#options.pool.call(operation, async (target) => await keycloakFetchBuffered(target.endpoints.realmUrl + suffix, init as RequestInit, target))
+    const operation: KeycloakOperation = url === endpoints.userinfo ? 'userinfo' : grant === 'refresh_token' ? 'refresh' : 'token'
+    return await this.#options.pool.call(operation, async (target) => await keycloakFetchBuffered(target.backChannel(url), init as RequestInit, target))
   }
+}
+
+function jwtClaimsOrEmpty (token: string): Record<string, unknown> {
+  try {
+    return decodeJwt(token)
+  } catch {
+    return {}
+  }
+}
+
+type PrivateCryptoKey = Awaited<ReturnType<typeof importPKCS8>>
+
+// A private key for private_key_jwt: a private JWK (JSON) or a PKCS#8 PEM, with its kid.
+async function importPrivateKey (text: string): Promise<{ key: PrivateCryptoKey, kid: string | undefined }> {
+  const trimmed = text.trim()
+  if (trimmed.startsWith('{')) {
+    const jwk = JSON.parse(trimmed) as JWK
+    const key = await importJWK(jwk, jwk.alg ?? (jwk.kty === 'EC' ? 'ES256' : jwk.kty === 'OKP' ? 'EdDSA' : 'RS256'))
+    return { key: key as PrivateCryptoKey, kid: jwk.kid }
+  }
+  return { key: await importPKCS8(trimmed, 'RS256', { extractable: false }), kid: undefined }
 }

@@ -28,6 +28,8 @@ export interface VerifiedToken {
   expiresAt: number
   /** The `kid` of the key that verified it (from the protected header), or null when it named none. */
   kid: string | null
+  /** Whether it says it is an access token: header `typ` `at+jwt` (RFC 9068 §2.1) or Keycloak's `typ: Bearer` claim. */
+  access: boolean
 }
 
 /** The result of {@link AccessTokenVerifier.verify}: a value, never a throw. */
@@ -40,8 +42,10 @@ export interface VerifierOptions {
   jwks: JwksManager
   /** The only `iss` accepted: `keycloak.issuer`. */
   issuer: string
-  /** Client ids accepted in `aud` or `azp`. */
-  audiences: readonly string[]
+  /** Client ids accepted in `aud`, `azp` or `client_id`. */
+  clientIds: readonly string[]
+  /** Further values accepted in `aud` only (resource indicators, `tokens.audiences`). Default none. */
+  audiences?: readonly string[]
   /** Accepted JWS algorithms (asymmetric only; the schema cannot express others). */
   algorithms: readonly string[]
   /** Tolerance on `exp`, `nbf` and `iat`, in seconds. */
@@ -62,6 +66,9 @@ interface CacheEntry {
 /** Longest bearer token looked at. Keycloak tokens with many roles reach a few kilobytes. */
 export const MAX_TOKEN_LENGTH = 16 * 1024
 
+/** RFC 9068 §2.1's header `typ` (media type names are case-insensitive, `application/` optional). */
+const AT_JWT = /^(application\/)?at\+jwt$/i
+
 /** Keycloak's `typ` claim on access tokens; ID and refresh tokens carry `ID` and `Refresh`. */
 const ACCESS_TOKEN_TYPE = 'Bearer'
 
@@ -75,6 +82,7 @@ const ACCESS_TOKEN_TYPE = 'Bearer'
 export class AccessTokenVerifier {
   readonly #options: VerifierOptions
   readonly #cache: LRUCache<string, CacheEntry> | null
+  readonly #clientIds: Set<string>
   readonly #audiences: Set<string>
   /** Bumped by every {@link forgetKeys}: a verification that spans one is not remembered. */
   #forgets = 0
@@ -84,7 +92,8 @@ export class AccessTokenVerifier {
       throw new TypeError('AccessTokenVerifier: only asymmetric algorithms may be verified against a JWKS')
     }
     this.#options = options
-    this.#audiences = new Set(options.audiences)
+    this.#clientIds = new Set(options.clientIds)
+    this.#audiences = new Set([...options.clientIds, ...options.audiences ?? []])
     this.#cache = options.cacheMaxEntries > 0 ? new LRUCache({ max: options.cacheMaxEntries }) : null
   }
 
@@ -157,11 +166,11 @@ export class AccessTokenVerifier {
     if (!result.ok) return result
 
     const claims = result.token.claims
-    if (claims.typ !== ACCESS_TOKEN_TYPE) {
-      return { ok: false, reason: 'wrong_type', detail: `typ is ${JSON.stringify(claims.typ ?? null)}, not an access token` }
+    if (!result.token.access) {
+      return { ok: false, reason: 'wrong_type', detail: `neither header typ at+jwt nor typ claim Bearer (typ claim ${JSON.stringify(claims.typ ?? null)}): not an access token` }
     }
     if (!this.#audienceMatches(claims)) {
-      return { ok: false, reason: 'wrong_audience', detail: 'neither aud nor azp names this client' }
+      return { ok: false, reason: 'wrong_audience', detail: 'neither aud, azp nor client_id names this client' }
     }
     // Keys were withdrawn while this token was being verified, perhaps the very key: verify
     // again against the keys in use now rather than remember a token of a withdrawn key.
@@ -201,17 +210,23 @@ export class AccessTokenVerifier {
         return { ok: false, reason: 'issued_in_future', detail: 'iat is in the future' }
       }
       const kid = typeof protectedHeader.kid === 'string' ? protectedHeader.kid : null
-      return { ok: true, token: { claims: payload as KeycloakClaims, expiresAt: (payload.exp as number) * 1000, kid }, cached: false }
+      // An ID token (typ ID) or a refresh token must never pass as an access token: only
+      // tokens that say they are one do, by RFC 9068's header or Keycloak's claim.
+      const access = (typeof protectedHeader.typ === 'string' && AT_JWT.test(protectedHeader.typ)) || payload.typ === ACCESS_TOKEN_TYPE
+      return { ok: true, token: { claims: payload as KeycloakClaims, expiresAt: (payload.exp as number) * 1000, kid, access }, cached: false }
     } catch (err) {
       return rejectionOf(err)
     }
   }
 
+  // RFC 9068 §4: `aud` must name this resource (a client id or a configured audience); as
+  // Keycloak sends its own client in `azp` and RFC 9068 in `client_id`, either counts too.
   #audienceMatches (claims: KeycloakClaims): boolean {
     const aud = claims.aud
     if (typeof aud === 'string' && this.#audiences.has(aud)) return true
     if (Array.isArray(aud) && aud.some((a) => this.#audiences.has(a))) return true
-    return typeof claims.azp === 'string' && this.#audiences.has(claims.azp)
+    if (typeof claims.azp === 'string' && this.#clientIds.has(claims.azp)) return true
+    return typeof claims.client_id === 'string' && this.#clientIds.has(claims.client_id)
   }
 }
 

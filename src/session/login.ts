@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
 import { KeycloakRejected, KeycloakUnavailable } from '../errors.ts'
+import type { ClaimsReader } from '../keycloak/claims.ts'
 import type { KeycloakPool } from '../keycloak/failover.ts'
 import { clientAuthRefused, type OidcClient, type TokenSet } from '../keycloak/oidc.ts'
 import type { AuditLogRepository } from '../store/audit-log.ts'
@@ -10,7 +11,7 @@ import type { SessionMode } from '../store/sessions.ts'
 import type { UserRecord, UsersRepository } from '../store/users.ts'
 import { localLoginAllowed } from './local-allow.ts'
 import { DEFAULT_SCRYPT, hashPassword, needsRehash, verifyPassword } from './passwords.ts'
-import { storedIdentityOf, type NewSession, type StoredIdentity } from './service.ts'
+import { storedIdentityOf, subjectOf, type NewSession, type StoredIdentity } from './service.ts'
 
 /** Why a login failed, as the audit log and metrics name it. */
 export type LoginFailure = 'bad_credentials' | 'locked' | 'disabled' | 'local_not_allowed' | 'unavailable' | 'sso_misconfigured'
@@ -30,7 +31,8 @@ export interface LoginDeps {
   oidc: OidcClient
   clock: Clock
   log: Logger
-  clientIds: readonly string[]
+  /** How claims become an identity. */
+  claims: ClaimsReader
   logins: { inc: (labels: { mode: string, result: string }) => void }
 }
 
@@ -143,8 +145,8 @@ export class LoginService {
     if (pool.reachable()) {
       try {
         const tokens = await oidc.passwordGrant(username, password)
-        const identity = storedIdentityOf(tokens, this.#deps.clientIds)
-        await this.cacheCredential(username, password, { keycloakId: identity.user === '' ? null : identity.user, email: identity.email, roles: identity.roles, groups: identity.groups })
+        const identity = storedIdentityOf(tokens, this.#deps.claims)
+        await this.cacheCredential(username, password, { keycloakId: subjectOf(tokens), email: identity.email, roles: identity.roles, groups: identity.groups })
         return { ok: true, session: this.#keycloakSession(tokens, false, username) }
       } catch (err) {
         if (err instanceof KeycloakRejected && err.oauthError === 'invalid_grant') {
@@ -219,9 +221,9 @@ export class LoginService {
 
   // The user name is the one typed on the form, or (code flow) Keycloak's preferred_username.
   #keycloakSession (tokens: TokenSet, localBasis: boolean, username?: string): Omit<NewSession, 'ip' | 'userAgent'> {
-    const identity = storedIdentityOf(tokens, this.#deps.clientIds)
-    const subject = identity.user === '' ? null : identity.user
-    return { username: username ?? identity.preferredUsername ?? identity.user, subject, mode: 'keycloak', identity, tokens, localBasis }
+    const identity = storedIdentityOf(tokens, this.#deps.claims)
+    const subject = subjectOf(tokens)
+    return { username: username ?? identity.preferredUsername ?? identity.email ?? subject ?? identity.user, subject, mode: 'keycloak', identity, tokens, localBasis }
   }
 
   #localSession (user: UserRecord, mode: Exclude<SessionMode, 'keycloak'>): LoginOutcome {

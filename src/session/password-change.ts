@@ -82,11 +82,15 @@ export class PasswordChanger {
       users.setPassword(username, await hashPassword(next), this.#now())
       // Only the owner of passwords pushes them: a break-glass user of a keycloak-primary
       // deployment has no Keycloak account to update.
-      const queued = config.auth.primary === 'local' && config.feature_flags.keycloak_enabled
+      const queued = config.auth.primary === 'local' && config.feature_flags.keycloak_enabled && config.keycloak.kind === 'keycloak'
       if (queued) this.#enqueue(user, next)
       return this.#changed(session, ip, queued)
     }
 
+    // A generic provider's passwords are changed at the provider: there is no Admin API to push to.
+    if (config.keycloak.kind !== 'keycloak') {
+      return this.#refused(session, ip, 400, 'Your password is managed by your identity provider: change it there.', 'not_local')
+    }
     // keycloak-primary: Keycloak is the judge of the current password while it answers.
     let verified = false
     if (this.#deps.pool.reachable()) {

@@ -56,6 +56,7 @@ const TX_CONTEXT = 'login_tx'
 const TX_MAX_AGE_SECONDS = 600
 const FORM_BODY_LIMIT = 16 * 1024
 const SSO_UNAVAILABLE = 'Single sign-on is unavailable right now. You can sign in here with your password.'
+const LOCAL_LOGOUT_ONLY = 'You are signed out of this site. Your single sign-on session at the identity provider may still be open: it offers no single sign-out from here, so close the browser or sign out there too.'
 
 /**
  * Gatehouse's routes under `server.prefix` (DESIGN §3): login (OIDC code flow with PKCE, or
@@ -135,13 +136,20 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
     // `form=1` asks for the password form even while SSO works: the only way a password
     // reaches Gatehouse, and so the only way a cached credential is made (auth.primary keycloak).
     if (!ssoAvailable() || query.form === '1') return renderLogin(request, reply, 200, { rd })
+    let start: URL
     const verifier = oidcClient.randomPKCECodeVerifier()
     const tx: LoginTransaction = { state: oidcClient.randomState(), nonce: oidcClient.randomNonce(), verifier, rd, at: deps.clock.now() }
     const sealed = deps.ring.encrypt(JSON.stringify(tx), TX_CONTEXT).toString('base64url')
     // Lax, not Strict: the cookie must come back on the top-level redirect from Keycloak.
     setCookie(request, reply, names(request).login, sealed, { maxAge: TX_MAX_AGE_SECONDS, sameSite: 'lax' })
-    const url = deps.oidc.authorizationUrl({ redirectUri: redirectUri(request), state: tx.state, nonce: tx.nonce, codeChallenge: await oidcClient.calculatePKCECodeChallenge(verifier) })
-    return reply.header('cache-control', 'no-store').redirect(url.href, 302)
+    try {
+      // Reads discovery first when nothing is known yet (a first start): within the pool's deadline.
+      start = await deps.oidc.authorizationUrl({ redirectUri: redirectUri(request), state: tx.state, nonce: tx.nonce, codeChallenge: await oidcClient.calculatePKCECodeChallenge(verifier) })
+    } catch (err) {
+      if (!(err instanceof KeycloakUnavailable)) throw err
+      return renderLogin(request, reply, 200, { rd, notice: SSO_UNAVAILABLE })
+    }
+    return reply.header('cache-control', 'no-store').redirect(start.href, 302)
   })
 
   fastify.get(`${prefix}/callback`, async (request, reply) => {
@@ -220,9 +228,12 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
     const keycloakPart = record.subject !== null && (tokens !== null || record.keycloakSid !== null)
     if (!keycloakPart) return reply.redirect(rd, 303)
     if (ssoAvailable()) {
-      const url = deps.oidc.endSessionUrl({ idTokenHint: tokens?.idToken ?? null, postLogoutRedirectUri: `${publicBase(request)}${rd}` })
-      return reply.redirect(url.href, 303)
+      const url = await deps.oidc.endSessionUrl({ idTokenHint: tokens?.idToken ?? null, postLogoutRedirectUri: `${publicBase(request)}${rd}`, state: oidcClient.randomState() })
+      if (url !== null) return reply.redirect(url.href, 303)
+      // No end-session endpoint (RP-Initiated Logout is optional): only this site's session ends.
+      return send(reply, 200, messagePage('Signed out', LOCAL_LOGOUT_ONLY, { href: rd, text: 'Continue' }))
     }
+    if (config.keycloak.kind !== 'keycloak') return send(reply, 200, messagePage('Signed out', LOCAL_LOGOUT_ONLY, { href: rd, text: 'Continue' }))
     // Keycloak is away: the local session is over now; its Keycloak session ends when it is back.
     deps.queue.enqueue({ username: record.username, operation: 'logout_user', payload: { keycloak_id: record.subject, sid: record.keycloakSid } }, deps.clock.now())
     deps.queued()

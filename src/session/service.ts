@@ -5,7 +5,7 @@ import type { Clock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
 import { KeycloakRejected, KeycloakUnavailable } from '../errors.ts'
 import type { Identity } from '../identity.ts'
-import { identityFromClaims } from '../keycloak/claims.ts'
+import { identityFromClaims, type ClaimsReader } from '../keycloak/claims.ts'
 import type { KeycloakPool } from '../keycloak/failover.ts'
 import type { OidcClient, TokenSet } from '../keycloak/oidc.ts'
 import { sha256 } from '../store/crypto.ts'
@@ -58,7 +58,8 @@ export interface SessionServiceDeps {
   clock: Clock
   log: Logger
   metrics: SessionMetrics
-  clientIds: readonly string[]
+  /** How claims become an identity. */
+  claims: ClaimsReader
 }
 
 interface Entry {
@@ -297,11 +298,11 @@ export class SessionService {
     if (next.refreshToken === null) next.refreshToken = tokens.refreshToken
     if (next.idToken === null) next.idToken = tokens.idToken
     next.refreshedAt = now
-    const identity = storedIdentityOf(fresh, deps.clientIds)
+    const identity = storedIdentityOf(fresh, deps.claims)
     const sid = fresh.sid ?? record.keycloakSid
     deps.db.transaction(() => {
       deps.tokens.put(next)
-      this.#repo.update(sessionId, 'keycloak', identity, record.subject ?? fresh.claims.sub ?? null, sid)
+      this.#repo.update(sessionId, 'keycloak', identity, record.subject ?? subjectOf(fresh), sid)
     })()
     const entry = this.#entryOf(sessionId)
     if (entry !== null) {
@@ -443,9 +444,19 @@ export class SessionService {
   }
 }
 
+/** The provider's `sub` for the person a token set is for (access token, else ID token), or null. */
+export function subjectOf (tokens: TokenSet): string | null {
+  const sub = tokens.claims.sub ?? tokens.idClaims?.sub
+  return typeof sub === 'string' && sub !== '' ? sub : null
+}
+
 /** The identity a token set vouches for, as a session stores it. */
-export function storedIdentityOf (tokens: TokenSet, clientIds: readonly string[]): StoredIdentity {
-  const { user, preferredUsername, email, groups, roles } = identityFromClaims(tokens.claims, clientIds, null)
+export function storedIdentityOf (tokens: TokenSet, reader: ClaimsReader): StoredIdentity {
+  // The access token decides (its roles are what bearer calls see too); the ID token and
+  // userinfo fill in what it lacks: many providers keep names and e-mail out of access tokens.
+  const merged: Record<string, unknown> = { ...tokens.userinfo, ...tokens.idClaims }
+  for (const [name, value] of Object.entries(tokens.claims)) if (value !== undefined) merged[name] = value
+  const { user, preferredUsername, email, groups, roles } = identityFromClaims(merged, reader, null)
   return { user, preferredUsername, email, groups, roles }
 }
 

@@ -3,7 +3,6 @@ import type { Clock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
 import { AdminApi } from '../keycloak/admin.ts'
 import type { KeycloakClient } from '../keycloak/client.ts'
-import { issuerBase, realmEndpoints } from '../keycloak/endpoints.ts'
 import { OidcClient } from '../keycloak/oidc.ts'
 import type { KeyRing } from '../store/crypto.ts'
 import type { Db } from '../store/db.ts'
@@ -23,15 +22,21 @@ export interface SyncParts {
  * public issuer, every request through the pool.
  */
 export function oidcClientFor (config: Config, keycloak: KeycloakClient, clock: Clock, credentials: { clientId: string, clientSecret: string | undefined }, log?: Logger): OidcClient {
+  const kc = config.keycloak
   return new OidcClient({
     pool: keycloak.pool,
     jwks: keycloak.jwks,
-    publicEndpoints: realmEndpoints(issuerBase(config.keycloak.issuer), config.keycloak.realm),
-    issuer: config.keycloak.issuer,
+    metadata: keycloak.metadata,
+    issuer: kc.issuer,
     clientId: credentials.clientId,
-    clientSecret: credentials.clientSecret,
+    // The app's client authenticates as configured; another client (the Admin API's service
+    // account) by its secret, the Keycloak way.
+    auth: credentials.clientId === kc.client_id
+      ? { method: kc.client_auth_method, secret: credentials.clientSecret, privateKey: kc.client_private_key, keyId: kc.client_key_id }
+      : { method: 'client_secret_basic', secret: credentials.clientSecret },
     clock,
     clockSkewSeconds: config.tokens.clock_skew_seconds,
+    userinfo: credentials.clientId === kc.client_id && config.claims.userinfo,
     ...(log !== undefined ? { log } : {})
   })
 }

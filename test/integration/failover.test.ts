@@ -118,7 +118,7 @@ t.test('4xx answers never open a breaker: Keycloak is up and said no', async (t)
   await gatehouse.started
   const pool = gatehouse.app.keycloak.pool
   for (let i = 0; i < 10; i++) {
-    await t.rejects(pool.call('token', async (target) => keycloakFetch(target.endpoints.token, {
+    await t.rejects(pool.call('token', async (target) => keycloakFetch(target.backChannel(`${cluster.standin.issuer}/protocol/openid-connect/token`), {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
       body: new URLSearchParams({ grant_type: 'client_credentials', client_id: cluster.standin.clientId, client_secret: 'wrong' })

@@ -102,8 +102,9 @@ t.test('the browser is sent to the public issuer; Gatehouse itself only calls th
   const token = (await cluster.standin.passwordGrant('bob', 'bob-password')).access_token
   t.equal(JSON.parse(Buffer.from(token.split('.')[1] as string, 'base64url').toString()).iss, 'https://sso.example.test/realms/test')
   t.equal((await rawRequest(gatehouse.proxyUrl, '/x', { headers: { authorization: `Bearer ${token}` } })).status, 200, 'keys fetched over the back channel verify public-issuer tokens')
-  t.equal(gatehouse.app.keycloak.metadata.publicEndpoints.authorization, 'https://sso.example.test/realms/test/protocol/openid-connect/auth')
-  t.equal(gatehouse.app.keycloak.pool.endpointsOf(cluster.servers[0]?.url ?? '')?.token, `${cluster.servers[0]?.url}/realms/test/protocol/openid-connect/token`)
+  t.equal(gatehouse.app.keycloak.metadata.endpoints.authorization, 'https://sso.example.test/realms/test/protocol/openid-connect/auth', 'the published, public authorization endpoint')
+  t.equal(gatehouse.app.keycloak.metadata.layout.onServer(gatehouse.app.keycloak.metadata.endpoints.token as string, cluster.servers[0]?.url ?? ''),
+    `${cluster.servers[0]?.url}/realms/test/protocol/openid-connect/token`, 'moved onto the back channel')
   const status = gatehouse.app.status()
   t.same(status.keycloak.discovery.issuer_matches, true)
 })

@@ -7,6 +7,7 @@ import { loadPolicies } from '../../../src/authz/policy.ts'
 import { DEFAULT_HEADERS } from '../../../src/config/schema.ts'
 import { createLogger } from '../../../src/log.ts'
 import type { Identity } from '../../../src/identity.ts'
+import { KEYCLOAK_CLAIMS } from '../../../src/keycloak/claims.ts'
 import type { AccessTokenVerifier, VerifyOutcome } from '../../../src/keycloak/verify-token.ts'
 
 // decide() on its own, without Fastify or sockets (HOUSE-STYLE §6 unit tier). The verifier and
@@ -25,7 +26,7 @@ interface FakeVerifier {
 const validToken = (roles: string[]): VerifyOutcome => ({
   ok: true,
   cached: false,
-  token: { claims: { iss: 'https://sso.example.test/realms/acme', sub: 'user-1', typ: 'Bearer', exp: 4_000_000_000, preferred_username: 'alice', realm_access: { roles } }, expiresAt: 4_000_000_000_000, kid: 'k1' }
+  token: { claims: { iss: 'https://sso.example.test/realms/acme', sub: 'user-1', typ: 'Bearer', exp: 4_000_000_000, preferred_username: 'alice', realm_access: { roles } }, expiresAt: 4_000_000_000_000, kid: 'k1', access: true }
 })
 
 function rig (t: { testdir: () => string }, parts: { verifier?: Partial<FakeVerifier>, sessions?: SessionLookup } = {}) {
@@ -43,7 +44,7 @@ function rig (t: { testdir: () => string }, parts: { verifier?: Partial<FakeVeri
     policy: loadPolicies(dir, 'authenticated'),
     verifier: verifier as unknown as AccessTokenVerifier,
     headers: { ...DEFAULT_HEADERS, pass_access_token: false, pass_authorization_header: false },
-    clientIds: ['app'],
+    claims: { mapping: KEYCLOAK_CLAIMS, clientIds: ['app'] },
     prefix: '/_gatehouse',
     log: createLogger({ level: 'debug', destination }),
     ...(parts.sessions !== undefined ? { sessions: parts.sessions } : {})
@@ -69,7 +70,7 @@ t.test('an unexpected throw anywhere in deciding is a 500 deny, never an allow',
     ['the verifier rejects', { verifier: { verify: async () => boom() } }, facts('/admin/x')],
     ['the verifier resolves to nothing usable', { verifier: { verify: async () => undefined as unknown as VerifyOutcome } }, facts('/admin/x')],
     ['the verified claims cannot be read', {
-      verifier: { verify: async () => ({ ok: true, cached: false, token: { get claims (): never { return boom() }, expiresAt: 4_000_000_000_000, kid: 'k1' } }) }
+      verifier: { verify: async () => ({ ok: true, cached: false, token: { get claims (): never { return boom() }, expiresAt: 4_000_000_000_000, kid: 'k1', access: true } }) }
     }, facts('/admin/x')],
     ['the session lookup rejects', { sessions: { identify: async () => boom() } }, facts('/admin/x', { cookie: 'gatehouse_session=abc' })],
     ['the session lookup throws synchronously', { sessions: { identify: (): Promise<Identity | null> => boom() } }, facts('/elsewhere', { cookie: 'gatehouse_session=abc' })]

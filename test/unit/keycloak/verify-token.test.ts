@@ -3,6 +3,7 @@ import { generateKeyPair, exportJWK, SignJWT, type JWK, type CryptoKey } from 'j
 import { createHmac } from 'node:crypto'
 import { openDatabase } from '../../../src/store/db.ts'
 import { JwksCacheRepository } from '../../../src/store/jwks-cache.ts'
+import { ProviderLayout } from '../../../src/keycloak/provider.ts'
 import { KeycloakPool } from '../../../src/keycloak/failover.ts'
 import { JwksManager } from '../../../src/keycloak/jwks.ts'
 import { AccessTokenVerifier, MAX_TOKEN_LENGTH } from '../../../src/keycloak/verify-token.ts'
@@ -23,11 +24,12 @@ async function setup (t: { teardown: (fn: () => void) => void }, cacheMaxEntries
   repository.save(ISSUER, { jwks: { keys: [publicJwk] }, fetchedAt: clock.now(), server: 'http://keycloak' })
   const metrics = createMetrics()
   // Keycloak disabled: every key must come from the store, and nothing is fetched.
-  const pool = new KeycloakPool({ servers: [{ url: 'http://127.0.0.1:9' }], realm: 'acme', timeoutMs: 500, enabled: false, breaker: { enabled: true, failureThreshold: 3, cooldownMs: 60_000 }, clock, log, metrics })
-  const jwks = new JwksManager({ issuer: ISSUER, repository, pool, clock, log, metrics, refreshIntervalMs: 60_000, minRefreshIntervalMs: 10_000 })
+  const layout = new ProviderLayout({ kind: 'keycloak', issuer: ISSUER, realm: 'acme', servers: ['http://127.0.0.1:9'] })
+  const pool = new KeycloakPool({ servers: [{ url: 'http://127.0.0.1:9' }], layout, timeoutMs: 500, enabled: false, breaker: { enabled: true, failureThreshold: 3, cooldownMs: 60_000 }, clock, log, metrics })
+  const jwks = new JwksManager({ issuer: ISSUER, repository, pool, clock, log, metrics, refreshIntervalMs: 60_000, minRefreshIntervalMs: 10_000, jwksUri: async () => `${ISSUER}/protocol/openid-connect/certs` })
   jwks.start()
   t.teardown(() => jwks.stop())
-  const verifier = new AccessTokenVerifier({ jwks, issuer: ISSUER, audiences: ['app', 'other-app'], algorithms: ['RS256', 'ES256'], clockSkewSeconds: 30, cacheMaxEntries, clock, metrics })
+  const verifier = new AccessTokenVerifier({ jwks, issuer: ISSUER, clientIds: ['app', 'other-app'], audiences: ['https://api.example.test'], algorithms: ['RS256', 'ES256'], clockSkewSeconds: 30, cacheMaxEntries, clock, metrics })
   // As buildApp wires them.
   jwks.onKeysWithdrawn((kids) => { verifier.forgetKeys(kids) })
   const now = Math.floor(clock.now() / 1000)
@@ -69,7 +71,20 @@ t.test('azp alone may name the client; aud alone may name it too', async (t) => 
   t.ok((await verifier.verify(await sign({ aud: 'account', azp: 'app' }))).ok)
   t.ok((await verifier.verify(await sign({ aud: ['account', 'other-app'], azp: 'frontend' }))).ok)
   const neither = await verifier.verify(await sign({ aud: 'account', azp: 'frontend' }))
-  t.same(neither, { ok: false, reason: 'wrong_audience', detail: 'neither aud nor azp names this client' })
+  t.same(neither, { ok: false, reason: 'wrong_audience', detail: 'neither aud, azp nor client_id names this client' })
+})
+
+t.test('RFC 9068 access tokens: header typ at+jwt, client_id like azp, a resource in aud', async (t) => {
+  const { verifier, sign } = await setup(t)
+  const rfc9068 = { typ: undefined, azp: undefined, client_id: 'app', aud: 'https://api.example.test' }
+  t.ok((await verifier.verify(await sign(rfc9068, { typ: 'at+jwt' }))).ok, 'at+jwt, client_id app, the configured resource')
+  t.ok((await verifier.verify(await sign(rfc9068, { typ: 'application/AT+JWT' }))).ok, 'the media type in any case, with application/')
+  t.ok((await verifier.verify(await sign({ ...rfc9068, aud: 'https://elsewhere.example.test' }, { typ: 'at+jwt' }))).ok, 'client_id alone names this client')
+  t.match(await verifier.verify(await sign({ ...rfc9068, client_id: 'frontend', aud: 'https://elsewhere.example.test' }, { typ: 'at+jwt' })), { ok: false, reason: 'wrong_audience' })
+  t.match(await verifier.verify(await sign({ ...rfc9068, client_id: 'frontend' }, { typ: 'at+jwt' })), { ok: true }, 'a resource named in tokens.audiences, for any client')
+  t.match(await verifier.verify(await sign({ typ: 'ID' }, { typ: 'JWT' })), { ok: false, reason: 'wrong_type' }, 'an ID token is no access token')
+  t.match(await verifier.verify(await sign(rfc9068, { typ: 'JWT' })), { ok: false, reason: 'wrong_type' }, 'neither the header nor the claim says access token')
+  t.match(await verifier.verify(await sign({ typ: 'Refresh' }, { typ: 'at+jwt+evil' })), { ok: false, reason: 'wrong_type' })
 })
 
 t.test('each kind of bad token is refused with its own reason', async (t) => {
