@@ -84,10 +84,12 @@ export async function logoutTests (t: Test, kc: RealKeycloak): Promise<void> {
     const endSession = new URL(out.headers.location as string)
     t.equal(endSession.origin + endSession.pathname, `${kc.issuer}/protocol/openid-connect/logout`)
     t.ok(endSession.searchParams.get('id_token_hint'), 'with the ID token as hint, Keycloak asks no confirmation')
+    const state = endSession.searchParams.get('state')
+    t.match(state, /^[A-Za-z0-9_-]{20,}$/, 'a state is sent (RP-Initiated Logout 1.0 §2)')
 
     const back = await browser.get(endSession.href, { follow: false })
     t.equal(back.status, 302, 'Keycloak logs out and redirects')
-    t.equal(back.headers.location, `${gatehouse.proxyUrl}/bye`)
+    t.equal(back.headers.location, `${gatehouse.proxyUrl}/bye?state=${state as string}`, 'back to the return path, with the state')
     t.same((await kc.admin('GET', `/users/${alice}/sessions`)).body, [], 'her Keycloak sessions are gone')
     t.equal(await modeOf(browser, gatehouse.proxyUrl, upstream), 302, 'and so is the Gatehouse session')
 
