@@ -205,3 +205,162 @@ t.test('headers in header_map (encode_raw_headers) are read as in headers', asyn
   const twice = await client.check(request('/dashboard', [raw('authorization', `Bearer ${alice.access_token}`), raw('authorization', `Bearer ${bob.access_token}`)]))
   t.equal(twice.response?.status?.code, UNAUTHENTICATED)
 })
+
+/**
+ * Bytes written out by hand: hex pairs, and ASCII text in double quotes for string payloads.
+ * Every tag is `field number << 3 | wire type` (0 varint, 2 length-delimited); every length
+ * counts the bytes of the field's payload that follows.
+ */
+function wire (...parts: string[]): Buffer {
+  const bytes: number[] = []
+  for (const token of parts.join(' ').match(/"[^"]*"|[0-9a-f]{2}/g) ?? []) {
+    if (token.startsWith('"')) bytes.push(...Buffer.from(token.slice(1, -1), 'latin1'))
+    else bytes.push(parseInt(token, 16))
+  }
+  return Buffer.from(bytes)
+}
+
+/** The fields of one protobuf message by number, read by hand: varints as numbers, length-delimited as bytes. */
+function fieldsOf (bytes: Buffer | number | undefined): Map<number, Array<number | Buffer>> {
+  const out = new Map<number, Array<number | Buffer>>()
+  if (!Buffer.isBuffer(bytes)) return out
+  let i = 0
+  const varint = (): number => {
+    let value = 0
+    for (let shift = 0; ; shift += 7) {
+      const byte = bytes[i++] as number
+      value += (byte & 0x7f) * 2 ** shift
+      if (byte < 0x80) return value
+    }
+  }
+  while (i < bytes.length) {
+    const tag = varint()
+    const field = Math.floor(tag / 8)
+    const type = tag & 7
+    let value: number | Buffer
+    if (type === 0) value = varint()
+    else if (type === 2) {
+      const length = varint()
+      value = bytes.subarray(i, i + length)
+      i += length
+    } else throw new Error(`wire type ${type} not expected in a CheckResponse`)
+    out.set(field, [...out.get(field) ?? [], value])
+  }
+  return out
+}
+
+const first = (fields: Map<number, Array<number | Buffer>>, field: number): number | Buffer | undefined => fields.get(field)?.[0]
+const text = (value: number | Buffer | undefined): string | undefined => Buffer.isBuffer(value) ? value.toString('utf8') : undefined
+
+// GET /public/page from 203.0.113.7 with a forged x-auth-request-user, as Envoy encodes it
+// (protocol-facts §B.1), with two fields the repository's protos leave out, which must be skipped.
+const PUBLIC_PAGE = wire(
+  '0a 92 01', // CheckRequest.attributes = 1, LEN (1<<3|2 = 0x0a), 146 bytes
+  '0a 15', //   AttributeContext.source = 1, LEN, 21 bytes
+  '0a 13', //     Peer.address = 1, LEN, 19 bytes
+  '0a 11', //       Address.socket_address = 1, LEN, 17 bytes
+  '12 0b "203.0.113.7"', //   SocketAddress.address = 2, LEN (2<<3|2 = 0x12), 11 bytes
+  '18 b8 8e 03', //           SocketAddress.port_value = 3, VARINT (3<<3|0 = 0x18), 51000
+  '22 79', //   AttributeContext.request = 4, LEN (4<<3|2 = 0x22), 121 bytes
+  '0a 06', //     Request.time = 1, LEN, 6 bytes: a Timestamp the trimmed protos leave out
+  '08 80 e2 cf aa 06', // Timestamp.seconds = 1, VARINT, 1700000000
+  '12 6f', //     Request.http = 2, LEN, 111 bytes
+  '0a 02 "42"', //  HttpRequest.id = 1, LEN
+  '12 03 "GET"', // HttpRequest.method = 2, LEN
+  '1a 15', //       HttpRequest.headers = 3, LEN (3<<3|2 = 0x1a), 21 bytes: one map entry
+  '0a 05 ":path"', //        entry key = 1, LEN
+  '12 0c "/public/page"', // entry value = 2, LEN
+  '1a 1e', //       HttpRequest.headers = 3, LEN, 30 bytes: another entry
+  '0a 13 "x-auth-request-user"', // key = 1
+  '12 07 "mallory"', //             value = 2
+  '22 0c "/public/page"', //     HttpRequest.path = 4, LEN (0x22)
+  '2a 10 "app.example.test"', // HttpRequest.host = 5, LEN (5<<3|2 = 0x2a)
+  '32 05 "https"', //            HttpRequest.scheme = 6, LEN (6<<3|2 = 0x32)
+  '52 06 "HTTP/2"' //            HttpRequest.protocol = 10, LEN (10<<3|2 = 0x52): left out of the protos
+)
+
+// A browser's GET /dashboard?tab=1 without credentials: the fewest fields a check can carry.
+const BROWSER_PAGE = wire(
+  '0a 30', //   CheckRequest.attributes = 1, LEN, 48 bytes
+  '22 2e', //     AttributeContext.request = 4, LEN, 46 bytes
+  '12 2c', //       Request.http = 2, LEN, 44 bytes
+  '12 03 "GET"', //   HttpRequest.method = 2, LEN
+  '1a 13', //         HttpRequest.headers = 3, LEN, 19 bytes: one map entry
+  '0a 06 "accept"', //    key = 1
+  '12 09 "text/html"', // value = 2
+  '22 10 "/dashboard?tab=1"' // HttpRequest.path = 4, LEN
+)
+
+// The same page load with Envoy's encode_raw_headers: header_map instead of headers.
+const BROWSER_PAGE_RAW_HEADERS = wire(
+  '0a 2c', //   CheckRequest.attributes = 1, LEN, 44 bytes
+  '22 2a', //     AttributeContext.request = 4, LEN, 42 bytes
+  '12 28', //       Request.http = 2, LEN, 40 bytes
+  '12 03 "GET"', //   HttpRequest.method = 2, LEN
+  '22 0a "/dashboard"', // HttpRequest.path = 4, LEN
+  '6a 15', //         HttpRequest.header_map = 13, LEN (13<<3|2 = 0x6a), 21 bytes
+  '0a 13', //           HeaderMap.headers = 1, LEN, 19 bytes: one HeaderValue
+  '0a 06 "accept"', //    HeaderValue.key = 1, LEN
+  '1a 09 "text/html"' //  HeaderValue.raw_value = 3, LEN (3<<3|2 = 0x1a)
+)
+
+t.test('wire format: a hand-encoded CheckRequest is answered, and the answer decodes by hand', async (t) => {
+  const allowed = await client.checkRaw(PUBLIC_PAGE)
+  t.equal(allowed.code, OK)
+  const response = fieldsOf(allowed.response)
+  t.equal(first(fieldsOf(first(response, 1)), 1) ?? 0, OK, 'CheckResponse.status = 1, Status.code = 1: OK')
+  t.equal(response.get(2), undefined, 'no denied_response = 2')
+  const ok = fieldsOf(first(response, 3))
+  const removed = (ok.get(5) ?? []).map(text)
+  t.ok(removed.includes('x-auth-request-user'), 'OkHttpResponse.headers_to_remove = 5 names the forged header')
+  t.ok(removed.includes('x_auth_request_user'))
+  t.equal(ok.get(2), undefined, 'a public route sets no header')
+  const line = gatehouse.log.entries().findLast((e) => e.msg === 'request' && e.reqId === '42')
+  t.match(line, { method: 'GET', path: '/public/page', status: 200, decision: 'allow', reason: 'public', ip: '203.0.113.7' }, 'the access line has the id and the client address')
+
+  const redirected = await client.checkRaw(BROWSER_PAGE)
+  t.equal(redirected.code, OK)
+  const deny = fieldsOf(redirected.response)
+  t.equal(first(fieldsOf(first(deny, 1)), 1), UNAUTHENTICATED, 'CheckResponse.status.code: UNAUTHENTICATED')
+  t.equal(deny.get(3), undefined, 'no ok_response = 3')
+  const deniedResponse = fieldsOf(first(deny, 2))
+  t.equal(first(fieldsOf(first(deniedResponse, 1)), 1), 302, 'DeniedHttpResponse.status = 1, HttpStatus.code = 1: 302')
+  const headers = (deniedResponse.get(2) ?? []).map((option) => {
+    const fields = fieldsOf(option)
+    const header = fieldsOf(first(fields, 1))
+    t.equal(fields.get(2), undefined, 'HeaderValueOption.append = 2 is not sent')
+    t.equal(first(fields, 3), 2, 'HeaderValueOption.append_action = 3: OVERWRITE_IF_EXISTS_OR_ADD (2)')
+    return [text(first(header, 1)), text(first(header, 2))]
+  })
+  t.same(Object.fromEntries(headers), { location: '/_gatehouse/login?rd=%2Fdashboard%3Ftab%3D1', 'cache-control': 'no-store' }, 'HeaderValue.key = 1 and value = 2')
+  t.equal(text(first(deniedResponse, 3)) ?? '', '', 'DeniedHttpResponse.body = 3 is empty for a redirect')
+
+  const raw = await client.checkRaw(BROWSER_PAGE_RAW_HEADERS)
+  const rawDeny = fieldsOf(first(fieldsOf(raw.response), 2))
+  t.equal(first(fieldsOf(first(rawDeny, 1)), 1), 302, 'accept was read from header_map = 13 (without it: 401)')
+})
+
+t.test('wire format: the repository\'s protos encode a CheckRequest to the same bytes as the hand encoding', async (t) => {
+  const { loadSync } = await import('@grpc/proto-loader')
+  const { PROTO_OPTIONS } = await import('../../src/extauthz/grpc-protos.ts')
+  const definitions = loadSync('envoy/service/auth/v3/external_auth.proto', PROTO_OPTIONS)
+  const check = (definitions['envoy.service.auth.v3.Authorization'] as Record<string, { requestSerialize: (v: unknown) => Buffer, requestDeserialize: (b: Buffer) => unknown }>).Check
+  if (check === undefined) return t.fail('no Check method')
+  t.same(check.requestSerialize({ attributes: { request: { http: { method: 'GET', headers: { accept: 'text/html' }, path: '/dashboard?tab=1' } } } }), BROWSER_PAGE)
+  t.same(check.requestSerialize({ attributes: { request: { http: { method: 'GET', path: '/dashboard', header_map: { headers: [{ key: 'accept', raw_value: Buffer.from('text/html') }] } } } } }), BROWSER_PAGE_RAW_HEADERS)
+  t.same(check.requestDeserialize(PUBLIC_PAGE), {
+    attributes: {
+      source: { address: { socket_address: { address: '203.0.113.7', port_value: 51000 } } },
+      request: {
+        http: {
+          id: '42',
+          method: 'GET',
+          headers: { ':path': '/public/page', 'x-auth-request-user': 'mallory' },
+          path: '/public/page',
+          host: 'app.example.test',
+          scheme: 'https'
+        }
+      }
+    }
+  }, 'every field lands where protocol-facts §B.1 puts it; the ones left out are skipped')
+})
