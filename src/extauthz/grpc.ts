@@ -98,8 +98,9 @@ function createCheck (deps: ExtAuthzGrpcDeps): handleUnaryCall<Request, CheckRes
       redirectBrowsers
     })
     // The call ended meanwhile (its deadline passed, or Envoy gave up): nothing may be
-    // written to it any more. decide() has no way to be stopped; its answer is dropped.
-    if (call.cancelled) {
+    // written to it any more. decide() has no way to be stopped; its answer is dropped. The
+    // deadline is compared too: grpc-js's own timer may not have fired yet.
+    if (call.cancelled || Date.now() >= (call.getDeadline() as number)) {
       log.debug({ reason: decision.reason }, 'ext_authz check ended before its decision; answer dropped')
       return
     }

@@ -1,10 +1,13 @@
 // Envoy's gRPC ext_authz service (envoy.service.auth.v3.Authorization/Check) and the gRPC
 // health service, called over real sockets by a real @grpc/grpc-js client, as Envoy calls them.
-import t from 'tap'
-import { startKeycloakStandin } from '../fixtures/keycloak-standin.ts'
+import t, { type Test } from 'tap'
+import { Writable } from 'node:stream'
+import { createLoggers } from '../../src/log.ts'
+import { generateSigningKey, startKeycloakStandin } from '../fixtures/keycloak-standin.ts'
 import { startEchoUpstream } from '../fixtures/upstream.ts'
-import { keycloakSettings, startGatehouse, writeConfig } from '../fixtures/gatehouse.ts'
-import { grpcClient, type DecodedCheckResponse, type DecodedHeaderOption } from '../fixtures/grpc-client.ts'
+import { startFaultProxy } from '../fixtures/fault-proxy.ts'
+import { keycloakSettings, startGatehouse, writeConfig, type CapturedLog } from '../fixtures/gatehouse.ts'
+import { CHECK_PATH, checkRequestCodec, grpcClient, rawGrpcCall, type DecodedCheckResponse, type DecodedHeaderOption } from '../fixtures/grpc-client.ts'
 
 const POLICY = `
 rules:
@@ -30,7 +33,8 @@ t.teardown(() => standin.close())
 const upstream = await startEchoUpstream()
 t.teardown(() => upstream.close())
 const GRPC = { grpc: { enabled: true, host: '127.0.0.1', port: 0 } }
-const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...keycloakSettings(standin, upstream.url), ...GRPC }, { 'app.yaml': POLICY }))
+const config = writeConfig(t.testdir(), { ...keycloakSettings(standin, upstream.url), ...GRPC }, { 'app.yaml': POLICY })
+const gatehouse = await startGatehouse(t, config)
 await gatehouse.app.keycloak.jwks.refresh('manual')
 const client = grpcClient(gatehouse.urls.grpc as string)
 t.teardown(() => client.close())
@@ -57,8 +61,15 @@ function checkRequest (method: string, path: string, headers: Record<string, str
   }
 }
 
+/** `gatehouse_decisions_total{entrypoint="ext_authz_grpc"}` by decision, from the admin listener. */
+async function decisions (): Promise<{ allow: number, deny: number, redirect: number }> {
+  const scrape = await (await fetch(`${gatehouse.adminUrl}/metrics`)).text()
+  const count = (decision: string): number => Number(new RegExp(`^gatehouse_decisions_total\\{entrypoint="ext_authz_grpc",decision="${decision}"\\} (\\d+)$`, 'm').exec(scrape)?.[1] ?? 0)
+  return { allow: count('allow'), deny: count('deny'), redirect: count('redirect') }
+}
+
 /** The headers of a response as an object (name → value), after checking each overwrites. */
-function headersOf (t: Tap.Test, options: DecodedHeaderOption[] | undefined): Record<string, string> {
+function headersOf (t: Test, options: DecodedHeaderOption[] | undefined): Record<string, string> {
   const out: Record<string, string> = {}
   for (const option of options ?? []) {
     t.equal(option.append_action, 'OVERWRITE_IF_EXISTS_OR_ADD', `${option.header?.key}: overwritten, never appended`)
@@ -106,7 +117,7 @@ t.test('a valid token is allowed: OK, identity headers that overwrite, every spo
 })
 
 /** The DeniedHttpResponse of a check, after asserting the call succeeded with `code` in its status. */
-async function denied (t: Tap.Test, request: Record<string, unknown>, code: number): Promise<{ status: string | number | undefined, headers: Record<string, string>, body: string }> {
+async function denied (t: Test, request: Record<string, unknown>, code: number): Promise<{ status: string | number | undefined, headers: Record<string, string>, body: string }> {
   const result = await client.check(request)
   t.equal(result.code, OK, 'the call itself succeeds: the deny is in the CheckResponse')
   const response = result.response as DecodedCheckResponse
@@ -341,14 +352,9 @@ t.test('wire format: a hand-encoded CheckRequest is answered, and the answer dec
 })
 
 t.test('wire format: the repository\'s protos encode a CheckRequest to the same bytes as the hand encoding', async (t) => {
-  const { loadSync } = await import('@grpc/proto-loader')
-  const { PROTO_OPTIONS } = await import('../../src/extauthz/grpc-protos.ts')
-  const definitions = loadSync('envoy/service/auth/v3/external_auth.proto', PROTO_OPTIONS)
-  const check = (definitions['envoy.service.auth.v3.Authorization'] as Record<string, { requestSerialize: (v: unknown) => Buffer, requestDeserialize: (b: Buffer) => unknown }>).Check
-  if (check === undefined) return t.fail('no Check method')
-  t.same(check.requestSerialize({ attributes: { request: { http: { method: 'GET', headers: { accept: 'text/html' }, path: '/dashboard?tab=1' } } } }), BROWSER_PAGE)
-  t.same(check.requestSerialize({ attributes: { request: { http: { method: 'GET', path: '/dashboard', header_map: { headers: [{ key: 'accept', raw_value: Buffer.from('text/html') }] } } } } }), BROWSER_PAGE_RAW_HEADERS)
-  t.same(check.requestDeserialize(PUBLIC_PAGE), {
+  t.same(checkRequestCodec.encode({ attributes: { request: { http: { method: 'GET', headers: { accept: 'text/html' }, path: '/dashboard?tab=1' } } } }), BROWSER_PAGE)
+  t.same(checkRequestCodec.encode({ attributes: { request: { http: { method: 'GET', path: '/dashboard', header_map: { headers: [{ key: 'accept', raw_value: Buffer.from('text/html') }] } } } } }), BROWSER_PAGE_RAW_HEADERS)
+  t.same(checkRequestCodec.decode(PUBLIC_PAGE), {
     attributes: {
       source: { address: { socket_address: { address: '203.0.113.7', port_value: 51000 } } },
       request: {
@@ -363,4 +369,162 @@ t.test('wire format: the repository\'s protos encode a CheckRequest to the same 
       }
     }
   }, 'every field lands where protocol-facts §B.1 puts it; the ones left out are skipped')
+})
+
+t.test('a call with nothing to decide on fails with INVALID_ARGUMENT; the service keeps answering', async (t) => {
+  const undecodable = await client.checkRaw(wire('0a 05 12 03 "GE"')) // attributes claims 5 bytes, 4 follow
+  t.same(undecodable, { code: INVALID_ARGUMENT, details: 'the message is not a CheckRequest' })
+  const badWireType = await client.checkRaw(wire('0f 00')) // field 1, wire type 7: no such type
+  t.equal(badWireType.code, INVALID_ARGUMENT)
+  const empty = await client.check({})
+  t.same(empty, { code: INVALID_ARGUMENT, details: 'attributes.request.http is missing' })
+  const noMethod = await client.check({ attributes: { request: { http: { path: '/dashboard' } } } })
+  t.same(noMethod, { code: INVALID_ARGUMENT, details: 'attributes.request.http.method is missing' })
+  const noPath = await client.check({ attributes: { request: { http: { method: 'GET' } } } })
+  t.equal(noPath.code, OK, 'a request without a path is decided on, and refused')
+  t.equal(noPath.response?.status?.code, INVALID_ARGUMENT)
+  t.equal(noPath.response?.denied_response?.status?.code, 'BadRequest')
+  const after = await client.check(checkRequest('GET', '/public/x'))
+  t.equal(after.response?.status?.code, OK, 'still answering')
+})
+
+t.test('a CheckRequest over grpc.max_message_bytes is refused with RESOURCE_EXHAUSTED, never decided on', async (t) => {
+  const max = config.grpc.max_message_bytes
+  t.equal(max, 64 * 1024, 'the default')
+  const decided = await decisions()
+  const big = await client.check(checkRequest('GET', '/dashboard', { authorization: `Bearer ${alice.access_token}`, 'x-padding': 'x'.repeat(max) }))
+  t.equal(big.code, RESOURCE_EXHAUSTED)
+  t.match(big.details, /larger than max/)
+  t.same(await decisions(), decided, 'no decision was made')
+  const justUnder = await client.check(checkRequest('GET', '/dashboard', { authorization: `Bearer ${alice.access_token}`, 'x-padding': 'x'.repeat(max - 4096) }))
+  t.equal(justUnder.response?.status?.code, OK, 'a large one under the limit is decided on')
+  const after = await client.check(checkRequest('GET', '/public/x'))
+  t.equal(after.response?.status?.code, OK, 'still answering')
+})
+
+t.test('each check counts as an ext_authz_grpc decision', async (t) => {
+  const before = await decisions()
+  await client.check(checkRequest('GET', '/dashboard', { authorization: `Bearer ${alice.access_token}` }))
+  await client.check(checkRequest('GET', '/dashboard'))
+  await client.check(checkRequest('GET', '/admin/x', { authorization: `Bearer ${bob.access_token}` }))
+  await client.check(checkRequest('GET', '/dashboard', { accept: 'text/html' }))
+  await client.check({}) // not decided: no decision counted
+  const after = await decisions()
+  t.same({ allow: after.allow - before.allow, deny: after.deny - before.deny, redirect: after.redirect - before.redirect }, { allow: 1, deny: 2, redirect: 1 })
+  const scrape = await (await fetch(`${gatehouse.adminUrl}/metrics`)).text()
+  t.match(scrape, /^gatehouse_decision_duration_seconds_count\{entrypoint="ext_authz_grpc"\} [1-9]\d*$/m)
+})
+
+type Line = Record<string, unknown>
+
+/** A {@link CapturedLog} that can also wait for a line: `waitFor(match)` resolves with the first line that matches. */
+function waitableLog (): CapturedLog & { waitFor: (match: (line: Line) => boolean) => Promise<Line> } {
+  const lines: Line[] = []
+  const waiters: Array<{ match: (line: Line) => boolean, resolve: (line: Line) => void }> = []
+  const sink = new Writable({
+    write (chunk: Buffer, _enc, done) {
+      for (const text of chunk.toString('utf8').split('\n')) {
+        if (text === '') continue
+        const line = JSON.parse(text) as Line
+        lines.push(line)
+        for (const waiter of waiters.filter((w) => w.match(line))) {
+          waiters.splice(waiters.indexOf(waiter), 1)
+          waiter.resolve(line)
+        }
+      }
+      done()
+    }
+  })
+  const { log: logger, access } = createLoggers({ level: 'debug', destination: sink })
+  return {
+    logger,
+    access,
+    text: () => lines.map((line) => JSON.stringify(line)).join('\n'),
+    entries: () => [...lines],
+    waitFor: (match) => {
+      const seen = lines.find(match)
+      return seen !== undefined ? Promise.resolve(seen) : new Promise((resolve) => { waiters.push({ match, resolve }) })
+    }
+  }
+}
+
+t.test('a decision that cannot finish by the deadline: DEADLINE_EXCEEDED at the deadline, and its late answer is dropped', async (t) => {
+  const fault = await startFaultProxy({ target: standin.baseUrl })
+  t.teardown(() => fault.close())
+  const log = waitableLog()
+  const base = keycloakSettings(standin, upstream.url, fault.url)
+  // Keycloak's own timeout far beyond the call's deadline; every unknown kid may refresh the JWKS.
+  const settings = { ...base, ...GRPC, keycloak: { ...(base.keycloak as object), timeout_ms: 60_000, jwks: { min_refresh_interval_seconds: 0 } } }
+  const slow = await startGatehouse(t, writeConfig(t.testdir(), settings, { 'app.yaml': POLICY }), { log })
+  t.equal(await slow.app.keycloak.jwks.refresh('manual'), true)
+  const slowClient = grpcClient(slow.urls.grpc as string)
+  t.teardown(() => slowClient.close())
+
+  // Background start-up (the first health round) is over: no call of its own is in flight.
+  await slow.started
+  await fault.setMode('blackhole')
+  const unknownKid = await standin.mintAccessToken({}, { key: await generateSigningKey() })
+  const bytes = checkRequestCodec.encode(checkRequest('GET', '/dashboard', { authorization: `Bearer ${unknownKid}`, 'x-request-id': 'late-1' }))
+  // As Envoy sends its grpc_service.timeout: in grpc-timeout only, so the server alone ends the call.
+  const result = await rawGrpcCall(slow.urls.grpc as string, CHECK_PATH, bytes, { 'grpc-timeout': '300m' })
+  t.equal(result.code, DEADLINE_EXCEEDED)
+  t.equal(result.message, null, 'no CheckResponse')
+  t.equal(fault.connectionCount().byMode.blackhole, 1, 'the unknown kid sent a JWKS refresh to Keycloak')
+  t.equal(fault.openConnections(), 1, 'which is still waiting: the call ended at its deadline, not when the decision did')
+
+  // Keycloak goes away: the refresh fails, the token is refused, and the answer is not written.
+  await fault.setMode('refuse')
+  // The decision ends either way: dropped, or (wrongly) answered with an access line.
+  const DROPPED = 'ext_authz check ended before its decision; answer dropped'
+  const ended = await log.waitFor((line) => line.msg === DROPPED || (line.msg === 'request' && line.reqId === 'late-1'))
+  t.match(ended, { msg: DROPPED, reason: 'token_unknown_kid' }, 'the decision finished after the deadline and was dropped')
+  t.equal(log.entries().filter((line) => line.msg === 'request' && line.reqId === 'late-1').length, 0, 'no access line: nothing was answered')
+  t.same(log.entries().filter((line) => (line.level as number) >= 50), [], 'no error')
+  const next = await slowClient.check(checkRequest('GET', '/public/x'))
+  t.equal(next.response?.status?.code, OK, 'the service goes on answering')
+})
+
+t.test('health: SERVING for the server and for the Authorization service, NOT_FOUND for others', async (t) => {
+  t.same(await client.health(''), { code: OK, details: '', response: { status: 'SERVING' } })
+  t.same(await client.health('envoy.service.auth.v3.Authorization'), { code: OK, details: '', response: { status: 'SERVING' } })
+  t.same(await client.health('grpc.health.v1.Health.Nope'), { code: NOT_FOUND, details: 'unknown service' })
+  const unknown = client.watch('some.other.Service')
+  t.equal(await unknown.next(), 'SERVICE_UNKNOWN', 'Watch answers SERVICE_UNKNOWN and keeps the call open')
+})
+
+t.test('shutting down: health turns NOT_SERVING for its watchers, a check in flight still gets its answer, then the listener is gone', async (t) => {
+  const fault = await startFaultProxy({ target: standin.baseUrl })
+  t.teardown(() => fault.close())
+  const base = keycloakSettings(standin, upstream.url, fault.url)
+  const settings = { ...base, ...GRPC, keycloak: { ...(base.keycloak as object), timeout_ms: 60_000, jwks: { min_refresh_interval_seconds: 0 } } }
+  const stopping = await startGatehouse(t, writeConfig(t.testdir(), settings, { 'app.yaml': POLICY }))
+  t.equal(await stopping.app.keycloak.jwks.refresh('manual'), true)
+  const watcher = grpcClient(stopping.urls.grpc as string)
+  t.teardown(() => watcher.close())
+  const overall = watcher.watch('')
+  const authorization = watcher.watch('envoy.service.auth.v3.Authorization')
+  t.equal(await overall.next(), 'SERVING')
+  t.equal(await authorization.next(), 'SERVING')
+
+  // A check held by a black-holed JWKS refresh is in flight when the shutdown begins.
+  await stopping.started
+  await fault.setMode('blackhole')
+  const unknownKid = await standin.mintAccessToken({}, { key: await generateSigningKey() })
+  const connections = fault.connectionCount().total
+  const inFlight = watcher.check(checkRequest('GET', '/dashboard', { authorization: `Bearer ${unknownKid}` }))
+  await fault.waitForConnections(connections + 1)
+  const stopped = stopping.stop()
+  t.equal(await overall.next(), 'NOT_SERVING')
+  t.equal(await authorization.next(), 'NOT_SERVING')
+  t.same(await overall.ended, { code: OK, details: 'OK' }, 'each watch ends once NOT_SERVING is sent')
+  t.same(await authorization.ended, { code: OK, details: 'OK' })
+
+  await fault.setMode('refuse')
+  const answered = await inFlight
+  t.equal(answered.code, OK, 'the check in flight was answered')
+  t.equal(answered.response?.denied_response?.status?.code, 'Unauthorized')
+  await stopped
+  const late = grpcClient(stopping.urls.grpc as string)
+  t.teardown(() => late.close())
+  t.equal((await late.health('')).code, 14, 'UNAVAILABLE: nothing listens any more')
 })
