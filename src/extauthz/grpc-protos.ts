@@ -60,9 +60,14 @@ export interface CheckResponse {
 
 /** The two services, ready for `server.addService`. */
 export interface GrpcServices {
-  /** `Check`'s request deserializer never throws: an undecodable message arrives as {@link UNDECODABLE}. */
+  /**
+   * `Check`'s request deserializer never throws: an undecodable message arrives as
+   * {@link UNDECODABLE}. Its response serializer passes a Buffer through as already encoded.
+   */
   authorization: ServiceDefinition
   health: ServiceDefinition
+  /** Encodes a CheckResponse with the repository's protos. */
+  encodeCheckResponse: (response: CheckResponse) => Buffer
 }
 
 /**
@@ -85,5 +90,12 @@ export function loadGrpcServices (): GrpcServices {
       return UNDECODABLE
     }
   }
-  return { authorization: { ...authorization, Check: { ...check, requestDeserialize: forgiving } }, health }
+  const encode = check.responseSerialize as (response: CheckResponse) => Buffer
+  // A response the handler encoded once and keeps (an allowed token's) is sent as it is.
+  const encodeUnlessEncoded = (response: CheckResponse | Buffer): Buffer => Buffer.isBuffer(response) ? response : encode(response)
+  return {
+    authorization: { ...authorization, Check: { ...check, requestDeserialize: forgiving, responseSerialize: encodeUnlessEncoded } },
+    health,
+    encodeCheckResponse: encode
+  }
 }

@@ -20,7 +20,9 @@ export interface ExtAuthzGrpcDeps {
 }
 
 type Request = CheckRequest | typeof UNDECODABLE
-type Call = ServerUnaryCall<Request, CheckResponse>
+/** A CheckResponse, or one already encoded (see {@link createResponder}). */
+type Response = CheckResponse | Buffer
+type Call = ServerUnaryCall<Request, Response>
 
 // google.rpc.Code OK: the one status that lets a request through (protocol-facts §B.1).
 const OK_STATUS = Object.freeze({ code: grpcStatus.OK })
@@ -53,8 +55,13 @@ export function extAuthzGrpcListener (deps: ExtAuthzGrpcDeps): Listener {
   const { config } = deps
   const services = loadGrpcServices()
   const health = new GrpcHealth([AUTHORIZATION_SERVICE])
-  const server = new Server({ 'grpc.max_receive_message_length': config.grpc.max_message_bytes })
-  const check = createCheck(deps)
+  const server = new Server({
+    'grpc.max_receive_message_length': config.grpc.max_message_bytes,
+    // Channelz (gRPC's introspection service, which Gatehouse does not serve) would count every
+    // call and message on the request path.
+    'grpc.enable_channelz': 0
+  })
+  const check = createCheck(deps, createResponder(deps.spoofable, services.encodeCheckResponse))
   server.addService(services.authorization, { Check: check })
   server.addService(services.health, health.implementation)
   const { host, port } = config.grpc
@@ -78,11 +85,10 @@ export function extAuthzGrpcListener (deps: ExtAuthzGrpcDeps): Listener {
   }
 }
 
-function createCheck (deps: ExtAuthzGrpcDeps): handleUnaryCall<Request, CheckResponse> {
+function createCheck (deps: ExtAuthzGrpcDeps, checkResponse: (answer: EnvoyAnswer) => Response): handleUnaryCall<Request, Response> {
   const { decide, spoofable, log, accessLog } = deps
   const redirectBrowsers = deps.config.ext_authz.redirect_browsers
-  const checkResponse = createResponder()
-  const answer = async (call: Call, http: HttpRequestAttributes, started: number, callback: sendUnaryData<CheckResponse>): Promise<void> => {
+  const answer = async (call: Call, http: HttpRequestAttributes, started: number, callback: sendUnaryData<Response>): Promise<void> => {
     const headers = requestHeaders(http)
     const proto = headers['x-forwarded-proto']
     const ip = (call.request as CheckRequest).attributes?.source?.address?.socket_address?.address ?? ''
@@ -196,20 +202,29 @@ function utf8Value (value: string): string {
 
 /**
  * Translates {@link EnvoyAnswer}s into CheckResponses (protocol-facts §B.1). An allowed
- * token's identity headers are the same frozen object on every request it makes (decide.ts),
- * so their list is built once per token and kept as long as that object lives.
+ * token's identity headers are the same frozen object on every request it makes (decide.ts);
+ * while that object lives, its header list is kept, and so is its whole CheckResponse,
+ * encoded, for every request that carries no spoofable header beyond the configured names:
+ * the common case is then one WeakMap lookup, with nothing to build or encode.
  */
-function createResponder (): (answer: EnvoyAnswer) => CheckResponse {
-  const identityHeaders = new WeakMap<Readonly<Record<string, string>>, readonly HeaderValueOption[]>()
+function createResponder (spoofable: SpoofableHeaders, encode: (response: CheckResponse) => Buffer): (answer: EnvoyAnswer) => Response {
+  const perIdentity = new WeakMap<Readonly<Record<string, string>>, { headers: readonly HeaderValueOption[], removed: number, encoded: Buffer }>()
   return (answer) => {
     if (answer.allow) {
-      // Only the frozen (shared) objects are worth remembering; a public route's `{}` is new each time.
-      let headers = identityHeaders.get(answer.headers)
-      if (headers === undefined) {
-        headers = headerOptions(answer.headers)
-        if (Object.isFrozen(answer.headers)) identityHeaders.set(answer.headers, headers)
+      const set = answer.headers
+      let kept = perIdentity.get(set)
+      if (kept === undefined) {
+        const headers = headerOptions(set)
+        // Only the frozen (shared) objects are worth keeping; a public route's `{}` is new each time.
+        if (!Object.isFrozen(set)) return { status: OK_STATUS, ok_response: { headers, headers_to_remove: answer.remove } }
+        const configured = spoofable.names.filter((name) => set[name] === undefined)
+        kept = { headers, removed: configured.length, encoded: encode({ status: OK_STATUS, ok_response: { headers, headers_to_remove: configured } }) }
+        perIdentity.set(set, kept)
       }
-      return { status: OK_STATUS, ok_response: { headers, headers_to_remove: answer.remove } }
+      // `remove` always holds every configured name not set (EnvoyAnswer), then whatever other
+      // spoofable names the request carried: as long, it is the same list.
+      if (answer.remove.length === kept.removed) return kept.encoded
+      return { status: OK_STATUS, ok_response: { headers: kept.headers, headers_to_remove: answer.remove } }
     }
     return {
       status: { code: answer.grpcCode },

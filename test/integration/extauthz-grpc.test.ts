@@ -116,6 +116,26 @@ t.test('a valid token is allowed: OK, identity headers that overwrite, every spo
   ], 'the underscore spellings, the unset access-token header and the forged extra')
 })
 
+t.test('the same token again: the same identity headers; headers_to_remove follows each request', async (t) => {
+  const configured = [
+    'x-auth-request-access-token',
+    'x_auth_request_access_token',
+    'x_auth_request_email',
+    'x_auth_request_groups',
+    'x_auth_request_mode',
+    'x_auth_request_preferred_username',
+    'x_auth_request_roles',
+    'x_auth_request_user'
+  ]
+  const token = await standin.mintAccessToken({}, { username: 'bob' })
+  for (const [spoofed, extra] of [[{}, []], [{}, []], [{ 'x-auth-request-forged': 'x' }, ['x-auth-request-forged']], [{}, []], [{ X_AUTH_REQUEST_OTHER: 'y' }, ['x_auth_request_other']]] as const) {
+    const result = await client.check(checkRequest('GET', '/dashboard', { authorization: `Bearer ${token}`, ...spoofed }))
+    t.equal(result.response?.status?.code, OK)
+    t.same(headersOf(t, result.response?.ok_response?.headers)['x-auth-request-preferred-username'], 'bob')
+    t.same([...result.response?.ok_response?.headers_to_remove ?? []].sort(), [...configured, ...extra].sort(), `spoofed: ${JSON.stringify(spoofed)}`)
+  }
+})
+
 /** The DeniedHttpResponse of a check, after asserting the call succeeded with `code` in its status. */
 async function denied (t: Test, request: Record<string, unknown>, code: number): Promise<{ status: string | number | undefined, headers: Record<string, string>, body: string }> {
   const result = await client.check(request)
