@@ -6,6 +6,8 @@ import { createLoggers } from '../../src/log.ts'
 import { generateSigningKey, startKeycloakStandin } from '../fixtures/keycloak-standin.ts'
 import { startEchoUpstream } from '../fixtures/upstream.ts'
 import { startFaultProxy } from '../fixtures/fault-proxy.ts'
+import { BrowserClient } from '../fixtures/browser-client.ts'
+import { formLogin } from '../fixtures/sessions.ts'
 import { keycloakSettings, startGatehouse, writeConfig, type CapturedLog } from '../fixtures/gatehouse.ts'
 import { CHECK_PATH, checkRequestCodec, grpcClient, rawGrpcCall, type DecodedCheckResponse, type DecodedHeaderOption } from '../fixtures/grpc-client.ts'
 
@@ -27,6 +29,8 @@ const NOT_FOUND = 5
 const PERMISSION_DENIED = 7
 const RESOURCE_EXHAUSTED = 8
 const UNAUTHENTICATED = 16
+const CANCELLED = 1
+const UNAVAILABLE = 14
 
 const standin = await startKeycloakStandin()
 t.teardown(() => standin.close())
@@ -134,6 +138,23 @@ t.test('the same token again: the same identity headers; headers_to_remove follo
     t.same(headersOf(t, result.response?.ok_response?.headers)['x-auth-request-preferred-username'], 'bob')
     t.same([...result.response?.ok_response?.headers_to_remove ?? []].sort(), [...configured, ...extra].sort(), `spoofed: ${JSON.stringify(spoofed)}`)
   }
+})
+
+t.test('a session cookie is a credential, read under the name the scheme Envoy forwards gives it', async (t) => {
+  const browser = new BrowserClient()
+  const login = await formLogin(browser, gatehouse.proxyUrl, 'alice', 'alice-password')
+  t.equal(login.status, 200, 'signed in through the proxy')
+  const session = browser.cookie(gatehouse.proxyUrl, 'gatehouse_session')
+  t.ok(session, 'over http the cookie has no __Host- prefix')
+  const cookie = `gatehouse_session=${session?.value ?? ''}`
+  const allowed = await client.check(checkRequest('GET', '/dashboard', { cookie, 'x-forwarded-proto': 'http' }))
+  t.equal(allowed.response?.status?.code, OK)
+  t.equal(headersOf(t, allowed.response?.ok_response?.headers)['x-auth-request-preferred-username'], 'alice')
+  // Behind TLS the session cookie is __Host-gatehouse_session: this one is not it.
+  const overTls = await client.check(checkRequest('GET', '/dashboard', { cookie, 'x-forwarded-proto': 'https, http' }))
+  t.equal(overTls.response?.status?.code, UNAUTHENTICATED)
+  const noProto = await client.check({ attributes: { request: { http: { method: 'GET', path: '/dashboard', scheme: 'https', headers: { cookie } } } } })
+  t.equal(noProto.response?.status?.code, UNAUTHENTICATED, 'without x-forwarded-proto, http.scheme says https')
 })
 
 /** The DeniedHttpResponse of a check, after asserting the call succeeded with `code` in its status. */
@@ -546,5 +567,38 @@ t.test('shutting down: health turns NOT_SERVING for its watchers, a check in fli
   await stopped
   const late = grpcClient(stopping.urls.grpc as string)
   t.teardown(() => late.close())
-  t.equal((await late.health('')).code, 14, 'UNAVAILABLE: nothing listens any more')
+  t.equal((await late.health('')).code, UNAVAILABLE, 'nothing listens any more')
+})
+
+t.test('a check still in flight when the shutdown grace period ends is cut, and the stop completes', async (t) => {
+  const fault = await startFaultProxy({ target: standin.baseUrl })
+  t.teardown(() => fault.close())
+  const log = waitableLog()
+  const base = keycloakSettings(standin, upstream.url, fault.url)
+  const settings = {
+    ...base,
+    ...GRPC,
+    server: { host: '127.0.0.1', port: 0, shutdown_timeout_ms: 100 },
+    keycloak: { ...(base.keycloak as object), timeout_ms: 60_000, jwks: { min_refresh_interval_seconds: 0 } }
+  }
+  const cut = await startGatehouse(t, writeConfig(t.testdir(), settings, { 'app.yaml': POLICY }), { log })
+  t.equal(await cut.app.keycloak.jwks.refresh('manual'), true)
+  await cut.started
+  const cutClient = grpcClient(cut.urls.grpc as string)
+  t.teardown(() => cutClient.close())
+  await fault.setMode('blackhole')
+  const unknownKid = await standin.mintAccessToken({}, { key: await generateSigningKey() })
+  const connections = fault.connectionCount().total
+  const inFlight = cutClient.check(checkRequest('GET', '/dashboard', { authorization: `Bearer ${unknownKid}`, 'x-request-id': 'cut-1' }))
+  await fault.waitForConnections(connections + 1)
+
+  await cut.stop()
+  t.ok(log.entries().some((line) => line.msg === 'shutdown grace period over; closing remaining connections'), 'the grace period ran out')
+  const answered = await inFlight
+  t.equal(answered.code, CANCELLED, 'the connection was cut')
+  t.equal(answered.response, undefined)
+  // The decision still finishes once Keycloak goes away; nothing is written to the cut call.
+  await fault.setMode('refuse')
+  const ended = await log.waitFor((line) => line.msg === 'ext_authz check ended before its decision; answer dropped' || (line.msg === 'request' && line.reqId === 'cut-1'))
+  t.equal(ended.msg, 'ext_authz check ended before its decision; answer dropped')
 })
