@@ -18,6 +18,8 @@ FROM node:20-bookworm-slim
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+# The gRPC ext_authz service's .proto files, read at start-up from beside dist/.
+COPY proto ./proto
 COPY package.json ./
 COPY config.yaml /etc/gatehouse/config.yaml
 COPY policies /etc/gatehouse/policies
@@ -36,7 +38,8 @@ VOLUME ["/var/lib/gatehouse"]
 ENV GATEHOUSE_CONFIG=/etc/gatehouse/config.yaml \
     GATEHOUSE_DB=/var/lib/gatehouse/gatehouse.db \
     GATEHOUSE_ADMIN_HOST=0.0.0.0
-EXPOSE 4180 9180
+# 9191: the gRPC ext_authz listener, when enabled (GATEHOUSE_GRPC_ENABLED=true; off by default).
+EXPOSE 4180 9180 9191
 # Readiness never depends on Keycloak, so an IdP outage does not mark the container unhealthy.
 # It asks the admin host given (loopback when that is a wildcard), as `gatehouse status` does.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \

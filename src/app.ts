@@ -18,6 +18,7 @@ import { createProxyServer, genericErrorHandler } from './proxy/server.ts'
 import { spoofableHeaders } from './decision/identity-headers.ts'
 import { fastifyListener, type Listener } from './listener.ts'
 import { extAuthzHttpRoutes } from './extauthz/http.ts'
+import { extAuthzGrpcListener } from './extauthz/grpc.ts'
 import { forwardAuthRoutes } from './routes/forward-auth.ts'
 import { databaseFile, schemaVersion, type Db } from './store/db.ts'
 import { ConfigError } from './errors.ts'
@@ -209,6 +210,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
     fastifyListener('proxy', proxy, config.server),
     fastifyListener('admin', admin, config.admin)
   ]
+  if (config.grpc.enabled) listeners.push(extAuthzGrpcListener({ config, decide, spoofable, log: log.child({ module: 'grpc' }), accessLog }))
 
   return {
     config,
