@@ -1,7 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { once } from 'node:events'
-import { createServer, request } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { request } from 'node:http'
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose'
 import t from 'tap'
 import type { Test } from 'tap'
@@ -13,6 +11,7 @@ import {
 } from '../fixtures/generic-provider.ts'
 import type { GenericProvider } from '../fixtures/generic-provider.ts'
 import { requireProgram } from '../fixtures/system-programs.ts'
+import { startEchoUpstream } from '../fixtures/upstream.ts'
 
 
 /** A callback nothing listens on: the code flow stops at the redirect to it. */
@@ -123,22 +122,15 @@ function endSessionUrl (op: GenericProvider, params: Record<string, string>): st
   return url.href
 }
 
-/** A client's back-channel logout endpoint: records each POST and answers `status`. */
-async function startLogoutReceiver (t: Test, status = 200): Promise<{ url: string, received: Array<{ contentType: string | undefined, body: URLSearchParams }> }> {
-  const received: Array<{ contentType: string | undefined, body: URLSearchParams }> = []
-  const server = createServer((req, res) => {
-    let body = ''
-    req.setEncoding('utf8')
-    req.on('data', (chunk: string) => { body += chunk })
-    req.on('end', () => {
-      received.push({ contentType: req.headers['content-type'], body: new URLSearchParams(body) })
-      res.writeHead(status).end()
-    })
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => { server.closeAllConnections(); server.close() })
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/backchannel-logout`, received }
+/** A client's back-channel logout endpoint: the echo upstream, answering `status` to every POST. */
+async function startLogoutReceiver (t: Test, status = 200): Promise<{ url: string, received: () => Array<{ contentType: string | undefined, body: URLSearchParams }> }> {
+  const app = await startEchoUpstream()
+  t.teardown(() => app.close())
+  if (status !== 200) app.handle((_req, res) => { res.writeHead(status).end(); return true })
+  return {
+    url: `${app.url}/backchannel-logout`,
+    received: () => app.requests.map((r) => ({ contentType: r.headers['content-type'], body: new URLSearchParams(r.body) }))
+  }
 }
 
 /** A GET with a chosen Host header (fetch cannot set one), answering the parsed JSON body. */
@@ -477,9 +469,9 @@ scenario('back-channel logout: logoutUser posts a logout token whose sid is the 
   t.equal(deliveries.length, 1)
   t.match(deliveries[0], { clientId: DEFAULT_CLIENT_ID, uri: receiver.url, sub: idToken.sub, sid: idToken['sid'], status: 200 })
   t.same(op.backchannelLogouts(), deliveries)
-  t.equal(receiver.received.length, 1)
-  t.equal(receiver.received[0]?.contentType, 'application/x-www-form-urlencoded')
-  const logoutToken = receiver.received[0]?.body.get('logout_token') ?? ''
+  t.equal(receiver.received().length, 1)
+  t.equal(receiver.received()[0]?.contentType, 'application/x-www-form-urlencoded')
+  const logoutToken = receiver.received()[0]?.body.get('logout_token') ?? ''
   t.equal(logoutToken, deliveries[0]?.logoutToken)
 
   // OIDC Back-Channel Logout 1.0 §2.6: what the client checks.
@@ -510,7 +502,7 @@ scenario('back-channel logout: RP-initiated logout notifies the client too, and 
   const deliveries = op.backchannelLogouts()
   t.equal(deliveries.length, 1)
   t.match(deliveries[0], { sid: decodeJwt(tokens.id_token)['sid'], status: 500 })
-  t.equal(receiver.received.length, 1)
+  t.equal(receiver.received().length, 1)
 })
 
 scenario('an unreachable back-channel URI is recorded as an error, not thrown', async (t) => {
@@ -573,11 +565,9 @@ scenario('counts and token requests can be reset', async (t) => {
 scenario('headless Chromium fills the sign-in form and follows the self-submitting logout page', async (t) => {
   if (requireProgram(t, 'chromium') === null) return
   const op = await provider(t)
-  const app = createServer((req, res) => { res.writeHead(200, { 'content-type': 'text/html' }).end(`<h1>app</h1><p id="url">${req.url ?? ''}</p>`) })
-  app.listen(0, '127.0.0.1')
-  await once(app, 'listening')
-  t.teardown(() => { app.closeAllConnections(); app.close() })
-  const appUrl = `http://127.0.0.1:${(app.address() as AddressInfo).port}`
+  const app = await startEchoUpstream()
+  t.teardown(() => app.close())
+  const appUrl = app.url
 
   const chromium = await launchChromium(t)
   const page = await chromium.newPage()
