@@ -182,13 +182,13 @@ scenario('discovery: an issuer without /realms/, oidc-provider\'s own paths, cli
   t.equal(discovery['revocation_endpoint'], `${op.issuer}/token/revocation`)
   t.same(op.endpoints, {
     discovery: op.discoveryUrl,
-    authorization: discovery['authorization_endpoint'],
-    token: discovery['token_endpoint'],
-    jwks: discovery['jwks_uri'],
-    userinfo: discovery['userinfo_endpoint'],
-    endSession: discovery['end_session_endpoint'],
-    revocation: discovery['revocation_endpoint']
-  })
+    authorization: `${op.issuer}/auth`,
+    token: `${op.issuer}/token`,
+    jwks: `${op.issuer}/jwks`,
+    userinfo: `${op.issuer}/me`,
+    endSession: `${op.issuer}/session/end`,
+    revocation: `${op.issuer}/token/revocation`
+  }, 'the fixture\'s endpoints are the ones discovery publishes')
   t.same(discovery['token_endpoint_auth_methods_supported'], ['client_secret_post'])
   t.same(discovery['grant_types_supported'], ['authorization_code', 'refresh_token', 'client_credentials'])
   t.same(discovery['response_types_supported'], ['code'])
