@@ -438,7 +438,7 @@ scenario('end-session without state does not send the user back (requireLogoutSt
 })
 
 scenario('end-session refuses a post_logout_redirect_uri the client did not register', async (t) => {
-  const op = await provider(t, { clients: [{ clientId: 'app', secret: 'app-secret+/=', postLogoutRedirectUris: ['http://127.0.0.1:9/*'] }] })
+  const op = await provider(t, { clients: [{ clientId: DEFAULT_CLIENT_ID, secret: DEFAULT_CLIENT_SECRET, postLogoutRedirectUris: ['http://127.0.0.1:9/*'] }] })
   const browser = new BrowserClient()
   await signIn(op, browser)
   const refused = await browser.get(endSessionUrl(op, { client_id: op.clientId, post_logout_redirect_uri: 'https://evil.example.test/', state: 's' }), { follow: false })
