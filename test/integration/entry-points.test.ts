@@ -63,7 +63,7 @@ t.test('every case gives the same decision, status and identity headers through 
     { name: 'bypass: /public/../admin', path: '/public/../admin/x', headers: bearer(bob), expect: { allow: false, status: 403 } }
   ]
 
-  const clients: EntryPointClient[] = ENTRY_POINTS.map((make) => make(gatehouse, cluster.upstream))
+  const clients: EntryPointClient[] = ENTRY_POINTS.map((make) => make(gatehouse, cluster.upstream, (fn) => t.teardown(fn)))
   for (const c of cases) {
     await t.test(c.name, async (t) => {
       for (const client of clients) {
