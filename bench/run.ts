@@ -106,6 +106,44 @@ async function load (name: string, url: string, tokens: string[] | null, pid?: n
   return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts, non2xx: r.non2xx, cpuPerRequest }
 }
 
+const GHZ_VERSION = 'v0.121.0'
+const CACHE = here('../.cache/bench')
+
+/**
+ * ghz, the gRPC load generator (github.com/bojand/ghz), built once with `go install` into the
+ * git-ignored .cache/bench: autocannon speaks only HTTP/1.1, and a Node gRPC client costs more
+ * per call than the server measured. Null, with the reason, when Go is missing.
+ */
+function ghzBinary (): { path: string | null, reason: string } {
+  const path = join(CACHE, 'ghz')
+  if (existsSync(path)) return { path, reason: '' }
+  if (spawnSync('go', ['version']).status !== 0) return { path: null, reason: 'Go is missing, so ghz cannot be built: install Go, or put a ghz binary at .cache/bench/ghz' }
+  process.stdout.write(`building ghz ${GHZ_VERSION} into .cache/bench (once)...\n`)
+  const built = spawnSync('go', ['install', `github.com/bojand/ghz/cmd/ghz@${GHZ_VERSION}`], { env: { ...process.env, GOBIN: CACHE }, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' })
+  if (built.status !== 0 || !existsSync(path)) return { path: null, reason: `go install of ghz failed: ${(built.stderr ?? '').trim().split('\n').at(-1) ?? ''}` }
+  return { path, reason: '' }
+}
+
+/** One ghz run of Check calls (the tokens in rotation), CPU per call measured on `pid`. */
+async function loadGrpc (name: string, ghz: string, address: string, dataFile: string, pid: number | undefined, duration = DURATION): Promise<Result> {
+  const cpuBefore = cpuMicros(pid)
+  const args = ['--insecure', '--proto', here('../proto/envoy/service/auth/v3/external_auth.proto'), '--import-paths', here('../proto'),
+    '--call', 'envoy.service.auth.v3.Authorization.Check', '--data-file', dataFile, '--concurrency', String(CONNECTIONS),
+    '--connections', '4', '--duration', `${duration}s`, '--total', '100000000', '--format', 'json', address]
+  const [command, argv] = canPin ? ['taskset', ['-c', otherCpus, ghz, ...args]] : [ghz, args]
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'inherit'] })
+    let text = ''
+    child.stdout.on('data', (d: Buffer) => { text += d.toString() })
+    child.once('error', reject)
+    child.once('exit', () => resolve(text))
+  })
+  const report = JSON.parse(out) as { rps: number, count: number, latencyDistribution?: Array<{ percentage: number, latency: number }>, statusCodeDistribution?: Record<string, number>, errorDistribution?: Record<string, number> }
+  const pct = (p: number): number => Math.round((report.latencyDistribution?.find((d) => d.percentage === p)?.latency ?? Number.NaN) / 1e6)
+  const ok = report.statusCodeDistribution?.OK ?? 0
+  return { name, rps: report.rps, p50: pct(50), p99: pct(99), errors: Object.values(report.errorDistribution ?? {}).reduce((a, b) => a + b, 0), non2xx: report.count - ok, cpuPerRequest: (cpuMicros(pid) - cpuBefore) / Math.max(1, report.count) }
+}
+
 function median (results: Result[]): Result {
   const sorted = [...results].sort((x, y) => x.rps - y.rps)
   return sorted[Math.floor(sorted.length / 2)] as Result
@@ -150,8 +188,9 @@ try {
   // on purpose: a JWKS refresh and a health check every second, a breaker cooldown of 2 s.
   const fault = await startFaultProxy({ target: standin.baseUrl })
   const busyKeycloak = { ...keycloak, server: fault.url, jwks: { refresh_interval_seconds: 1 }, resilience: { cooldown_seconds: 2, health_check_cache_seconds: 1 } }
-  const gatehouse = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig('gatehouse', { upstream: { url: upstreamUrl }, keycloak: busyKeycloak, database: { path: database } })], proxyCpus)
+  const gatehouse = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig('gatehouse', { upstream: { url: upstreamUrl }, keycloak: busyKeycloak, database: { path: database }, grpc: { enabled: true, host: '127.0.0.1', port: 0 } })], proxyCpus)
   const gatehouseUrl = String(gatehouse.first.proxy)
+  const grpcAddress = new URL(String(gatehouse.first.grpc)).host
 
   const users = standin.users.map((u) => u.username)
   const tokens: string[] = []
@@ -207,6 +246,14 @@ try {
     { name: '(d) ext_authz HTTP', run: async () => await load('(d) ext_authz HTTP', `${gatehouseUrl}/_gatehouse/ext-authz/bench`, tokens, gatehouse.child.pid) },
     { name: '(e) forward-auth', run: async () => await load('(e) forward-auth', `${gatehouseUrl}/_gatehouse/auth`, tokens, gatehouse.child.pid, DURATION, { 'x-forwarded-uri': '/bench', 'x-forwarded-method': 'GET' }) }
   ]
+  const ghz = ghzBinary()
+  if (ghz.path !== null) {
+    const data = join(work, 'check-requests.json')
+    writeFileSync(data, JSON.stringify(tokens.map((token) => ({ attributes: { request: { http: { method: 'GET', path: '/bench', host: 'bench', scheme: 'http', headers: { authorization: `Bearer ${token}` } } } } }))))
+    gateways.push({ name: '(f) ext_authz gRPC', run: async () => await loadGrpc('(f) ext_authz gRPC', ghz.path as string, grpcAddress, data, gatehouse.child.pid) })
+  } else {
+    process.stdout.write(`ext_authz gRPC: not measured (${ghz.reason})\n`)
+  }
   for (const g of gateways.slice(1)) await g.run() // warm-up
   const gatewayRounds: Result[][] = gateways.map(() => [])
   for (let round = 0; round < ROUNDS; round++) {
