@@ -208,12 +208,22 @@ try {
     ['(b) bare @fastify/http-proxy', bareUrl, tokens, bare.child.pid],
     ['(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid]
   ]
+  // BENCH_BASELINE=/other/checkout/dist/main.js measures another build of Gatehouse in the
+  // same rounds, under the same configuration: what a change cost, without the machine's drift.
+  const baselineMain = process.env.BENCH_BASELINE
+  const baseline = baselineMain === undefined
+    ? null
+    : await startProcess([...NODE_FLAGS, baselineMain, 'serve', '-c', gatehouseConfig('baseline', { upstream: { url: upstreamUrl }, keycloak: busyKeycloak, database: { path: join(work, 'baseline.db') } })], proxyCpus)
+  const baselineUrl = baseline === null ? null : String(baseline.first.proxy)
+  if (baseline !== null) targets.push(['(c0) baseline build', baselineUrl as string, tokens, baseline.child.pid])
   for (const [name, url, list, pid] of targets) await load(name, url, list, pid, 3) // warm-up: JIT, pools, caches
   const rounds: Result[][] = [[], [], [], [], []]
+  const baselineRounds: Result[] = []
   for (let round = 0; round < ROUNDS; round++) {
     rounds[0]?.push(await load('(a) upstream direct', upstreamUrl, null))
     rounds[1]?.push(await load('(b) bare @fastify/http-proxy', bareUrl, tokens, bare.child.pid))
     rounds[2]?.push(await load('(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid))
+    if (baseline !== null) baselineRounds.push(await load('(c0) baseline build', baselineUrl as string, tokens, baseline.child.pid))
     await fault.setMode('blackhole')
     rounds[3]?.push(await load('(c) with Keycloak black-holed', gatehouseUrl, tokens, gatehouse.child.pid))
     await fault.setMode('refuse')
@@ -235,6 +245,13 @@ try {
   for (const [x, label] of [[3, 'black-holed'], [4, 'refusing']] as const) {
     process.stdout.write(`Keycloak ${label}: p99 ${medianOf((rounds[x] ?? []).map((r) => r.p99))} ms vs ${medianOf((rounds[2] ?? []).map((r) => r.p99))} ms healthy, ` +
       `median round p99 ratio ${medianOf(p99(x)).toFixed(2)} (target <= 1.2), throughput ratio ${medianOf(perRound(x, 2)).toFixed(3)}, failed requests ${failed(x)} (target 0)\n`)
+  }
+  if (baseline !== null) {
+    const ratio = baselineRounds.map((r, i) => (rounds[2]?.[i]?.rps ?? Number.NaN) / r.rps)
+    const delta = baselineRounds.map((r, i) => (rounds[2]?.[i]?.cpuPerRequest ?? Number.NaN) - r.cpuPerRequest)
+    process.stdout.write(`baseline ${baselineMain}: ${table([median(baselineRounds)]).split('\n')[1]}\n`)
+    process.stdout.write(`(c)/(c0) round by round: ${ratio.map((v) => v.toFixed(3)).join(', ')}; median ${medianOf(ratio).toFixed(3)}, CPU per request ${medianOf(delta) >= 0 ? '+' : ''}${medianOf(delta).toFixed(1)} µs against the baseline\n`)
+    baseline.child.kill('SIGTERM')
   }
   void guarded; void direct; void proxied; void blackholed; void refused
   process.stdout.write('\n')
