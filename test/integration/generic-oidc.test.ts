@@ -2,6 +2,7 @@
 // 12): an issuer without /realms/, endpoints of its own found by discovery, RFC 9068 access
 // tokens, the identity only in the ID token and userinfo, client_secret_post only.
 import t from 'tap'
+import { exportJWK, generateKeyPair } from 'jose'
 import { BrowserClient } from '../fixtures/browser-client.ts'
 import { launchChromium } from '../fixtures/browser.ts'
 import { startFaultProxy, type FaultProxy } from '../fixtures/fault-proxy.ts'
@@ -247,4 +248,30 @@ t.test('headless Chromium signs in through the generic provider\'s own login pag
   await page.fill('#password', 'carol-password')
   await Promise.all([page.waitForURL(`${gatehouse.proxyUrl}/hello`), page.click('#login')])
   t.equal(page.url(), `${gatehouse.proxyUrl}/hello`)
+})
+
+t.test('private_key_jwt: the client authenticates with a signed assertion, no secret', async (t) => {
+  const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true })
+  const publicJwk = { ...await exportJWK(publicKey), kid: 'gatehouse-1', alg: 'ES256', use: 'sig' }
+  const privateJwk = JSON.stringify({ ...await exportJWK(privateKey), kid: 'gatehouse-1', alg: 'ES256' })
+  const { op, upstream, settings } = await rig(t, { clients: [{ clientId: 'app', secret: 'unused-secret-x', jwks: { keys: [publicJwk] } }] })
+  const kc = settings.keycloak as Record<string, unknown>
+  delete kc.client_secret
+  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...settings, keycloak: { ...kc, client_auth_method: 'private_key_jwt', client_private_key: privateJwk } }))
+  await gatehouse.started
+  await signIn(op, new BrowserClient(), gatehouse.proxyUrl, 'carol')
+  t.equal(upstream.requests.at(-1)?.headers['x-auth-request-preferred-username'], 'carol')
+  t.ok(op.tokenRequests().some((r) => r.grantType === 'authorization_code' && r.status === 200), 'the code exchange was accepted')
+  t.notMatch(gatehouse.log.text(), /BEGIN|"d":"/, 'the private key is never logged')
+})
+
+t.test('a client_auth_method the stored discovery excludes stops start-up with its key path', async (t) => {
+  const { settings } = await rig(t)
+  const dir = t.testdir()
+  const first = await startGatehouse({ teardown: () => {} }, writeConfig(dir, settings))
+  await first.started
+  await first.stop()
+  const kc = settings.keycloak as Record<string, unknown>
+  await t.rejects(startGatehouse(t, writeConfig(dir, { ...settings, keycloak: { ...kc, client_auth_method: 'client_secret_basic' } })),
+    { code: 'ERR_CONFIG_INVALID', message: /keycloak\.client_auth_method: expected one the provider supports \(client_secret_post\), received client_secret_basic/ })
 })
