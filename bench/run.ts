@@ -15,6 +15,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer as createNetServer } from 'node:net'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -106,22 +107,59 @@ async function load (name: string, url: string, tokens: string[] | null, pid?: n
   return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts, non2xx: r.non2xx, cpuPerRequest }
 }
 
-const GHZ_VERSION = 'v0.121.0'
 const CACHE = here('../.cache/bench')
+// Pinned peers and tools, built from the Go module proxy (the versions are the whole recipe).
+const GHZ = { binary: 'ghz', module: 'github.com/bojand/ghz/cmd/ghz', version: 'v0.121.0' }
+const OAUTH2_PROXY = { binary: 'oauth2-proxy', module: 'github.com/oauth2-proxy/oauth2-proxy/v7', version: 'v7.15.6' }
 
 /**
- * ghz, the gRPC load generator (github.com/bojand/ghz), built once with `go install` into the
- * git-ignored .cache/bench: autocannon speaks only HTTP/1.1, and a Node gRPC client costs more
- * per call than the server measured. Null, with the reason, when Go is missing.
+ * A Go program built once with `go install` into the git-ignored .cache/bench: ghz (the gRPC
+ * load generator: autocannon speaks only HTTP/1.1, and a Node gRPC client costs more per call
+ * than the server measured) and oauth2-proxy (the peer users would pick instead). Null, with
+ * the reason, when Go is missing or the build fails.
  */
-function ghzBinary (): { path: string | null, reason: string } {
-  const path = join(CACHE, 'ghz')
+function goBinary (tool: { binary: string, module: string, version: string }): { path: string | null, reason: string } {
+  const path = join(CACHE, tool.binary)
   if (existsSync(path)) return { path, reason: '' }
-  if (spawnSync('go', ['version']).status !== 0) return { path: null, reason: 'Go is missing, so ghz cannot be built: install Go, or put a ghz binary at .cache/bench/ghz' }
-  process.stdout.write(`building ghz ${GHZ_VERSION} into .cache/bench (once)...\n`)
-  const built = spawnSync('go', ['install', `github.com/bojand/ghz/cmd/ghz@${GHZ_VERSION}`], { env: { ...process.env, GOBIN: CACHE }, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' })
-  if (built.status !== 0 || !existsSync(path)) return { path: null, reason: `go install of ghz failed: ${(built.stderr ?? '').trim().split('\n').at(-1) ?? ''}` }
+  if (spawnSync('go', ['version']).status !== 0) return { path: null, reason: `Go is missing, so ${tool.binary} cannot be built: install Go, or put a ${tool.binary} binary at .cache/bench/${tool.binary}` }
+  process.stdout.write(`building ${tool.binary} ${tool.version} into .cache/bench (once)...\n`)
+  const built = spawnSync('go', ['install', `${tool.module}@${tool.version}`], { env: { ...process.env, GOBIN: CACHE }, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' })
+  if (built.status !== 0 || !existsSync(path)) return { path: null, reason: `go install of ${tool.binary} failed: ${(built.stderr ?? '').trim().split('\n').at(-1) ?? ''}` }
   return { path, reason: '' }
+}
+
+/** A port free on 127.0.0.1 now, for a program that cannot be told to pick one (oauth2-proxy). */
+async function freePort (): Promise<number> {
+  const server = createNetServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as { port: number }
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+/**
+ * oauth2-proxy as its users run it in front of an API: bearer JWTs from the same issuer are
+ * verified and passed (`--skip-jwt-bearer-tokens`, audience the same client id), its request
+ * log on (its default), pinned like Gatehouse. Resolves once it answers.
+ */
+async function startOauth2Proxy (binary: string, issuer: string, clientId: string, upstreamUrl: string): Promise<{ child: ChildProcess, url: string }> {
+  const port = await freePort()
+  const args = ['--provider=oidc', `--oidc-issuer-url=${issuer}`, `--client-id=${clientId}`, '--client-secret=unused',
+    `--cookie-secret=${randomBytes(16).toString('hex')}`, '--email-domain=*', `--upstream=${upstreamUrl}`, `--http-address=127.0.0.1:${port}`,
+    '--skip-jwt-bearer-tokens=true', '--reverse-proxy=true', '--trusted-proxy-ip=127.0.0.1/32']
+  const logPath = join(work, 'oauth2-proxy.log')
+  const fd = openSync(logPath, 'w')
+  const [command, argv] = canPin ? ['taskset', ['-c', proxyCpus, binary, ...args]] : [binary, args]
+  const child = spawn(command, argv, { stdio: ['ignore', fd, fd] })
+  closeSync(fd)
+  children.push(child)
+  const url = `http://127.0.0.1:${port}`
+  for (let i = 0; ; i++) {
+    const answered = await fetch(`${url}/ping`).then((r) => r.status === 200, () => false)
+    if (answered) return { child, url }
+    if (i > 200 || child.exitCode !== null) throw new Error(`oauth2-proxy did not start: ${readFileSync(logPath, 'utf8').slice(-500)}`)
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
 }
 
 /** One ghz run of Check calls (the tokens in rotation), CPU per call measured on `pid`. */
@@ -216,14 +254,21 @@ try {
     : await startProcess([...NODE_FLAGS, baselineMain, 'serve', '-c', gatehouseConfig('baseline', { upstream: { url: upstreamUrl }, keycloak: busyKeycloak, database: { path: join(work, 'baseline.db') } })], proxyCpus)
   const baselineUrl = baseline === null ? null : String(baseline.first.proxy)
   if (baseline !== null) targets.push(['(c0) baseline build', baselineUrl as string, tokens, baseline.child.pid])
+  const peerBinary = goBinary(OAUTH2_PROXY)
+  const peer = peerBinary.path === null ? null : await startOauth2Proxy(peerBinary.path, standin.issuer, standin.clientId, upstreamUrl)
+  const peerName = `(o) oauth2-proxy ${OAUTH2_PROXY.version}`
+  if (peer !== null) targets.push([peerName, peer.url, tokens, peer.child.pid])
+  else process.stdout.write(`the peer: not measured (${peerBinary.reason})\n`)
   for (const [name, url, list, pid] of targets) await load(name, url, list, pid, 3) // warm-up: JIT, pools, caches
   const rounds: Result[][] = [[], [], [], [], []]
   const baselineRounds: Result[] = []
+  const peerRounds: Result[] = []
   for (let round = 0; round < ROUNDS; round++) {
     rounds[0]?.push(await load('(a) upstream direct', upstreamUrl, null))
     rounds[1]?.push(await load('(b) bare @fastify/http-proxy', bareUrl, tokens, bare.child.pid))
     rounds[2]?.push(await load('(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid))
     if (baseline !== null) baselineRounds.push(await load('(c0) baseline build', baselineUrl as string, tokens, baseline.child.pid))
+    if (peer !== null) peerRounds.push(await load(peerName, peer.url, tokens, peer.child.pid))
     await fault.setMode('blackhole')
     rounds[3]?.push(await load('(c) with Keycloak black-holed', gatehouseUrl, tokens, gatehouse.child.pid))
     await fault.setMode('refuse')
@@ -231,15 +276,20 @@ try {
     await fault.setMode('pass')
   }
   const [direct, proxied, guarded, blackholed, refused] = rounds.map(median) as [Result, Result, Result, Result, Result]
-  process.stdout.write(`${table([direct, proxied, guarded, blackholed, refused])}\n\n`)
+  process.stdout.write(`${table([direct, proxied, guarded, ...peer !== null ? [median(peerRounds)] : [], blackholed, refused])}\n\n`)
   const perRound = (x: number, y: number): number[] => (rounds[x] ?? []).map((r, i) => r.rps / (rounds[y]?.[i]?.rps ?? Number.NaN))
   const cb = perRound(2, 1)
   const ca = perRound(2, 0)
   const cost = (rounds[2] ?? []).map((r, i) => r.cpuPerRequest - (rounds[1]?.[i]?.cpuPerRequest ?? Number.NaN))
   process.stdout.write(`(c)/(b) round by round: ${cb.map((v) => v.toFixed(3)).join(', ')}\n`)
-  process.stdout.write(`ratio (c)/(b) requests/s, median round: ${medianOf(cb).toFixed(3)}   (target >= 0.90)\n`)
+  process.stdout.write(`ratio (c)/(b) requests/s, median round: ${medianOf(cb).toFixed(3)}   (target >= 0.92)\n`)
+  if (peer !== null) {
+    const co = (rounds[2] ?? []).map((r, i) => r.rps / (peerRounds[i]?.rps ?? Number.NaN))
+    process.stdout.write(`ratio (c)/(o) Gatehouse / oauth2-proxy requests/s, round by round: ${co.map((v) => v.toFixed(3)).join(', ')}; median ${medianOf(co).toFixed(3)}   (target >= 1.0)\n`)
+    process.stdout.write(`oauth2-proxy CPU per request, median round: ${medianOf(peerRounds.map((r) => r.cpuPerRequest)).toFixed(0)} µs\n`)
+  }
   process.stdout.write(`ratio (c)/(a) requests/s, median round: ${medianOf(ca).toFixed(3)}\n`)
-  process.stdout.write(`Gatehouse's own cost, median round: ${medianOf(cost).toFixed(0)} µs CPU per request over the bare proxy (${medianOf((rounds[1] ?? []).map((r) => r.cpuPerRequest)).toFixed(0)} µs)\n`)
+  process.stdout.write(`Gatehouse's own cost, median round: ${medianOf(cost).toFixed(0)} µs CPU per request over the bare proxy (${medianOf((rounds[1] ?? []).map((r) => r.cpuPerRequest)).toFixed(0)} µs)   (target <= 10 µs)\n`)
   const p99 = (x: number): number[] => (rounds[x] ?? []).map((r, i) => r.p99 / Math.max(1, rounds[2]?.[i]?.p99 ?? Number.NaN))
   const failed = (x: number): number => (rounds[x] ?? []).reduce((n, r) => n + r.errors + r.non2xx, 0)
   for (const [x, label] of [[3, 'black-holed'], [4, 'refusing']] as const) {
@@ -263,7 +313,7 @@ try {
     { name: '(d) ext_authz HTTP', run: async () => await load('(d) ext_authz HTTP', `${gatehouseUrl}/_gatehouse/ext-authz/bench`, tokens, gatehouse.child.pid) },
     { name: '(e) forward-auth', run: async () => await load('(e) forward-auth', `${gatehouseUrl}/_gatehouse/auth`, tokens, gatehouse.child.pid, DURATION, { 'x-forwarded-uri': '/bench', 'x-forwarded-method': 'GET' }) }
   ]
-  const ghz = ghzBinary()
+  const ghz = goBinary(GHZ)
   if (ghz.path !== null) {
     const data = join(work, 'check-requests.json')
     writeFileSync(data, JSON.stringify(tokens.map((token) => ({ attributes: { request: { http: { method: 'GET', path: '/bench', host: 'bench', scheme: 'http', headers: { authorization: `Bearer ${token}` } } } } }))))
