@@ -58,6 +58,22 @@ const signIn = async (op: GenericProvider, browser: BrowserClient, proxyUrl: str
   if (done.status !== 200 || !done.url.startsWith(proxyUrl)) throw new Error(`login ended with ${done.status} at ${done.url}`)
 }
 
+/** A rig, Gatehouse in front of it, and a browser signed in as carol. */
+async function signedInCarol (t: { teardown: (fn: () => unknown) => void, testdir: () => string }, options: GenericProviderOptions = {}) {
+  const r = await rig(t, options)
+  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), r.settings))
+  await gatehouse.started
+  const browser = new BrowserClient()
+  await signIn(r.op, browser, gatehouse.proxyUrl, 'carol')
+  return { ...r, gatehouse, browser }
+}
+
+/** Confirms Gatehouse's sign-out page; the answer is not followed. */
+async function signOut (browser: BrowserClient, proxyUrl: string): Promise<Awaited<ReturnType<BrowserClient['submit']>>> {
+  const confirm = await browser.get(`${proxyUrl}/_gatehouse/logout?rd=%2Fbye`)
+  return await browser.submit(confirm, {}, { follow: false })
+}
+
 t.test('start-up: a generic provider, its endpoints from discovery moved onto the back channel', async (t) => {
   const { op, fault, settings } = await rig(t)
   const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), settings))
@@ -138,13 +154,8 @@ t.test('refresh: an expiring session is refreshed once, through the back channel
 })
 
 t.test('RP logout sends state, and the provider sends the browser back', async (t) => {
-  const { op, upstream, settings } = await rig(t)
-  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), settings))
-  await gatehouse.started
-  const browser = new BrowserClient()
-  await signIn(op, browser, gatehouse.proxyUrl, 'carol')
-  const confirm = await browser.get(`${gatehouse.proxyUrl}/_gatehouse/logout?rd=%2Fbye`)
-  const out = await browser.submit(confirm, {}, { follow: false })
+  const { op, upstream, gatehouse, browser } = await signedInCarol(t)
+  const out = await signOut(browser, gatehouse.proxyUrl)
   t.equal(out.status, 303)
   const endSession = new URL(out.headers.location as string)
   t.equal(endSession.origin + endSession.pathname, op.endpoints.endSession)
@@ -161,13 +172,8 @@ t.test('RP logout sends state, and the provider sends the browser back', async (
 })
 
 t.test('no end-session endpoint: logout is local, and the page says so', async (t) => {
-  const { op, upstream, settings } = await rig(t, { endSession: false })
-  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), settings))
-  await gatehouse.started
-  const browser = new BrowserClient()
-  await signIn(op, browser, gatehouse.proxyUrl, 'carol')
-  const confirm = await browser.get(`${gatehouse.proxyUrl}/_gatehouse/logout?rd=%2Fbye`)
-  const out = await browser.submit(confirm, {}, { follow: false })
+  const { upstream, gatehouse, browser } = await signedInCarol(t, { endSession: false })
+  const out = await signOut(browser, gatehouse.proxyUrl)
   t.equal(out.status, 200)
   t.match(out.body, 'single sign-on session at the identity provider may still be open')
   t.equal(await modeOf(browser, gatehouse.proxyUrl, upstream), 302)
