@@ -349,6 +349,7 @@ try {
   await standin.close()
   restarted.child.kill('SIGTERM')
 
+  await accessLineCost()
   await realKeycloakOutage(upstreamUrl, main)
 } finally {
   for (const child of children) child.kill('SIGTERM')
@@ -398,4 +399,28 @@ async function realKeycloakOutage (upstreamUrl: string, main: string): Promise<v
   } finally {
     await kc.close()
   }
+}
+
+/**
+ * What one access line costs (bench/access-log.mjs: Gatehouse's own writer over its batching
+ * sink), with standard output sent to a file and to a pipe, as under systemd or a container
+ * runtime: the median of five runs each, in CPU µs a line.
+ */
+async function accessLineCost (): Promise<void> {
+  const script = here('./access-log.mjs')
+  const once = async (toPipe: boolean): Promise<number> => {
+    const out = toPipe ? 'pipe' : openSync(join(work, 'access-lines.log'), 'w')
+    const [command, argv] = canPin ? ['taskset', ['-c', proxyCpus, process.execPath, script]] : [process.execPath, [script]]
+    const child = spawn(command, argv, { stdio: ['ignore', out, 'pipe'] })
+    if (typeof out === 'number') closeSync(out)
+    child.stdout?.resume()
+    let err = ''
+    child.stderr?.on('data', (d: Buffer) => { err += d.toString() })
+    await new Promise((resolve) => child.once('exit', resolve))
+    return (JSON.parse(err.trim().split('\n').at(-1) ?? '{}') as { line_us?: number }).line_us ?? Number.NaN
+  }
+  const file: number[] = []
+  const pipe: number[] = []
+  for (let i = 0; i < 5; i++) { file.push(await once(false)); pipe.push(await once(true)) }
+  process.stdout.write(`access line cost: ${medianOf(file).toFixed(2)} µs to a file, ${medianOf(pipe).toFixed(2)} µs to a pipe (CPU per line, median of 5)   (target <= 2 µs)\n`)
 }
