@@ -16,9 +16,8 @@ import { AccessTokenVerifier } from './keycloak/verify-token.ts'
 import { createMetrics, type HotPathMetrics, type Metrics } from './metrics/registry.ts'
 import { createProxyServer, genericErrorHandler } from './proxy/server.ts'
 import { spoofableHeaders } from './decision/identity-headers.ts'
-import { fastifyListener, type Listener } from './listener.ts'
+import { fastifyListener, lazyListener, type Listener } from './listener.ts'
 import { extAuthzHttpRoutes } from './extauthz/http.ts'
-import { extAuthzGrpcListener } from './extauthz/grpc.ts'
 import { forwardAuthRoutes } from './routes/forward-auth.ts'
 import { databaseFile, schemaVersion, type Db } from './store/db.ts'
 import { ConfigError } from './errors.ts'
@@ -210,7 +209,10 @@ export function buildApp (config: Config, deps: AppDeps): App {
     fastifyListener('proxy', proxy, config.server),
     fastifyListener('admin', admin, config.admin)
   ]
-  if (config.grpc.enabled) listeners.push(extAuthzGrpcListener({ config, decide, spoofable, log: log.child({ module: 'grpc' }), accessLog }))
+  if (config.grpc.enabled) {
+    const grpcDeps = { config, decide, spoofable, log: log.child({ module: 'grpc' }), accessLog }
+    listeners.push(lazyListener('grpc', async () => (await import('./extauthz/grpc.ts')).extAuthzGrpcListener(grpcDeps)))
+  }
 
   return {
     config,

@@ -41,3 +41,21 @@ export function listenUrl (address: ReturnType<FastifyInstance['server']['addres
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
   return `${scheme}://${host}:${address.port}`
 }
+
+/**
+ * A listener whose code is loaded only when it is started: the gRPC listener pulls in grpc-js
+ * and protobufjs (about 130 modules), which a sidecar without gRPC should not pay for at
+ * start-up. A load failure rejects `listen`, like a bind failure.
+ */
+export function lazyListener (name: string, load: () => Promise<Listener>): Listener {
+  let loaded: Listener | null = null
+  return {
+    name,
+    listen: async () => {
+      loaded = await load()
+      return await loaded.listen()
+    },
+    close: async () => { await loaded?.close() },
+    closeConnections: () => { loaded?.closeConnections() }
+  }
+}
