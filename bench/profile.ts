@@ -107,7 +107,7 @@ try {
     return await profileDuring(proc, async () => await load(url, DURATION))
   }
 
-  const gatehouse = await start('gatehouse', [here('../dist/main.js'), 'serve', '-c', config])
+  const gatehouse = await start('gatehouse', [here('../dist/bundle/gatehouse.js'), 'serve', '-c', config])
   const gatehouseUrl = String(gatehouse.first.proxy)
   for (let i = 0; (await fetch(`${gatehouseUrl}/bench`, { headers: { authorization: `Bearer ${tokens[0]}` } })).status !== 200; i++) {
     if (i > 100) throw new Error('gatehouse never accepted the tokens')

@@ -220,7 +220,7 @@ try {
   const bareUrl = `http://127.0.0.1:${String(bare.first.port)}`
   const database = join(work, 'gatehouse.db')
   const keycloak = { issuer: standin.issuer, server: standin.baseUrl, client_id: standin.clientId }
-  const main = here('../dist/main.js')
+  const main = here('../dist/bundle/gatehouse.js')
   // Gatehouse as shipped (default configuration, access log included), reaching Keycloak
   // through a fault proxy so that outages can be staged. Its background work is made busy
   // on purpose: a JWKS refresh and a health check every second, a breaker cooldown of 2 s.
@@ -246,7 +246,7 @@ try {
     ['(b) bare @fastify/http-proxy', bareUrl, tokens, bare.child.pid],
     ['(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid]
   ]
-  // BENCH_BASELINE=/other/checkout/dist/main.js measures another build of Gatehouse in the
+  // BENCH_BASELINE=/other/checkout/dist/bundle/gatehouse.js measures another build of Gatehouse in the
   // same rounds, under the same configuration: what a change cost, without the machine's drift.
   const baselineMain = process.env.BENCH_BASELINE
   const baseline = baselineMain === undefined

@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { parseDocument } from 'yaml'
 import { PolicyError, type ConfigProblem } from '../errors.ts'
+import { precompiled } from '../config/precompiled.ts'
 import { compileValidator, yamlErrorText, type SchemaValidator } from '../config/validate.ts'
 import { matchForm, normalisePath } from './normalise-path.ts'
 
@@ -57,7 +58,7 @@ const RuleSchema = Type.Object({
   roles: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'The caller needs any one of these roles (realm roles as named, client roles as client:role).' }))
 }, { additionalProperties: false })
 
-const PolicyFileSchema = Type.Object({
+export const PolicyFileSchema = Type.Object({
   rules: Type.Array(RuleSchema, { default: [] })
 }, { additionalProperties: false })
 
@@ -147,7 +148,7 @@ export function parsePolicyFile (text: string, file: string, problems: ConfigPro
     return []
   }
   const data = doc.toJS() as unknown ?? {}
-  validator ??= compileValidator(PolicyFileSchema)
+  validator ??= compileValidator(PolicyFileSchema, precompiled.policy)
   const found = validator(data)
   problems.push(...found.map((p) => ({ ...p, path: `${file}: ${p.path}` })))
   const rules = (data as { rules?: unknown }).rules

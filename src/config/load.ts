@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path'
 import { parseDocument, parse as parseYaml } from 'yaml'
 import { ConfigError, type ConfigProblem } from '../errors.ts'
 import { ConfigSchema, ENVIRONMENT_NAMES, type Config, type EnvironmentName } from './schema.ts'
+import { precompiled } from './precompiled.ts'
 import { compileValidator, yamlErrorText, crossFieldProblems, providerKindOf, realmOfIssuer, type SchemaValidator } from './validate.ts'
 
 /** Default path of the configuration file when neither `-c` nor `GATEHOUSE_CONFIG` names one. */
@@ -19,7 +20,7 @@ export interface LoadOptions {
 let validator: SchemaValidator | undefined
 
 function schemaValidator (): SchemaValidator {
-  validator ??= compileValidator(ConfigSchema)
+  validator ??= compileValidator(ConfigSchema, precompiled.config)
   return validator
 }
 

@@ -1,5 +1,5 @@
 import { isIP } from 'node:net'
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv'
+import { Ajv, type ErrorObject, type Options, type ValidateFunction } from 'ajv'
 import type { TSchema } from '@sinclair/typebox'
 import type { ConfigProblem } from '../errors.ts'
 import { decodeKey } from '../store/crypto.ts'
@@ -15,16 +15,32 @@ export interface SchemaValidator {
 }
 
 /**
- * Compiles a TypeBox schema with Ajv (`allErrors`, `useDefaults`, `strict`). Properties that
- * have a default are dropped from `required` first: Ajv checks `required` before it fills
- * defaults, and the static type should still say such fields are always present.
+ * The Ajv every schema of Gatehouse is compiled with (`allErrors`, `useDefaults`, `strict`),
+ * at run time or ahead of time for the bundle (`extra` adds the standalone-code options).
  */
-export function compileValidator (schema: TSchema): SchemaValidator {
-  const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, verbose: true, allowUnionTypes: true })
+export function schemaAjv (extra: Options = {}): Ajv {
+  const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, verbose: true, allowUnionTypes: true, ...extra })
   ajv.addKeyword({ keyword: 'x-secret', schemaType: 'boolean' })
   ajv.addKeyword({ keyword: 'x-expected', schemaType: 'string' })
-  const validate = ajv.compile(relaxDefaults(schema) as object)
+  return ajv
+}
+
+/**
+ * Compiles a TypeBox schema with {@link schemaAjv}, or wraps the bundle's precompiled
+ * function for it when there is one (`config/precompiled.ts`).
+ */
+export function compileValidator (schema: TSchema, compiled?: ValidateFunction): SchemaValidator {
+  const validate = compiled ?? schemaAjv().compile(prepareSchema(schema))
   return (data) => (validate(data) ? [] : formatErrors(validate, data))
+}
+
+/**
+ * The schema as Ajv is given it: properties that have a default are dropped from `required`,
+ * because Ajv checks `required` before it fills defaults, and the static type should still
+ * say such fields are always present.
+ */
+export function prepareSchema (schema: TSchema): object {
+  return relaxDefaults(schema) as object
 }
 
 function relaxDefaults (schema: unknown): unknown {
