@@ -1,6 +1,8 @@
 import { resolve } from 'node:path'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
+import type { Registry } from 'prom-client'
+import type { WorkerRole } from './cluster/worker.ts'
 import { systemClock, type Clock } from './clock.ts'
 import type { Config } from './config/schema.ts'
 import { accessLogVia, type AccessLog } from './access-log.ts'
@@ -43,6 +45,18 @@ export interface AppDeps {
   clock?: Clock
   /** Already-loaded policies; read from `policies.dir` when absent. */
   policy?: PolicySet
+  /**
+   * Which cluster worker this is (`server.workers` > 1). Only the first (the leader) runs the
+   * work needed once per host: the sync queue's periodic replay (a write is still replayed at
+   * once by the worker that queued it; the queue's leases keep two from replaying one item).
+   * Absent in a single process, which does everything.
+   */
+  worker?: WorkerRole
+  /**
+   * Given the app's registry, what `/metrics` serves: a cluster worker's is every worker's,
+   * summed (see cluster/worker.ts). The registry alone when absent.
+   */
+  metricsSource?: (registry: Registry) => () => Promise<string>
 }
 
 /** A built, not yet listening, Gatehouse. */
@@ -190,7 +204,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
     schemaVersion: () => schemaVersion(deps.db),
     sessions: () => ({ active: sessions.repository.countByMode(), cachedTokens: tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs) }),
     sync: () => queue.stats(clock.now()),
-    clientAuth: () => oidc.clientAuth
+    clientAuth: () => oidc.clientAuth,
+    worker: deps.worker?.slot ?? null
   })
 
   const accessLog = config.log.access_log ? (deps.accessLog === undefined ? accessLogVia(log) : deps.accessLog) : null
@@ -204,7 +219,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
   const proxy = createProxyServer({ config, decide, spoofable, log: log.child({ module: 'proxy' }), metrics, accessLog, routes })
   const admin = Fastify({ loggerInstance: log.child({ module: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
   admin.setErrorHandler(genericErrorHandler)
-  void admin.register(adminPlugin, { metrics, db: deps.db, clock, status, closing: () => closing })
+  void admin.register(adminPlugin, { metrics, db: deps.db, clock, status, closing: () => closing, ...(deps.metricsSource !== undefined ? { metricsText: deps.metricsSource(metrics.registry) } : {}) })
   const listeners: Listener[] = [
     fastifyListener('proxy', proxy, config.server),
     fastifyListener('admin', admin, config.admin)
@@ -233,7 +248,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
     start: () => {
       const keys = jwks.start()
       sessions.start()
-      if (config.sync.enabled && config.keycloak.kind === 'keycloak') sync.worker.start()
+      if (config.sync.enabled && config.keycloak.kind === 'keycloak' && deps.worker?.leader !== false) sync.worker.start()
       return Promise.all([keys, keycloak.health.start()]).then(() => tracker.settle())
     },
     close: async () => {

@@ -6,6 +6,12 @@ export const DEFAULT_MAX_BACKLOG_BYTES = 64 * 1024 * 1024
 export const FLUSH_INTERVAL_MS = 20
 /** A batch this long is written at once, whatever the interval. */
 const MAX_BATCH_LINES = 512
+/**
+ * Linux's PIPE_BUF: a write to a pipe up to this size is never interleaved with another
+ * process's write to the same pipe (pipe(7)), which is what keeps lines whole when several
+ * workers share one standard output.
+ */
+export const PIPE_BUF_BYTES = 4096
 
 /**
  * Where pino's lines go: collected for at most {@link FLUSH_INTERVAL_MS} and written as one
@@ -27,14 +33,20 @@ const MAX_BATCH_LINES = 512
 export class BatchedSink {
   readonly #stream: Writable
   readonly #maxBacklogBytes: number
+  readonly #maxChunkBytes: number
   #lines: string[] = []
   #timer: NodeJS.Timeout | null = null
   #dropped = 0
   #droppedTotal = 0
 
-  constructor (stream: Writable, maxBacklogBytes = DEFAULT_MAX_BACKLOG_BYTES) {
+  /**
+   * `maxChunkBytes` bounds each write, cut at line ends ({@link PIPE_BUF_BYTES} where other
+   * processes write to the same stream); unbounded by default.
+   */
+  constructor (stream: Writable, maxBacklogBytes = DEFAULT_MAX_BACKLOG_BYTES, maxChunkBytes = Infinity) {
     this.#stream = stream
     this.#maxBacklogBytes = maxBacklogBytes
+    this.#maxChunkBytes = maxChunkBytes
   }
 
   /** Queues one line (pino calls this with a complete JSON line). */
@@ -79,15 +91,34 @@ export class BatchedSink {
       this.#dropped = 0
     }
     if (this.#lines.length === 0) return
-    const count = this.#lines.length
-    const chunk = count === 1 ? this.#lines[0] as string : this.#lines.join('')
+    const lines = this.#lines
     this.#lines = []
     if (!this.#stream.writable) {
-      this.#droppedTotal += count
+      this.#droppedTotal += lines.length
       return
     }
-    // One callback per chunk (at most one per interval or 512 lines): a write that fails
-    // loses the whole chunk.
+    if (this.#maxChunkBytes === Infinity) {
+      this.#writeChunk(lines.length === 1 ? lines[0] as string : lines.join(''), lines.length)
+      return
+    }
+    // Sizes in bytes, not characters: a value may hold non-ASCII text.
+    let start = 0
+    let bytes = 0
+    for (let i = 0; i < lines.length; i++) {
+      const size = Buffer.byteLength(lines[i] as string)
+      if (i > start && bytes + size > this.#maxChunkBytes) {
+        this.#writeChunk(lines.slice(start, i).join(''), i - start)
+        start = i
+        bytes = 0
+      }
+      bytes += size
+    }
+    this.#writeChunk(lines.slice(start).join(''), lines.length - start)
+  }
+
+  // One callback per chunk (at most one per interval or 512 lines): a write that fails loses
+  // the whole chunk.
+  #writeChunk (chunk: string, count: number): void {
     this.#stream.write(chunk, (err) => { if (err !== null && err !== undefined) this.#droppedTotal += count })
   }
 }

@@ -1,5 +1,5 @@
 import { pino, symbols, type Logger, type DestinationStream, type LevelWithSilent } from 'pino'
-import { BatchedSink } from './log-sink.ts'
+import { BatchedSink, DEFAULT_MAX_BACKLOG_BYTES } from './log-sink.ts'
 import { createAccessLog, type AccessLog } from './access-log.ts'
 
 /**
@@ -40,6 +40,13 @@ export interface LoggerOptions {
   level?: LevelWithSilent
   /** Where lines go. Default is standard output. */
   destination?: DestinationStream
+  /** Fields every line carries besides `service` (a cluster worker's `worker`). */
+  fields?: Record<string, unknown>
+  /**
+   * Largest single write to standard output, cut at line ends: `PIPE_BUF_BYTES` (log-sink.ts) when
+   * other processes share it. Default is unbounded.
+   */
+  maxWriteBytes?: number
 }
 
 /** The two loggers of a process, writing to one destination. */
@@ -52,9 +59,9 @@ export interface Loggers {
 
 /** The root loggers: JSON lines on one destination, one `module` per child. */
 export function createLoggers (options: LoggerOptions = {}): Loggers {
-  const destination = options.destination ?? new BatchedSink(process.stdout)
+  const destination = options.destination ?? new BatchedSink(process.stdout, DEFAULT_MAX_BACKLOG_BYTES, options.maxWriteBytes)
   // `time` is epoch milliseconds (pino's default): formatting an ISO date cost a microsecond a line.
-  const common = { level: options.level ?? 'info', base: { service: 'gatehouse' } }
+  const common = { level: options.level ?? 'info', base: { service: 'gatehouse', ...options.fields } }
   const log = pino({ ...common, redact: { paths: [...REDACT_PATHS], censor: '[redacted]' } }, destination)
   return { log, access: log.isLevelEnabled('info') ? createAccessLog(destination) : null }
 }

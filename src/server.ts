@@ -1,4 +1,6 @@
 import type { Logger } from 'pino'
+import type { Registry } from 'prom-client'
+import type { WorkerRole } from './cluster/worker.ts'
 import { buildApp, type App } from './app.ts'
 import type { Clock } from './clock.ts'
 import type { AccessLog } from './access-log.ts'
@@ -33,6 +35,10 @@ export interface StartOptions {
   clock?: Clock
   /** Policies already loaded by the caller; read from `policies.dir` when absent. */
   policy?: PolicySet
+  /** Which cluster worker this is; absent in a single process. */
+  worker?: WorkerRole
+  /** Given the app's registry, what `/metrics` serves (a cluster worker's: every worker's, summed); the registry alone when absent. */
+  metricsSource?: (registry: Registry) => () => Promise<string>
 }
 
 /**
@@ -47,7 +53,16 @@ export async function startServer (config: Config, options: StartOptions): Promi
   let started: Promise<void>
   const urls: Record<string, string> = {}
   try {
-    app = buildApp(config, { db, log, ...(options.accessLog !== undefined ? { accessLog: options.accessLog } : {}), ...(options.clock !== undefined ? { clock: options.clock } : {}), ...(options.policy !== undefined ? { policy: options.policy } : {}) })
+    const { accessLog, clock, policy, worker, metricsSource } = options
+    app = buildApp(config, {
+      db,
+      log,
+      ...(accessLog !== undefined ? { accessLog } : {}),
+      ...(clock !== undefined ? { clock } : {}),
+      ...(policy !== undefined ? { policy } : {}),
+      ...(worker !== undefined ? { worker } : {}),
+      ...(metricsSource !== undefined ? { metricsSource } : {})
+    })
     // start() loads the stored JWKS synchronously, before the first request can arrive; the
     // rest (refreshes, health checks) goes on in the background and is never waited for.
     started = app.start().catch((err: unknown) => { log.error({ err }, 'background start-up failed') })

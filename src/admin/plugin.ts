@@ -13,6 +13,8 @@ export interface AdminPluginOptions {
   status: () => StatusReport
   /** True once shutdown has begun: readiness fails so load balancers drain us first. */
   closing: () => boolean
+  /** The exposition text `/metrics` serves; the registry's own when absent. */
+  metricsText?: () => Promise<string>
 }
 
 /**
@@ -21,8 +23,15 @@ export interface AdminPluginOptions {
  * rotation at once), and the status report.
  */
 export async function adminPlugin (fastify: FastifyInstance, options: AdminPluginOptions): Promise<void> {
-  fastify.get('/metrics', async (_request, reply) => {
-    const body = await options.metrics.registry.metrics()
+  const metricsText = options.metricsText ?? (async () => await options.metrics.registry.metrics())
+  fastify.get('/metrics', async (request, reply) => {
+    let body: string
+    try {
+      body = await metricsText()
+    } catch (err) {
+      request.log.error({ reqId: request.id, err }, 'metrics unavailable')
+      return reply.code(503).type('text/plain').send('metrics unavailable\n')
+    }
     return reply.type(options.metrics.registry.contentType).send(body)
   })
 

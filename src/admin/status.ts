@@ -32,6 +32,8 @@ export interface StatusReport {
   environment: string | null
   started_at: string
   uptime_seconds: number
+  /** This process; `worker` is its slot when `server.workers` > 1 (a scrape or call reaches one of them). */
+  process: { pid: number, worker: number | null, workers: number }
   mode: Mode
   keycloak: {
     enabled: boolean
@@ -67,6 +69,8 @@ export interface StatusSources {
   sync: () => SyncStats
   /** The app client's credentials as Keycloak last judged them; `unknown` when absent. */
   clientAuth?: () => ClientAuthState
+  /** The cluster worker slot of this process; null or absent in a single process. */
+  worker?: number | null
 }
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
@@ -81,6 +85,7 @@ export function statusReport (s: StatusSources): StatusReport {
     environment: s.config.environment,
     started_at: new Date(s.startedAt).toISOString(),
     uptime_seconds: Math.round((s.clock.now() - s.startedAt) / 1000),
+    process: { pid: process.pid, worker: s.worker ?? null, workers: s.config.server.workers },
     mode: s.mode,
     keycloak: {
       enabled: pool.enabled,

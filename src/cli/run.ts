@@ -4,13 +4,18 @@ import { parseArgs } from 'node:util'
 import type { DestinationStream } from 'pino'
 import { ConfigError, GatehouseError, PolicyError, UsageError } from '../errors.ts'
 import { DEFAULT_CONFIG_PATH } from '../config/load.ts'
-import { createLoggers } from '../log.ts'
+import { createLogger, createLoggers } from '../log.ts'
+import { PIPE_BUF_BYTES } from '../log-sink.ts'
+import type { Config } from '../config/schema.ts'
+import { openConfiguredDatabase } from '../store/db.ts'
+import { runPrimary } from '../cluster/primary.ts'
+import { announceListening, onReloadMessage, shareMetrics, workerRole, workerStopSignals } from '../cluster/worker.ts'
 import { VERSION } from '../version.ts'
 import { loadForServe, runConfigCommand } from './config-command.ts'
 import { processOutput, type Output } from './output.ts'
 import { startServer } from '../server.ts'
 import { runSessionsCommand } from './sessions-command.ts'
-import { processStopSignals, type StopSignals } from './signals.ts'
+import { processReloadSignals, processStopSignals, type StopSignals } from './signals.ts'
 import { runStatusCommand } from './status-command.ts'
 import { runUsersCommand } from './users-command.ts'
 import { runSyncCommand } from './sync-command.ts'
@@ -188,16 +193,47 @@ function andList (items: string[]): string {
 
 async function serve (configPath: string, env: NodeJS.ProcessEnv, stopSignals: StopSignals, destination: DestinationStream | undefined): Promise<number> {
   const { config, policy } = loadForServe(configPath, env)
-  const { log, access } = createLoggers({ level: config.log.level, ...(destination !== undefined ? { destination } : {}) })
-  const server = await startServer(config, { log, accessLog: access, policy })
+  const role = workerRole(env)
+  if (role === null && config.server.workers > 1) return await serveCluster(config, stopSignals, destination)
+  // A worker shares standard output with the others: writes stay below PIPE_BUF so that no two
+  // workers' lines are ever interleaved mid-line.
+  const { log, access } = createLoggers({
+    level: config.log.level,
+    ...(destination !== undefined ? { destination } : {}),
+    ...(role !== null ? { fields: { worker: role.slot, pid: process.pid }, maxWriteBytes: PIPE_BUF_BYTES } : {})
+  })
+  const server = await startServer(config, {
+    log,
+    accessLog: access,
+    policy,
+    ...(role !== null ? { worker: role, metricsSource: shareMetrics } : {})
+  })
+  if (role !== null) announceListening(server.urls)
+  const stops = role === null ? stopSignals : workerStopSignals(stopSignals)
+  // Policies are read at start-up; a SIGHUP passed on by the primary must not end a worker.
+  const offReload = role === null ? () => {} : onReloadMessage(() => { log.info('SIGHUP: nothing to reload; restart the workers to read the policies again') })
   return await new Promise<number>((resolve) => {
-    stopSignals((signal) => {
+    stops((signal) => {
+      offReload()
       log.warn({ signal }, 'shutting down')
       // Lines still queued must reach standard output before the process exits.
       const done = (code: number): void => log.flush(() => resolve(code))
       server.stop().then(() => done(0), (err: unknown) => { log.error({ err }, 'shutdown failed'); done(1) })
     })
   })
+}
+
+/**
+ * `server.workers` > 1: the database is opened (and migrated) here once, before any worker
+ * can race another to a migration, then this process becomes the cluster's primary.
+ */
+async function serveCluster (config: Config, stopSignals: StopSignals, destination: DestinationStream | undefined): Promise<number> {
+  const log = createLogger({ level: config.log.level, fields: { worker: 0, pid: process.pid }, maxWriteBytes: PIPE_BUF_BYTES, ...(destination !== undefined ? { destination } : {}) })
+  const { db, migration } = openConfiguredDatabase(config)
+  db.close()
+  if (migration.applied.length > 0) log.info({ from: migration.from, to: migration.to, applied: migration.applied }, 'database migrated')
+  const code = await runPrimary({ workers: config.server.workers, log, stopSignals, reloadSignals: processReloadSignals, shutdownTimeoutMs: config.server.shutdown_timeout_ms })
+  return await new Promise<number>((resolve) => log.flush(() => resolve(code)))
 }
 
 function reportError (err: unknown, output: Output): number {

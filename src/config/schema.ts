@@ -70,6 +70,9 @@ const HeaderName = (fallback: string, description: string) =>
 
 const Secret = (description: string) => Type.String({ minLength: 1, 'x-secret': true, description })
 
+/** Most `server.workers`: beyond this a sidecar is no longer a sidecar. */
+export const MAX_WORKERS = 64
+
 export const ServerSchema = Type.Object({
   host: Type.String({ minLength: 1, default: DEFAULT_SERVER_HOST, description: `Address the proxy listener binds. Default is ${DEFAULT_SERVER_HOST}.` }),
   port: Port(DEFAULT_SERVER_PORT, `Port of the proxy listener (0 picks a free one). Default is ${DEFAULT_SERVER_PORT}.`),
@@ -85,6 +88,12 @@ export const ServerSchema = Type.Object({
     description: 'Whether X-Forwarded-For/Proto/Host sent by the peer are believed: false (the peer is the client), true (any peer), or a list of trusted proxies, each an IP address, a CIDR range (`10.0.0.0/8`, `fd00::/8`, prefix 1 to 32 or 128), an IPv4 address/netmask, or `loopback`, `linklocal` or `uniquelocal` (checked by `config validate`). Default is false.'
   }),
   shutdown_timeout_ms: Type.Integer({ minimum: 0, default: DEFAULT_SHUTDOWN_TIMEOUT_MS, description: `On SIGTERM/SIGINT, how long in-flight requests may finish before connections are cut, in milliseconds. Default is ${DEFAULT_SHUTDOWN_TIMEOUT_MS} (10 seconds).` }),
+  workers: Type.Integer({
+    minimum: 1,
+    maximum: MAX_WORKERS,
+    default: 1,
+    description: `How many worker processes serve the listeners (Node's cluster module: one port, connections spread over the workers). Each has its own caches; they share the SQLite file (WAL), and a change made by one (a logout, a revocation) reaches the others at their next request, through SQLite's change counter. The first worker alone runs the sync queue's periodic replay. Use up to one per core the sidecar may have; 1 to ${MAX_WORKERS}. Default is 1 (one process, no cluster).`
+  }),
   public_url: Type.Optional(HttpUrl('The URL browsers use to reach the app through Gatehouse (`https://app.example.com`): the OIDC redirect URI and logout return address are built from it. Default is the scheme and Host of each request (as trust_proxy allows); set it in production.'))
 }, { additionalProperties: false, default: {}, description: 'The proxy listener.' })
 

@@ -36,6 +36,24 @@ t.test('lines written in one burst leave as one chunk, in order, and flush() wai
   t.same(r.chunks, ['a\nb\nc\n'])
 })
 
+t.test('with a write limit (several workers on one pipe) each write is whole lines and within it, unless one line alone is longer', async (t) => {
+  const r = recorder(1 << 20)
+  const sink = new BatchedSink(r.stream, Infinity, 100)
+  const lines = Array.from({ length: 12 }, (_, i) => `${JSON.stringify({ n: i, text: 'é'.repeat(10) })}\n`)
+  for (const line of lines) sink.write(line)
+  const long = `${'x'.repeat(250)}\n`
+  sink.write(long)
+  sink.write('tail\n')
+  await new Promise<void>((resolve) => sink.flush(() => resolve()))
+  t.equal(r.chunks.join(''), [...lines, long, 'tail\n'].join(''), 'nothing lost or reordered')
+  t.ok(r.chunks.length > 2, `cut into ${r.chunks.length} writes`)
+  for (const chunk of r.chunks) {
+    t.ok(chunk.endsWith('\n'), 'a write ends at a line end')
+    if (chunk !== long) t.ok(Buffer.byteLength(chunk) <= 100, `${Buffer.byteLength(chunk)} bytes, counted as bytes (é is two)`)
+  }
+  t.ok(r.chunks.includes(long), 'the over-long line went alone')
+})
+
 t.test('a slow reader makes lines drop and be counted, never block; the count is reported later', async (t) => {
   const r = recorder(1)
   const sink = new BatchedSink(r.stream, 10)
