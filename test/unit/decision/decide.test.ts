@@ -41,7 +41,7 @@ function rig (t: { testdir: () => string }, parts: { verifier?: Partial<FakeVeri
     ...parts.verifier
   }
   const deps: DeciderDeps = {
-    policy: loadPolicies(dir, 'authenticated'),
+    policy: { current: loadPolicies(dir, 'authenticated') },
     verifier: verifier as unknown as AccessTokenVerifier,
     headers: { ...DEFAULT_HEADERS, pass_access_token: false, pass_authorization_header: false },
     claims: { mapping: KEYCLOAK_CLAIMS, clientIds: ['app'] },
