@@ -207,6 +207,7 @@ export function verifiedEmail (identity: Identity): string | null {
 export type Source =
   | { from: 'token_claim', claim: string }
   | { from: 'local_roles' }
+  | { from: 'command_line' }
   | { from: 'realm_role_mapping' | 'client_role_mapping', role: string }
   | { from: 'group_mapping', group: string }
   | { from: 'inheritance', senior: string }
@@ -265,6 +266,7 @@ export function describeSource (source: Source): string {
   switch (source.from) {
     case 'token_claim': return `token claim ${source.claim}`
     case 'local_roles': return 'local roles'
+    case 'command_line': return 'given on the command line'
     case 'realm_role_mapping': return `realm role ${source.role} (realm_roles)`
     case 'client_role_mapping': return `client role ${source.role} (client_roles)`
     case 'group_mapping': return `group ${source.group} (group_roles)`

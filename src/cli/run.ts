@@ -10,10 +10,11 @@ import { loadForServe, runConfigCommand } from './config-command.ts'
 import { processOutput, type Output } from './output.ts'
 import { startServer } from '../server.ts'
 import { runSessionsCommand } from './sessions-command.ts'
-import { processStopSignals, type StopSignals } from './signals.ts'
+import { processReloadSignals, processStopSignals, type ReloadSignals, type StopSignals } from './signals.ts'
 import { runStatusCommand } from './status-command.ts'
 import { runUsersCommand } from './users-command.ts'
 import { runSyncCommand } from './sync-command.ts'
+import { runPolicyCommand } from './policy-command.ts'
 import { commandSpec, commandUsage, GLOBAL_OPTIONS, mainUsage, OPTIONS, type CommandForm, type CommandSpec, type OptionName } from './usage.ts'
 
 /**
@@ -36,6 +37,8 @@ export interface CliContext {
   progressTty?: boolean
   /** What stops `serve` and `sync start`. Default is SIGTERM or SIGINT to this process. */
   stopSignals?: StopSignals
+  /** What makes `serve` reload its policies. Default is SIGHUP to this process. */
+  reloadSignals?: ReloadSignals
   /** Where `serve` and `sync` write their log lines. Default is standard output. */
   logDestination?: DestinationStream
 }
@@ -84,7 +87,7 @@ export async function runCli (argv: string[], context: CliContext): Promise<numb
         return runConfigCommand(sub, { configPath, json, env }, output)
       case 'serve':
         if (args.length > 0) throw new UsageError('usage: gatehouse serve [-c PATH]')
-        return await serve(configPath, env, stopSignals, logDestination)
+        return await serve(configPath, env, stopSignals, context.reloadSignals ?? processReloadSignals, logDestination)
       case 'status':
         if (args.length > 0) throw new UsageError('usage: gatehouse status [--json]')
         return await runStatusCommand(loadForServe(configPath, env).config, json, output)
@@ -96,6 +99,12 @@ export async function runCli (argv: string[], context: CliContext): Promise<numb
         }, output)
       case 'sessions':
         return runSessionsCommand(sub, args, { configPath, env, json, all: values.all === true, days: str(values.days) }, output)
+      case 'policy':
+        return await runPolicyCommand(sub, args, {
+          configPath, env, json, stdin: context.stdin ?? process.stdin,
+          user: str(values.user), token: str(values.token), roles: str(values.roles), groups: str(values.groups),
+          email: str(values.email), method: str(values.method), path: str(values.path), host: str(values.host)
+        }, output)
       case 'sync':
         return await runSyncCommand(sub, args, {
           config: loadForServe(configPath, env).config, json, days: str(values.days), allDead: values['all-dead'] === true,
@@ -186,12 +195,15 @@ function andList (items: string[]): string {
   return items.length <= 1 ? (items[0] ?? '') : `${items.slice(0, -1).join(', ')} and ${items.at(-1) ?? ''}`
 }
 
-async function serve (configPath: string, env: NodeJS.ProcessEnv, stopSignals: StopSignals, destination: DestinationStream | undefined): Promise<number> {
+async function serve (configPath: string, env: NodeJS.ProcessEnv, stopSignals: StopSignals, reloadSignals: ReloadSignals, destination: DestinationStream | undefined): Promise<number> {
   const { config, policy } = loadForServe(configPath, env)
   const { log, access } = createLoggers({ level: config.log.level, ...(destination !== undefined ? { destination } : {}) })
   const server = await startServer(config, { log, accessLog: access, policy })
+  // SIGHUP reloads the policies (the configuration file itself is read at start only).
+  const stopReloads = reloadSignals(() => { server.app.policies.reload('signal') })
   return await new Promise<number>((resolve) => {
     stopSignals((signal) => {
+      stopReloads()
       log.warn({ signal }, 'shutting down')
       // Lines still queued must reach standard output before the process exits.
       const done = (code: number): void => log.flush(() => resolve(code))

@@ -22,3 +22,19 @@ export const processStopSignals: StopSignals = (onStop) => {
   process.on('SIGINT', handler)
   return off
 }
+
+/**
+ * Subscribes `onReload` to what asks `serve` to reload its policies and returns the
+ * unsubscribe. Injectable, as {@link StopSignals} is, so a test reloads without a signal.
+ */
+export type ReloadSignals = (onReload: () => void) => () => void
+
+/**
+ * SIGHUP, the daemon convention for "read your configuration again" (nginx, HAProxy, sshd).
+ * While subscribed, SIGHUP no longer ends the process (Node's default action for it).
+ */
+export const processReloadSignals: ReloadSignals = (onReload) => {
+  const handler = (): void => { onReload() }
+  process.on('SIGHUP', handler)
+  return () => { process.off('SIGHUP', handler) }
+}
