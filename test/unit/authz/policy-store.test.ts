@@ -10,7 +10,7 @@ import { manualClock } from '../../fixtures/clock.ts'
 const RULE = (allow: string): string => `rules:\n  - name: reports\n    path: /reports/**\n    allow: ${allow}\n`
 
 function rig (t: { testdir: () => string }, files: Record<string, string> = { 'app.yaml': RULE('deny') }) {
-  const dir = t.testdir()
+  const dir = join(t.testdir(), 'policies')
   mkdirSync(dir, { recursive: true })
   for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text)
   const lines: Array<Record<string, unknown>> = []
@@ -136,7 +136,7 @@ t.test('a directory replaced as a whole is followed from the next reload on', as
   holdOpen(t)
   store.watch()
   t.teardown(() => store.close())
-  renameSync(dir, `${dir}-old`)
+  renameSync(dir, join(dir, '..', 'old'))
   mkdirSync(dir)
   writeFileSync(join(dir, 'app.yaml'), RULE('public'))
   let outcome = store.reload('signal')
