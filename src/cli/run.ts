@@ -180,7 +180,8 @@ function checkOptions (tokens: readonly Token[], allowed: readonly OptionName[],
     if (type === 'boolean' && token.inlineValue === true) throw new UsageError(`option ${token.rawName} takes no value; run ${helpHint}`)
     if (type === 'string') {
       // As parseArgs's strict mode: `--email --role x` is a forgotten value, not the email "--role".
-      if (token.value === undefined || (token.inlineValue === false && token.value.startsWith('-'))) {
+      // A lone `-` is a value: standard input, by the usual convention (`--token -`).
+      if (token.value === undefined || (token.inlineValue === false && token.value.startsWith('-') && token.value !== '-')) {
         throw new UsageError(`option ${token.rawName} needs a value${token.value === undefined ? '' : ` (to give one starting with -, write ${token.rawName}=${token.value})`}; run ${helpHint}`)
       }
     }
