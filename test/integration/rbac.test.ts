@@ -10,45 +10,9 @@ import { rawRequest } from '../fixtures/http-client.ts'
 import { BrowserClient } from '../fixtures/browser-client.ts'
 import { formLogin, takeKeycloakDown } from '../fixtures/sessions.ts'
 import { runInProcess, startInProcess } from '../fixtures/cli.ts'
-import type { StandinUser } from '../fixtures/keycloak-standin.ts'
+import { RBAC_POLICY, RBAC_USERS } from '../fixtures/rbac.ts'
 import { hashPassword } from '../../src/session/passwords.ts'
 import { UsersRepository } from '../../src/store/users.ts'
-
-export const RBAC_POLICY = `
-roles:
-  admin: { permissions: [users:read, users:write], inherits: [editor] }
-  editor: { permissions: [catalogue:write], inherits: [viewer] }
-  viewer: { permissions: [catalogue:read] }
-  auditor: { permissions: [audit:read] }
-group_roles:
-  /platform/admins: [admin]
-  /staff: [viewer]
-client_roles:
-  gatehouse:auditor: [auditor]
-realm_roles:
-  offline_access: []
-  uma_authorization: []
-rules:
-  - { name: health, path: /healthz, allow: public }
-  - { name: public pages, path: /public/**, allow: public }
-  - { name: user admin, path: /admin/users/**, permissions: [users:write] }
-  - { name: admin area, path: /admin/**, any_roles: [admin] }
-  - { name: catalogue writes, path: /catalogue/:id, methods: [PUT, DELETE], permissions: [catalogue:write] }
-  - { name: catalogue, path: /catalogue/**, permissions: [catalogue:read] }
-  - { name: audit, path: /audit/**, all_roles: [auditor, viewer] }
-  - { name: platform, path: /platform/**, groups: [/platform/admins] }
-  - { name: partners, path: /partners/**, email_domains: [partner.example] }
-  - { name: internals, path: /actuator/**, allow: deny }
-`
-
-// pam is an admin only through her group; bob a viewer through /staff; carl an auditor through
-// a client role; una has a partner address her provider never verified.
-export const RBAC_USERS: StandinUser[] = [
-  { username: 'pam', password: 'pam-password', email: 'pam@partner.example', groups: ['/platform/admins'] },
-  { username: 'bob', password: 'bob-password', email: 'bob@example.test', realmRoles: ['user'], groups: ['/staff'] },
-  { username: 'carl', password: 'carl-password', email: 'carl@example.test', clientRoles: { gatehouse: ['auditor'] }, groups: ['/staff'] },
-  { username: 'una', password: 'una-password', email: 'una@partner.example', emailVerified: false, groups: [] }
-]
 
 /** Routes every user is asked about: method and path. */
 const ROUTES: Array<[string, string]> = [
