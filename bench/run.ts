@@ -14,7 +14,7 @@
 // and BENCH_CONNECTIONS (default 50) tune it.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -167,6 +167,7 @@ const BENCH_SECRETS = { encryption_keys: [randomBytes(32).toString('hex')], cook
 // The policies the repository ships (policies/app.yaml), so each request is matched against a
 // real rule set, case folding included, as in a deployment.
 const POLICIES = here('../policies')
+const POLICY_RULES = (readFileSync(join(POLICIES, 'app.yaml'), 'utf8').match(/^ {2}- name:/gm) ?? []).length
 
 function gatehouseConfig (name: string, settings: Record<string, unknown>): string {
   const path = join(work, `${name}.yaml`)
@@ -285,6 +286,8 @@ try {
   }
   process.stdout.write('\n')
 
+  await policySizeRuns(upstreamUrl, main, keycloak, tokens)
+
   // Cold start: the database already holds the JWKS; Keycloak accepts connections and never answers.
   gatehouse.child.kill('SIGTERM')
   await new Promise((resolve) => gatehouse.child.once('exit', resolve))
@@ -303,6 +306,67 @@ try {
 } finally {
   for (const child of children) child.kill('SIGTERM')
   rmSync(work, { recursive: true, force: true })
+}
+
+// ---- Policy size (issue 13): the shipped rules against 500 rules, in the same rounds. ----
+
+/**
+ * 500 rules as a large app's policies look: a prefix per service, `:id` parameters, methods,
+ * roles, permissions and groups, a few wildcard rules (any depth then `*.php`, any first
+ * segment then `debug`) that every walk must explore, and 20 roles with inheritance and
+ * group mappings. `GET /bench` matches none of them and falls to the default
+ * (authenticated) after all 500: the most work a first-match lookup can do.
+ */
+function fiveHundredRules (): string {
+  const rules: Array<Record<string, unknown>> = []
+  for (let i = 0; rules.length < 497; i++) {
+    const prefix = `/svc-${i}`
+    switch (i % 5) {
+      case 0: rules.push({ name: `svc-${i} read`, path: `${prefix}/items/:id`, methods: ['GET'], any_roles: [`role-${i % 20}`] }); break
+      case 1: rules.push({ name: `svc-${i} write`, path: `${prefix}/items/:id`, methods: ['PUT', 'DELETE'], permissions: [`svc-${i % 20}:write`] }); break
+      case 2: rules.push({ name: `svc-${i} admin`, paths: [`${prefix}/admin/**`, `/admin/svc-${i}/**`], any_roles: ['admin'] }); break
+      case 3: rules.push({ name: `svc-${i} assets`, path: `${prefix}/public/*.css`, methods: ['GET'], allow: 'public' }); break
+      default: rules.push({ name: `svc-${i} api`, path: `/api/v*/svc-${i}/**`, groups: [`/teams/team-${i % 10}`] })
+    }
+  }
+  rules.push({ name: 'no php', path: '/**/*.php', allow: 'deny' })
+  rules.push({ name: 'no debug', path: '/*/debug/**', allow: 'deny' })
+  rules.push({ name: 'well-known', path: '/.well-known/**', allow: 'public' })
+  const roles = Object.fromEntries(Array.from({ length: 20 }, (_, k) => [`role-${k}`, { permissions: [`svc-${k}:write`], ...(k > 0 ? { inherits: [`role-${k - 1}`] } : {}) }]))
+  const groupRoles = Object.fromEntries(Array.from({ length: 10 }, (_, k) => [`/teams/team-${k}`, [`role-${k * 2}`]]))
+  return stringify({ roles: { ...roles, admin: { inherits: ['role-19'] } }, group_roles: groupRoles, rules })
+}
+
+/**
+ * Gatehouse with the shipped policies and with {@link fiveHundredRules}, otherwise configured
+ * alike, measured in alternating runs on the proxy's CPU with the same tokens; prints both and
+ * the difference, median round (target: within 5%).
+ */
+async function policySizeRuns (upstreamUrl: string, main: string, keycloak: Record<string, unknown>, tokens: string[]): Promise<void> {
+  const large = join(work, 'policies-500')
+  mkdirSync(large)
+  writeFileSync(join(large, 'app.yaml'), fiveHundredRules())
+  const started: Array<{ name: string, url: string, pid: number | undefined }> = []
+  for (const [name, dir] of [['(g) shipped policies', POLICIES], ['(h) 500 rules', large]] as const) {
+    const db = join(work, `${name.slice(1, 2)}-policies.db`)
+    const proc = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig(`policies-${name.slice(1, 2)}`, { upstream: { url: upstreamUrl }, keycloak, database: { path: db }, policies: { dir } })], proxyCpus)
+    const url = String(proc.first.proxy)
+    for (let i = 0; (await fetch(`${url}/bench`, { headers: { authorization: `Bearer ${tokens[0] as string}` } })).status !== 200; i++) {
+      if (i > 100) throw new Error(`${name}: gatehouse never accepted the bench tokens`)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    started.push({ name, url, pid: proc.child.pid })
+  }
+  for (const g of started) await load(g.name, g.url, tokens, g.pid, 3) // warm-up
+  const rounds: Result[][] = started.map(() => [])
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [i, g] of started.entries()) rounds[i]?.push(await load(g.name, g.url, tokens, g.pid))
+  }
+  const ratio = (rounds[1] ?? []).map((r, i) => r.rps / (rounds[0]?.[i]?.rps ?? Number.NaN))
+  const cpu = (rounds[1] ?? []).map((r, i) => r.cpuPerRequest - (rounds[0]?.[i]?.cpuPerRequest ?? Number.NaN))
+  process.stdout.write(`Policy size (GET /bench falls to the default after every rule; ${CONNECTIONS} connections):\n${table(rounds.map(median))}\n`)
+  process.stdout.write(`(h)/(g) round by round: ${ratio.map((v) => v.toFixed(3)).join(', ')}\n`)
+  process.stdout.write(`500 rules vs the shipped ${POLICY_RULES} rules, median round: ${((medianOf(ratio) - 1) * 100).toFixed(1)}% requests/s, ${medianOf(cpu) >= 0 ? '+' : ''}${medianOf(cpu).toFixed(1)} µs CPU per request   (target: within 5%)\n\n`)
 }
 
 /**

@@ -40,8 +40,10 @@ interface Node {
   literals: Map<string, Node> | null
   param: Node | null
   star: Node | null
-  globs: Array<{ test: RegExp, node: Node }> | null
+  globs: Array<{ source: string, test: (segment: string) => boolean, node: Node }> | null
   rest: Node | null
+  /** Whether a `**` comes before this node in its patterns: only then can a walk reach it at several positions. */
+  nested: boolean
   /** Rules whose pattern ends at this node, by index. */
   ends: TrieEntry[]
   /** The least index of any rule ending at or below this node. */
@@ -92,15 +94,18 @@ export class RouteTrie {
   }
 
   #node (): Node {
-    return { id: this.#ids++, literals: null, param: null, star: null, globs: null, rest: null, ends: [], min: Number.POSITIVE_INFINITY }
+    return { id: this.#ids++, literals: null, param: null, star: null, globs: null, rest: null, nested: false, ends: [], min: Number.POSITIVE_INFINITY }
   }
 
   /** Adds one pattern (already in match form, segments after the leading `/`) of a rule. */
   add (segments: readonly string[], entry: TrieEntry): void {
     let at = this.#root
     const path: Node[] = [at]
+    let afterRest = false
     for (const segment of segments) {
       at = this.#child(at, segment)
+      if (afterRest) at.nested = true
+      if (segment === '**') afterRest = true
       path.push(at)
     }
     // Kept in index order, so a walk can stop at the first entry that fits.
@@ -116,10 +121,10 @@ export class RouteTrie {
     if (segment.includes('*')) {
       const source = `^${segment.split('*').map(escapeRegExp).join('[^/]*')}$`
       at.globs ??= []
-      const known = at.globs.find((g) => g.test.source === source)
+      const known = at.globs.find((g) => g.source === source)
       if (known !== undefined) return known.node
       const created = this.#node()
-      at.globs.push({ test: new RegExp(source, this.#ignoreCase ? 'i' : ''), node: created })
+      at.globs.push({ source, test: globTest(segment, this.#ignoreCase), node: created })
       return created
     }
     const key = this.#ignoreCase ? foldCase(segment) : segment
@@ -175,7 +180,7 @@ export class RouteTrie {
       if (at.param !== null && segment !== '') this.#walk(at.param, path, end)
       if (at.star !== null) this.#walk(at.star, path, end)
       if (at.globs !== null) {
-        for (const glob of at.globs) if (glob.test.test(segment)) this.#walk(glob.node, path, end)
+        for (const glob of at.globs) if (glob.test(segment)) this.#walk(glob.node, path, end)
       }
     }
     if (at.rest !== null) {
@@ -183,16 +188,21 @@ export class RouteTrie {
       // A `**` that ends its pattern matches whatever is left, none included.
       this.#take(rest.ends)
       if (hasChildren(rest)) {
-        // What follows a `**` may start at every later segment boundary. Each (node, boundary)
-        // is walked once per request: with several `**` in a pattern, a long path would
-        // otherwise be walked once per way of splitting it (as a backtracking expression is).
+        // What follows a `**` may start at every later segment boundary.
         let p = pos
         for (;;) {
-          const key = rest.id * (path.length + 1) + p
-          this.#visited ??= new Set()
-          if (!this.#visited.has(key)) {
-            this.#visited.add(key)
+          if (!rest.nested) {
             this.#walk(rest, path, p)
+          } else {
+            // Below another `**`, the same (node, boundary) is reached once per way of splitting
+            // the path before it: walked once per request, or a long path with several `**`
+            // costs what a backtracking expression does. Only such nodes pay for the memo.
+            const key = rest.id * (path.length + 1) + p
+            this.#visited ??= new Set()
+            if (!this.#visited.has(key)) {
+              this.#visited.add(key)
+              this.#walk(rest, path, p)
+            }
           }
           if (p >= path.length) break
           const next = path.indexOf('/', p + 1)
@@ -252,6 +262,19 @@ export function normaliseHost (value: string | undefined): string | null {
   if (colon !== -1) host = host.slice(0, colon)
   if (host.endsWith('.')) host = host.slice(0, -1)
   return host === '' ? null : host
+}
+
+// A segment with `*` inside as a test. One `*` (`*.php`, `v*`, `a*z`), spelt exactly, is a
+// prefix and suffix comparison; anything else a regular expression, compiled here once.
+function globTest (segment: string, ignoreCase: boolean): (segment: string) => boolean {
+  const parts = segment.split('*')
+  if (parts.length === 2 && !ignoreCase) {
+    const [prefix, suffix] = parts as [string, string]
+    const least = prefix.length + suffix.length
+    return (s) => s.length >= least && s.startsWith(prefix) && s.endsWith(suffix)
+  }
+  const re = new RegExp(`^${parts.map(escapeRegExp).join('[^/]*')}$`, ignoreCase ? 'i' : '')
+  return (s) => re.test(s)
 }
 
 function escapeRegExp (text: string): string {
