@@ -132,6 +132,11 @@ export interface PolicyRule {
   patterns: readonly string[]
   /** `file (line n)`, or `policies.default`. */
   source: string
+  /**
+   * Why an authenticated caller who meets the requirement is let through (worked out here, not
+   * per request): authenticated, role_granted (only role conditions), requirements_met.
+   */
+  granted: 'authenticated' | 'role_granted' | 'requirements_met'
 }
 
 /** Every rule, in order, with the role model and what unmatched routes require. */
@@ -205,10 +210,14 @@ export function compilePolicies (texts: ReadonlyArray<{ file: string, text: stri
   const roles = new Map<string, RoleDefinition>()
   const mappings: RoleMappings = { groupRoles: new Map(), tokenRoles: new Map() }
   const hash = createHash('sha256')
+  let complete = true
   for (const { file, text } of texts) {
     hash.update(`${file}\u0000${text}\u0000`)
     const parsed = parsePolicyFile(text, file, problems)
-    if (parsed === null) continue
+    if (parsed === null) {
+      complete = false
+      continue
+    }
     const { spec, at } = parsed
     for (const [i, rule] of (spec.rules ?? []).entries()) {
       const line = at(['rules', i])
@@ -243,7 +252,7 @@ export function compilePolicies (texts: ReadonlyArray<{ file: string, text: stri
     mapInto('client_roles', mappings.tokenRoles)
     mapInto('realm_roles', mappings.tokenRoles)
   }
-  const model = compileRoleModel(roles, mappings, problems)
+  const model = compileRoleModel(roles, mappings, problems, { complete })
   const rules = specs.map(({ rule, where, source }, index) => compileRule(rule, index, where, source, problems))
   if (problems.length > 0) {
     throw new PolicyError(`invalid policies in ${dir}:\n${problems.map((p) => `  ${p.path}: expected ${p.expected}, received ${p.received}`).join('\n')}`, problems)
@@ -272,7 +281,7 @@ export function compilePolicies (texts: ReadonlyArray<{ file: string, text: stri
   }
   return {
     rules,
-    fallback: { name: `default (${fallback})`, index: -1, requirement: { kind: fallback }, methods: null, hosts: null, patterns: ['/**'], source: 'policies.default' },
+    fallback: { name: `default (${fallback})`, index: -1, requirement: { kind: fallback }, methods: null, hosts: null, patterns: ['/**'], source: 'policies.default', granted: 'authenticated' },
     roles: model,
     dir,
     files: texts.map((t) => t.file),
@@ -396,7 +405,7 @@ function compileRule (rule: RuleSpec, index: number, where: string, source: stri
   const requirement: Requirement = clauses.length > 0 ? { kind: 'conditions', clauses } : { kind: rule.allow ?? 'deny' }
   const methods = rule.methods === undefined || rule.methods.includes('*') ? null : new Set(rule.methods)
   const hosts = rule.hosts === undefined ? null : hostMatcher(rule.hosts)
-  return { name: rule.name ?? where.replace(/ \(line \d+\)/, ''), index, requirement, methods, hosts, patterns, source }
+  return { name: rule.name ?? where.replace(/ \(line \d+\)/, ''), index, requirement, methods, hosts, patterns, source, granted: grantedBy(requirement) }
 }
 
 function hostMatcher (hosts: readonly string[]): HostMatcher {
@@ -466,8 +475,14 @@ function combine (decided: PolicyRule, folded: readonly PolicyRule[]): PolicyRul
   return {
     ...decided,
     name: [decided.name, ...folded.map((r) => `${r.name} (other case)`)].join(' + '),
-    requirement
+    requirement,
+    granted: grantedBy(requirement)
   }
+}
+
+function grantedBy (requirement: Requirement): PolicyRule['granted'] {
+  if (requirement.kind !== 'conditions') return 'authenticated'
+  return requirement.clauses.every((c) => c.kind === 'any_role' || c.kind === 'all_roles') ? 'role_granted' : 'requirements_met'
 }
 
 /** A requirement satisfied exactly when both `a` and `b` are. */

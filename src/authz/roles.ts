@@ -45,15 +45,6 @@ export interface RoleModel {
   readonly trivial: boolean
 }
 
-/** The model of a policy set without roles or mappings: today's first-cut policies. */
-export const EMPTY_ROLE_MODEL: RoleModel = Object.freeze({
-  defined: new Map(),
-  closures: new Map(),
-  groupRoles: new Map(),
-  tokenRoles: new Map(),
-  trivial: true
-})
-
 /** Mappings as read from every file, with where each came from. */
 export interface RoleMappings {
   groupRoles: Map<string, { roles: readonly string[], where: string }>
@@ -62,10 +53,12 @@ export interface RoleMappings {
 
 /**
  * Compiles role definitions and mappings. Problems (an inherited role that is not defined, an
- * inheritance cycle, naming its members in order) are appended to `problems`.
+ * inheritance cycle, naming its members in order) are appended to `problems`; with
+ * `complete: false` (a file could not be read) undefined juniors are not reported.
  */
-export function compileRoleModel (definitions: ReadonlyMap<string, RoleDefinition>, mappings: RoleMappings, problems: ConfigProblem[]): RoleModel {
-  for (const role of definitions.values()) {
+export function compileRoleModel (definitions: ReadonlyMap<string, RoleDefinition>, mappings: RoleMappings, problems: ConfigProblem[], options: { complete: boolean } = { complete: true }): RoleModel {
+  // With a file left unread (its own problems are reported), a junior may be defined there.
+  for (const role of options.complete ? definitions.values() : []) {
     for (const [i, junior] of role.inherits.entries()) {
       if (!definitions.has(junior)) problems.push({ path: `${role.where}.inherits[${i}]`, expected: 'a role defined under roles: in some policy file', received: JSON.stringify(junior) })
     }

@@ -224,7 +224,7 @@ function authorised (rule: PolicyRule, target: string, caller: Extract<Caller, {
   }
   return {
     kind: 'allow',
-    reason: rule.requirement.kind !== 'conditions' ? 'authenticated' : rule.requirement.clauses.every((c) => c.kind === 'any_role' || c.kind === 'all_roles') ? 'role_granted' : 'requirements_met',
+    reason: rule.granted,
     target,
     rule: rule.name,
     identity,

@@ -76,6 +76,14 @@ t.test('a diamond is not a cycle; an undefined junior and a role defined twice a
   ])
 })
 
+t.test('a file that cannot be read is reported alone, not as undefined juniors of other files', async (t) => {
+  const broken = { 'a.yaml': 'roles:\n  editor: { permissions: [x]\n' }
+  const alone = problemsOf(broken)
+  t.ok(alone.length > 0 && alone.every((p) => p.startsWith('a.yaml')))
+  t.same(problemsOf({ ...broken, 'b.yaml': 'roles:\n  admin:\n    inherits: [editor]\n' }), alone, 'the editor b.yaml inherits may be the one a.yaml defines')
+  t.same(problemsOf({ 'b.yaml': 'roles:\n  admin:\n    inherits: [editor]\n' }), ['b.yaml (line 2): roles.admin.inherits[0]: a role defined under roles: in some policy file / "editor"'], 'with every file read it is an error')
+})
+
 const MAPPINGS = {
   'roles.yaml': 'roles:\n  admin: { permissions: [users:write], inherits: [viewer] }\n  viewer: { permissions: [reports:read] }\n  editor: { permissions: [catalogue:write] }\n',
   'maps.yaml': `group_roles:
