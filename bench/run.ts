@@ -12,7 +12,8 @@
 // (b) is sent the very same requests as (c), tokens included, so the ratio measures
 // Gatehouse alone. BENCH_DURATION (seconds per run, default 3), BENCH_ROUNDS (default 7)
 // and BENCH_CONNECTIONS (default 50) tune it; BENCH_POLICY_ROUNDS (default BENCH_ROUNDS) the
-// policy-size block (the shipped policies against 500 rules).
+// policy-size block (the shipped policies against 500 rules), which BENCH_ONLY=policy-size
+// runs alone.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -28,6 +29,9 @@ import { GATEHOUSE_CLIENT, keycloakTierMissing, keycloakVersion, startRealKeyclo
 const DURATION = Number(process.env.BENCH_DURATION ?? 3)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
+// BENCH_ONLY=policy-size runs the policy-size block alone; unset, everything runs.
+const ONLY = process.env.BENCH_ONLY ?? null
+if (ONLY !== null && ONLY !== 'policy-size') throw new Error(`BENCH_ONLY=${ONLY}: the only block that runs alone is policy-size`)
 const TOKENS = 1000
 // The Node flags Gatehouse ships with (Dockerfile, npm start); both proxies get them, so the
 // comparison stays like for like. A larger young generation halves scavenges on a proxy
@@ -203,107 +207,117 @@ try {
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
 
-  process.stdout.write(`Benchmark: ${ROUNDS} interleaved rounds of ${DURATION} s per target (after a 3 s warm-up each), ${CONNECTIONS} connections, GET /bench,\n` +
-    `${TOKENS} distinct tokens in rotation for (b) and (c); node ${NODE_FLAGS.join(' ')} for both; ${canPin ? `proxy pinned to CPU ${proxyCpus}, load and upstream to CPU ${otherCpus}` : 'no CPU pinning (taskset missing or one CPU)'}.\n\n`)
-  const targets: Array<[string, string, string[] | null, number | undefined]> = [
-    ['(a) upstream direct', upstreamUrl, null, undefined],
-    ['(b) bare @fastify/http-proxy', bareUrl, tokens, bare.child.pid],
-    ['(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid]
-  ]
-  // BENCH_BASELINE=/other/checkout/dist/main.js measures another build of Gatehouse in the
-  // same rounds, under the same configuration: what a change cost, without the machine's drift.
-  const baselineMain = process.env.BENCH_BASELINE
-  const baseline = baselineMain === undefined
-    ? null
-    : await startProcess([...NODE_FLAGS, baselineMain, 'serve', '-c', gatehouseConfig('baseline', { upstream: { url: upstreamUrl }, keycloak: busyKeycloak, database: { path: join(work, 'baseline.db') } })], proxyCpus)
-  const baselineUrl = baseline === null ? null : String(baseline.first.proxy)
-  if (baseline !== null) targets.push(['(c0) baseline build', baselineUrl as string, tokens, baseline.child.pid])
-  for (const [name, url, list, pid] of targets) await load(name, url, list, pid, 3) // warm-up: JIT, pools, caches
-  const rounds: Result[][] = [[], [], [], [], []]
-  const baselineRounds: Result[] = []
-  for (let round = 0; round < ROUNDS; round++) {
-    rounds[0]?.push(await load('(a) upstream direct', upstreamUrl, null))
-    rounds[1]?.push(await load('(b) bare @fastify/http-proxy', bareUrl, tokens, bare.child.pid))
-    rounds[2]?.push(await load('(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid))
-    if (baseline !== null) baselineRounds.push(await load('(c0) baseline build', baselineUrl as string, tokens, baseline.child.pid))
-    await fault.setMode('blackhole')
-    rounds[3]?.push(await load('(c) with Keycloak black-holed', gatehouseUrl, tokens, gatehouse.child.pid))
-    await fault.setMode('refuse')
-    rounds[4]?.push(await load('(c) with Keycloak refusing', gatehouseUrl, tokens, gatehouse.child.pid))
-    await fault.setMode('pass')
-  }
-  const [direct, proxied, guarded, blackholed, refused] = rounds.map(median) as [Result, Result, Result, Result, Result]
-  process.stdout.write(`${table([direct, proxied, guarded, blackholed, refused])}\n\n`)
-  const perRound = (x: number, y: number): number[] => (rounds[x] ?? []).map((r, i) => r.rps / (rounds[y]?.[i]?.rps ?? Number.NaN))
-  const cb = perRound(2, 1)
-  const ca = perRound(2, 0)
-  const cost = (rounds[2] ?? []).map((r, i) => r.cpuPerRequest - (rounds[1]?.[i]?.cpuPerRequest ?? Number.NaN))
-  process.stdout.write(`(c)/(b) round by round: ${cb.map((v) => v.toFixed(3)).join(', ')}\n`)
-  process.stdout.write(`ratio (c)/(b) requests/s, median round: ${medianOf(cb).toFixed(3)}   (target >= 0.90)\n`)
-  process.stdout.write(`ratio (c)/(a) requests/s, median round: ${medianOf(ca).toFixed(3)}\n`)
-  process.stdout.write(`Gatehouse's own cost, median round: ${medianOf(cost).toFixed(0)} µs CPU per request over the bare proxy (${medianOf((rounds[1] ?? []).map((r) => r.cpuPerRequest)).toFixed(0)} µs)\n`)
-  const p99 = (x: number): number[] => (rounds[x] ?? []).map((r, i) => r.p99 / Math.max(1, rounds[2]?.[i]?.p99 ?? Number.NaN))
-  const failed = (x: number): number => (rounds[x] ?? []).reduce((n, r) => n + r.errors + r.non2xx, 0)
-  for (const [x, label] of [[3, 'black-holed'], [4, 'refusing']] as const) {
-    process.stdout.write(`Keycloak ${label}: p99 ${medianOf((rounds[x] ?? []).map((r) => r.p99))} ms vs ${medianOf((rounds[2] ?? []).map((r) => r.p99))} ms healthy, ` +
-      `median round p99 ratio ${medianOf(p99(x)).toFixed(2)} (target <= 1.2), throughput ratio ${medianOf(perRound(x, 2)).toFixed(3)}, failed requests ${failed(x)} (target 0)\n`)
-  }
-  if (baseline !== null) {
-    const ratio = baselineRounds.map((r, i) => (rounds[2]?.[i]?.rps ?? Number.NaN) / r.rps)
-    const delta = baselineRounds.map((r, i) => (rounds[2]?.[i]?.cpuPerRequest ?? Number.NaN) - r.cpuPerRequest)
-    process.stdout.write(`baseline ${baselineMain}: ${table([median(baselineRounds)]).split('\n')[1]}\n`)
-    process.stdout.write(`(c)/(c0) round by round: ${ratio.map((v) => v.toFixed(3)).join(', ')}; median ${medianOf(ratio).toFixed(3)}, CPU per request ${medianOf(delta) >= 0 ? '+' : ''}${medianOf(delta).toFixed(1)} µs against the baseline\n`)
-    baseline.child.kill('SIGTERM')
-  }
-  void guarded; void direct; void proxied; void blackholed; void refused
-  process.stdout.write('\n')
+  // BENCH_ONLY=policy-size: only the policy-size block (issue 13), without the minutes before it.
+  if (ONLY === null) {
+    process.stdout.write(`Benchmark: ${ROUNDS} interleaved rounds of ${DURATION} s per target (after a 3 s warm-up each), ${CONNECTIONS} connections, GET /bench,\n` +
+      `${TOKENS} distinct tokens in rotation for (b) and (c); node ${NODE_FLAGS.join(' ')} for both; ${canPin ? `proxy pinned to CPU ${proxyCpus}, load and upstream to CPU ${otherCpus}` : 'no CPU pinning (taskset missing or one CPU)'}.\n\n`)
+    const targets: Array<[string, string, string[] | null, number | undefined]> = [
+      ['(a) upstream direct', upstreamUrl, null, undefined],
+      ['(b) bare @fastify/http-proxy', bareUrl, tokens, bare.child.pid],
+      ['(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid]
+    ]
+    // BENCH_BASELINE=/other/checkout/dist/main.js measures another build of Gatehouse in the
+    // same rounds, under the same configuration: what a change cost, without the machine's drift.
+    const baselineMain = process.env.BENCH_BASELINE
+    const baseline = baselineMain === undefined
+      ? null
+      : await startProcess([...NODE_FLAGS, baselineMain, 'serve', '-c', gatehouseConfig('baseline', { upstream: { url: upstreamUrl }, keycloak: busyKeycloak, database: { path: join(work, 'baseline.db') } })], proxyCpus)
+    const baselineUrl = baseline === null ? null : String(baseline.first.proxy)
+    if (baseline !== null) targets.push(['(c0) baseline build', baselineUrl as string, tokens, baseline.child.pid])
+    for (const [name, url, list, pid] of targets) await load(name, url, list, pid, 3) // warm-up: JIT, pools, caches
+    const rounds: Result[][] = [[], [], [], [], []]
+    const baselineRounds: Result[] = []
+    for (let round = 0; round < ROUNDS; round++) {
+      rounds[0]?.push(await load('(a) upstream direct', upstreamUrl, null))
+      rounds[1]?.push(await load('(b) bare @fastify/http-proxy', bareUrl, tokens, bare.child.pid))
+      rounds[2]?.push(await load('(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid))
+      if (baseline !== null) baselineRounds.push(await load('(c0) baseline build', baselineUrl as string, tokens, baseline.child.pid))
+      await fault.setMode('blackhole')
+      rounds[3]?.push(await load('(c) with Keycloak black-holed', gatehouseUrl, tokens, gatehouse.child.pid))
+      await fault.setMode('refuse')
+      rounds[4]?.push(await load('(c) with Keycloak refusing', gatehouseUrl, tokens, gatehouse.child.pid))
+      await fault.setMode('pass')
+    }
+    const [direct, proxied, guarded, blackholed, refused] = rounds.map(median) as [Result, Result, Result, Result, Result]
+    process.stdout.write(`${table([direct, proxied, guarded, blackholed, refused])}\n\n`)
+    const perRound = (x: number, y: number): number[] => (rounds[x] ?? []).map((r, i) => r.rps / (rounds[y]?.[i]?.rps ?? Number.NaN))
+    const cb = perRound(2, 1)
+    const ca = perRound(2, 0)
+    const cost = (rounds[2] ?? []).map((r, i) => r.cpuPerRequest - (rounds[1]?.[i]?.cpuPerRequest ?? Number.NaN))
+    process.stdout.write(`(c)/(b) round by round: ${cb.map((v) => v.toFixed(3)).join(', ')}\n`)
+    process.stdout.write(`ratio (c)/(b) requests/s, median round: ${medianOf(cb).toFixed(3)}   (target >= 0.90)\n`)
+    process.stdout.write(`ratio (c)/(a) requests/s, median round: ${medianOf(ca).toFixed(3)}\n`)
+    process.stdout.write(`Gatehouse's own cost, median round: ${medianOf(cost).toFixed(0)} µs CPU per request over the bare proxy (${medianOf((rounds[1] ?? []).map((r) => r.cpuPerRequest)).toFixed(0)} µs)\n`)
+    const p99 = (x: number): number[] => (rounds[x] ?? []).map((r, i) => r.p99 / Math.max(1, rounds[2]?.[i]?.p99 ?? Number.NaN))
+    const failed = (x: number): number => (rounds[x] ?? []).reduce((n, r) => n + r.errors + r.non2xx, 0)
+    for (const [x, label] of [[3, 'black-holed'], [4, 'refusing']] as const) {
+      process.stdout.write(`Keycloak ${label}: p99 ${medianOf((rounds[x] ?? []).map((r) => r.p99))} ms vs ${medianOf((rounds[2] ?? []).map((r) => r.p99))} ms healthy, ` +
+        `median round p99 ratio ${medianOf(p99(x)).toFixed(2)} (target <= 1.2), throughput ratio ${medianOf(perRound(x, 2)).toFixed(3)}, failed requests ${failed(x)} (target 0)\n`)
+    }
+    if (baseline !== null) {
+      const ratio = baselineRounds.map((r, i) => (rounds[2]?.[i]?.rps ?? Number.NaN) / r.rps)
+      const delta = baselineRounds.map((r, i) => (rounds[2]?.[i]?.cpuPerRequest ?? Number.NaN) - r.cpuPerRequest)
+      process.stdout.write(`baseline ${baselineMain}: ${table([median(baselineRounds)]).split('\n')[1]}\n`)
+      process.stdout.write(`(c)/(c0) round by round: ${ratio.map((v) => v.toFixed(3)).join(', ')}; median ${medianOf(ratio).toFixed(3)}, CPU per request ${medianOf(delta) >= 0 ? '+' : ''}${medianOf(delta).toFixed(1)} µs against the baseline\n`)
+      baseline.child.kill('SIGTERM')
+    }
+    void guarded; void direct; void proxied; void blackholed; void refused
+    process.stdout.write('\n')
 
-  // Gateway modes: the same tokens, decisions only (no upstream hop), in rounds interleaved
-  // with proxy mode (c) so that all of them see the same machine.
-  const gateways: Array<{ name: string, run: () => Promise<Result> }> = [
-    { name: '(c) proxy mode', run: async () => await load('(c) proxy mode', gatehouseUrl, tokens, gatehouse.child.pid) },
-    { name: '(d) ext_authz HTTP', run: async () => await load('(d) ext_authz HTTP', `${gatehouseUrl}/_gatehouse/ext-authz/bench`, tokens, gatehouse.child.pid) },
-    { name: '(e) forward-auth', run: async () => await load('(e) forward-auth', `${gatehouseUrl}/_gatehouse/auth`, tokens, gatehouse.child.pid, DURATION, { 'x-forwarded-uri': '/bench', 'x-forwarded-method': 'GET' }) }
-  ]
-  const ghz = ghzBinary()
-  if (ghz.path !== null) {
-    const data = join(work, 'check-requests.json')
-    writeFileSync(data, JSON.stringify(tokens.map((token) => ({ attributes: { request: { http: { method: 'GET', path: '/bench', host: 'bench', scheme: 'http', headers: { authorization: `Bearer ${token}` } } } } }))))
-    gateways.push({ name: '(f) ext_authz gRPC', run: async () => await loadGrpc('(f) ext_authz gRPC', ghz.path as string, grpcAddress, data, gatehouse.child.pid) })
-  } else {
-    process.stdout.write(`ext_authz gRPC: not measured (${ghz.reason})\n`)
+    // Gateway modes: the same tokens, decisions only (no upstream hop), in rounds interleaved
+    // with proxy mode (c) so that all of them see the same machine.
+    const gateways: Array<{ name: string, run: () => Promise<Result> }> = [
+      { name: '(c) proxy mode', run: async () => await load('(c) proxy mode', gatehouseUrl, tokens, gatehouse.child.pid) },
+      { name: '(d) ext_authz HTTP', run: async () => await load('(d) ext_authz HTTP', `${gatehouseUrl}/_gatehouse/ext-authz/bench`, tokens, gatehouse.child.pid) },
+      { name: '(e) forward-auth', run: async () => await load('(e) forward-auth', `${gatehouseUrl}/_gatehouse/auth`, tokens, gatehouse.child.pid, DURATION, { 'x-forwarded-uri': '/bench', 'x-forwarded-method': 'GET' }) }
+    ]
+    const ghz = ghzBinary()
+    if (ghz.path !== null) {
+      const data = join(work, 'check-requests.json')
+      writeFileSync(data, JSON.stringify(tokens.map((token) => ({ attributes: { request: { http: { method: 'GET', path: '/bench', host: 'bench', scheme: 'http', headers: { authorization: `Bearer ${token}` } } } } }))))
+      gateways.push({ name: '(f) ext_authz gRPC', run: async () => await loadGrpc('(f) ext_authz gRPC', ghz.path as string, grpcAddress, data, gatehouse.child.pid) })
+    } else {
+      process.stdout.write(`ext_authz gRPC: not measured (${ghz.reason})\n`)
+    }
+    for (const g of gateways.slice(1)) await g.run() // warm-up
+    const gatewayRounds: Result[][] = gateways.map(() => [])
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [i, g] of gateways.entries()) gatewayRounds[i]?.push(await g.run())
+    }
+    process.stdout.write(`Gateway modes (decisions only, ${CONNECTIONS} connections):\n${table(gatewayRounds.map(median)).replace('req/s', 'dec/s')}\n`)
+    for (const [i, g] of gateways.entries()) {
+      if (i === 0) continue
+      const ratio = medianOf((gatewayRounds[i] ?? []).map((r, k) => r.rps / (gatewayRounds[0]?.[k]?.rps ?? Number.NaN)))
+      const target = g.name.includes('gRPC') ? 3 : 2
+      process.stdout.write(`ratio ${g.name} / proxy mode, median round: ${ratio.toFixed(2)}${g.name.includes('forward') ? '' : `   (target >= ${target})`}\n`)
+    }
+    process.stdout.write('\n')
   }
-  for (const g of gateways.slice(1)) await g.run() // warm-up
-  const gatewayRounds: Result[][] = gateways.map(() => [])
-  for (let round = 0; round < ROUNDS; round++) {
-    for (const [i, g] of gateways.entries()) gatewayRounds[i]?.push(await g.run())
-  }
-  process.stdout.write(`Gateway modes (decisions only, ${CONNECTIONS} connections):\n${table(gatewayRounds.map(median)).replace('req/s', 'dec/s')}\n`)
-  for (const [i, g] of gateways.entries()) {
-    if (i === 0) continue
-    const ratio = medianOf((gatewayRounds[i] ?? []).map((r, k) => r.rps / (gatewayRounds[0]?.[k]?.rps ?? Number.NaN)))
-    const target = g.name.includes('gRPC') ? 3 : 2
-    process.stdout.write(`ratio ${g.name} / proxy mode, median round: ${ratio.toFixed(2)}${g.name.includes('forward') ? '' : `   (target >= ${target})`}\n`)
-  }
-  process.stdout.write('\n')
 
+  // Alone, nothing else is left running beside the two measured processes.
+  if (ONLY !== null) for (const p of [gatehouse, bare]) p.child.kill('SIGTERM')
   await policySizeRuns(upstreamUrl, main, keycloak, tokens)
 
-  // Cold start: the database already holds the JWKS; Keycloak accepts connections and never answers.
-  gatehouse.child.kill('SIGTERM')
-  await new Promise((resolve) => gatehouse.child.once('exit', resolve))
-  const blackhole = await startFaultProxy({ target: standin.baseUrl, mode: 'blackhole' })
-  const restarted = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig('restart', { upstream: { url: upstreamUrl }, keycloak: { ...keycloak, server: blackhole.url }, database: { path: database } })], proxyCpus)
-  const answer = await fetch(`${String(restarted.first.proxy)}/bench`, { headers: { authorization: `Bearer ${tokens[1]}` } })
-  const firstAnswerAt = performance.now()
-  process.stdout.write(`cold start with Keycloak black-holed: ${(restarted.readyAt - restarted.startedAt).toFixed(0)} ms from spawn to listening, ` +
-    `${(firstAnswerAt - restarted.startedAt).toFixed(0)} ms to the first validated request (status ${answer.status})\n`)
-  await blackhole.close()
-  await fault.close()
-  await standin.close()
-  restarted.child.kill('SIGTERM')
+  if (ONLY === null) {
+    // Cold start: the database already holds the JWKS; Keycloak accepts connections and never answers.
+    gatehouse.child.kill('SIGTERM')
+    await new Promise((resolve) => gatehouse.child.once('exit', resolve))
+    const blackhole = await startFaultProxy({ target: standin.baseUrl, mode: 'blackhole' })
+    const restarted = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig('restart', { upstream: { url: upstreamUrl }, keycloak: { ...keycloak, server: blackhole.url }, database: { path: database } })], proxyCpus)
+    const answer = await fetch(`${String(restarted.first.proxy)}/bench`, { headers: { authorization: `Bearer ${tokens[1]}` } })
+    const firstAnswerAt = performance.now()
+    process.stdout.write(`cold start with Keycloak black-holed: ${(restarted.readyAt - restarted.startedAt).toFixed(0)} ms from spawn to listening, ` +
+      `${(firstAnswerAt - restarted.startedAt).toFixed(0)} ms to the first validated request (status ${answer.status})\n`)
+    await blackhole.close()
+    await fault.close()
+    await standin.close()
+    restarted.child.kill('SIGTERM')
 
-  await realKeycloakOutage(upstreamUrl, main)
+    await realKeycloakOutage(upstreamUrl, main)
+  } else {
+    await fault.close()
+    await standin.close()
+  }
 } finally {
   for (const child of children) child.kill('SIGTERM')
   rmSync(work, { recursive: true, force: true })
