@@ -175,6 +175,8 @@ let validator: PointedValidator | undefined
  * every problem of every file, each with its file and line. A directory that does not exist
  * is an error naming it: read as no rules, a typo in `policies.dir` would silently drop every
  * deny rule (issue 9 item 18). An existing directory without rules is allowed, with a warning.
+ * A listed file that cannot be read (gone by the time it is read, a dangling symlink) is an
+ * error too: never a set loaded without it.
  */
 export function loadPolicies (dir: string, fallback: 'public' | 'authenticated' | 'deny'): PolicySet {
   const root = resolve(dir)
@@ -192,8 +194,15 @@ export function loadPolicies (dir: string, fallback: 'public' | 'authenticated' 
     try {
       texts.push({ file, text: readFileSync(join(root, file), 'utf8') })
     } catch (err) {
-      // Removed between the listing and the read (an editor's rename): what is there now is read next time.
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'EISDIR') continue
+      const code = (err as NodeJS.ErrnoException).code
+      // A directory named like a policy file holds no rules.
+      if (code === 'EISDIR') continue
+      // Listed but gone when read: being saved (an editor that moves the old file aside
+      // before writing the new one), deleted, or a dangling symlink. Loading the rest would
+      // put in force a set without that file's rules, deny rules included, so the whole set
+      // is refused: at a reload the running set stays, and the save or deletion is itself a
+      // change the watch reloads after.
+      if (code === 'ENOENT') throw new PolicyError(`policy file ${join(root, file)} disappeared while being read (saved, deleted, or a dangling symlink); the set is not loaded without it`)
       throw new PolicyError(`cannot read policy file ${join(root, file)}: ${(err as Error).message}`)
     }
   }

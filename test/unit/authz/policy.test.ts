@@ -1,5 +1,5 @@
 import t from 'tap'
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadPolicies, matchRule, type Requirement } from '../../../src/authz/policy.ts'
 import { PolicyError } from '../../../src/errors.ts'
@@ -73,6 +73,16 @@ t.test('a missing directory is an error naming it; an empty one is allowed with 
   t.same(noRules.warnings, ['no policy rules: every route requires policies.default (authenticated)'])
   const some = loadPolicies(policyDir(t, { 'a.yaml': 'rules:\n  - paths: [/x]\n    allow: public\n' }), 'authenticated')
   t.same(some.warnings, [])
+})
+
+t.test('a listed file that cannot be read fails the whole set, never loads it without that file', async (t) => {
+  const dir = policyDir(t, { 'a.yaml': 'rules:\n  - { path: /admin/**, allow: deny }\n', 'b.yaml': 'rules: []\n' })
+  // What a reload sees when a file goes between the listing and the read: ENOENT.
+  symlinkSync(join(dir, 'gone.yaml'), join(dir, 'c.yaml'))
+  t.throws(() => loadPolicies(dir, 'public'), { code: 'ERR_POLICY_INVALID', message: `policy file ${join(dir, 'c.yaml')} disappeared while being read (saved, deleted, or a dangling symlink); the set is not loaded without it` })
+  mkdirSync(join(dir, 'd.yaml'))
+  rmSync(join(dir, 'c.yaml'))
+  t.same(loadPolicies(dir, 'public').files, ['a.yaml', 'b.yaml'], 'a directory named like a policy file is not one')
 })
 
 const APP_RULES = {
