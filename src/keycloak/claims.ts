@@ -110,7 +110,15 @@ export function identityFromClaims (claims: Record<string, unknown>, reader: Cla
   }
 }
 
+// Role and group names as the identity carries them. The app reads them from comma-separated
+// headers (X-Auth-Request-Roles, -Groups), so a name holding a comma would reach it as two
+// (`user,admin` as user and admin); one holding a control character could not be sent at all.
+// Such names are dropped here, once: no policy can name them either (policy.ts allows neither
+// in a role or group), so no Gatehouse decision changes, and the app sees only names it can
+// tell apart.
+const LISTABLE_NAME = /^[^,\u0000-\u001f\u007f]+$/
+
 function stringList (value: unknown): string[] {
-  if (typeof value === 'string') return value === '' ? [] : [value]
-  return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : []
+  const list = typeof value === 'string' ? [value] : Array.isArray(value) ? value : []
+  return list.filter((v): v is string => typeof v === 'string' && LISTABLE_NAME.test(v))
 }
