@@ -90,7 +90,11 @@ const RoleSchema = Type.Object({
   inherits: Type.Optional(Type.Array(Name))
 }, { additionalProperties: false })
 
-const PolicyFileSchema = Type.Object({
+/**
+ * The schema of one policy file (`rules`, `roles`, `group_roles`, `client_roles`,
+ * `realm_roles`), checked before the cross-file checks (cycles, names defined twice).
+ */
+export const PolicyFileSchema = Type.Object({
   rules: Type.Optional(Type.Array(RuleSchema)),
   roles: Type.Optional(Type.Record(Type.String(), RoleSchema)),
   group_roles: Type.Optional(Type.Record(Type.String(), Type.Array(Name))),
