@@ -10,10 +10,12 @@ import { droppedLogLines } from './log.ts'
 import { adminPlugin } from './admin/plugin.ts'
 import { statusReport, type StatusReport } from './admin/status.ts'
 import { loadPolicies, type PolicySet } from './authz/policy.ts'
+import { PolicyStore } from './authz/policy-store.ts'
 import { cachedMaterialUsable, ModeTracker } from './breaker/mode.ts'
-import { createDecider, createIdentifier, type Decide, type DeciderDeps } from './decision/decide.ts'
+import { createDecider, createIdentifier, type Decide, type DeciderDeps, type PolicySource, type SessionLookup } from './decision/decide.ts'
 import type { ClaimsReader } from './keycloak/claims.ts'
 import { createKeycloakClient, type KeycloakClient } from './keycloak/client.ts'
+import type { JwksManager } from './keycloak/jwks.ts'
 import { AccessTokenVerifier } from './keycloak/verify-token.ts'
 import { createMetrics, type HotPathMetrics, type Metrics } from './metrics/registry.ts'
 import { createProxyServer, genericErrorHandler } from './proxy/server.ts'
@@ -72,7 +74,10 @@ export interface App {
   verifier: AccessTokenVerifier
   mode: ModeTracker
   metrics: Metrics & HotPathMetrics
-  policy: PolicySet
+  /** The policy set in force (the store's current one). */
+  readonly policy: PolicySet
+  /** The policies, reloadable: SIGHUP and the directory watch call {@link PolicyStore.reload}. */
+  policies: PolicyStore
   sessions: SessionService
   login: LoginService
   sync: SyncParts
@@ -80,7 +85,7 @@ export interface App {
   status: () => StatusReport
   /**
    * Loads the stored JWKS (synchronously, before this returns) and starts background work:
-   * JWKS refreshes and health checks. Never waits on Keycloak; the returned promise settles
+   * JWKS refreshes, health checks and (with `policies.watch`) the policy directory watch. Never waits on Keycloak; the returned promise settles
    * after the first health round and the first JWKS refresh.
    */
   start: () => Promise<void>
@@ -97,8 +102,11 @@ export function buildApp (config: Config, deps: AppDeps): App {
   const log = deps.log
   const startedAt = clock.now()
   const metrics = createMetrics()
-  const policy = deps.policy ?? loadPolicies(resolve(config.base_dir, config.policies.dir), config.policies.default)
+  const loadConfigured = (): PolicySet => loadPolicies(resolve(config.base_dir, config.policies.dir), config.policies.default)
+  const policy = deps.policy ?? loadConfigured()
   for (const warning of policy.warnings) log.warn({ dir: config.policies.dir }, warning)
+  const policies = new PolicyStore(policy, { load: loadConfigured, clock, log: log.child({ module: 'policy' }), debounceMs: config.policies.reload_debounce_ms })
+  policies.onReload((outcome) => { metrics.policyReloads.inc({ result: outcome.result }) })
 
   let mode: ModeTracker | undefined
   const keycloak = createKeycloakClient(config, { db: deps.db, clock, log, metrics, afterHealthRound: () => mode?.evaluate() })
@@ -136,19 +144,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
     circuits: () => pool.status().map((s) => ({ server: s.server, state: s.state }))
   })
 
-  const clientIds = [config.keycloak.client_id, ...config.keycloak.audiences]
-  const claims: ClaimsReader = { mapping: config.claims, clientIds }
-  const verifier = new AccessTokenVerifier({
-    jwks,
-    issuer: config.keycloak.issuer,
-    clientIds,
-    audiences: config.tokens.audiences,
-    algorithms: config.tokens.algorithms,
-    clockSkewSeconds: config.tokens.clock_skew_seconds,
-    cacheMaxEntries: config.tokens.cache_max_entries,
-    clock,
-    metrics
-  })
+  const verifier = tokenVerifier(config, jwks, clock, metrics)
+  const claims = claimsReader(config)
   // Tokens of a key Keycloak withdrew are forgotten at once, not at their exp (issue 9 item 8).
   jwks.onKeysWithdrawn((kids) => { verifier.forgetKeys(kids) })
   const oidc = oidcClientFor(config, keycloak, clock, { clientId: config.keycloak.client_id, clientSecret: config.keycloak.client_secret }, log.child({ module: 'oidc' }))
@@ -173,12 +170,9 @@ export function buildApp (config: Config, deps: AppDeps): App {
     syncQueue: () => queue.depth(clock.now())
   })
 
-  const deciderDeps: DeciderDeps = {
-    policy,
+  const deciderDeps = deciderDepsFor(config, {
+    policy: policies,
     verifier,
-    headers: config.headers,
-    claims,
-    prefix: config.server.prefix,
     log: log.child({ module: 'decision' }),
     record: metrics.recordDecision,
     sessions: {
@@ -187,7 +181,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
         return secret === null ? null : (await sessions.identify(secret))?.identity ?? null
       }
     }
-  }
+  })
   const decide = createDecider(deciderDeps)
   // The headers no client may send the app: stripped by the proxy, removed by Envoy.
   const spoofable = spoofableHeaders(config.headers)
@@ -205,7 +199,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
     sessions: () => ({ active: sessions.repository.countByMode(), cachedTokens: tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs) }),
     sync: () => queue.stats(clock.now()),
     clientAuth: () => oidc.clientAuth,
-    worker: deps.worker?.slot ?? null
+    worker: deps.worker?.slot ?? null,
+    policy: () => policies.status()
   })
 
   const accessLog = config.log.access_log ? (deps.accessLog === undefined ? accessLogVia(log) : deps.accessLog) : null
@@ -239,7 +234,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
     verifier,
     mode: tracker,
     metrics,
-    policy,
+    get policy () { return policies.current },
+    policies,
     sessions,
     login,
     sync,
@@ -249,14 +245,54 @@ export function buildApp (config: Config, deps: AppDeps): App {
       const keys = jwks.start()
       sessions.start()
       if (config.sync.enabled && config.keycloak.kind === 'keycloak' && deps.worker?.leader !== false) sync.worker.start()
+      if (config.policies.watch) policies.watch()
       return Promise.all([keys, keycloak.health.start()]).then(() => tracker.settle())
     },
     close: async () => {
       closing = true
+      policies.close()
       jwks.stop()
       keycloak.health.stop()
       await Promise.allSettled(listeners.map(async (listener) => { await listener.close() }))
       await Promise.all([sessions.stop(), sync.worker.stop()])
     }
+  }
+}
+
+/** How claims become identities under `config`: `claims.*`, and the client ids whose client roles count. */
+export function claimsReader (config: Config): ClaimsReader {
+  return { mapping: config.claims, clientIds: [config.keycloak.client_id, ...config.keycloak.audiences] }
+}
+
+/** The bearer-token verifier `serve` uses, over `jwks`; `policy check --token` uses the same one. */
+export function tokenVerifier (config: Config, jwks: JwksManager, clock: Clock, metrics: HotPathMetrics): AccessTokenVerifier {
+  return new AccessTokenVerifier({
+    jwks,
+    issuer: config.keycloak.issuer,
+    clientIds: claimsReader(config).clientIds,
+    audiences: config.tokens.audiences,
+    algorithms: config.tokens.algorithms,
+    clockSkewSeconds: config.tokens.clock_skew_seconds,
+    cacheMaxEntries: config.tokens.cache_max_entries,
+    clock,
+    metrics
+  })
+}
+
+/**
+ * The decision function's dependencies under `config`, given where policies, tokens and
+ * sessions come from: what {@link buildApp} passes to `createDecider`, and what `policy check`
+ * passes with a synthetic identity source, so both decide with the very same function.
+ */
+export function deciderDepsFor (config: Config, parts: { policy: PolicySource, verifier: AccessTokenVerifier, log: Logger, sessions?: SessionLookup, record?: DeciderDeps['record'] }): DeciderDeps {
+  return {
+    policy: parts.policy,
+    verifier: parts.verifier,
+    headers: config.headers,
+    claims: claimsReader(config),
+    prefix: config.server.prefix,
+    log: parts.log,
+    ...(parts.record !== undefined ? { record: parts.record } : {}),
+    ...(parts.sessions !== undefined ? { sessions: parts.sessions } : {})
   }
 }

@@ -2,6 +2,7 @@ import { DEFAULT_CONFIG_PATH } from '../config/load.ts'
 import { VERSION } from '../version.ts'
 import { DEFAULT_CLEANUP_DAYS } from './sessions-command.ts'
 import { DEFAULT_SYNC_CLEANUP_DAYS } from './sync-command.ts'
+import { POLICY_CHECK_REFUSED } from './policy-command.ts'
 
 /**
  * The command line's grammar in one table: every command, its subcommands, the options each
@@ -21,6 +22,13 @@ export const OPTIONS = {
   'all-dead': { type: 'boolean' },
   'dry-run': { type: 'boolean' },
   'batch-size': { type: 'string' },
+  user: { type: 'string' },
+  token: { type: 'string' },
+  roles: { type: 'string' },
+  groups: { type: 'string' },
+  method: { type: 'string' },
+  path: { type: 'string' },
+  host: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' }
 } as const
@@ -60,7 +68,7 @@ export const STATUS_EXIT_CODES = { normal: 0, degraded: 3, offline: 4 } as const
 
 /** Every command, in the order `gatehouse --help` lists them. */
 export const COMMANDS: readonly CommandSpec[] = [
-  { name: 'serve', forms: [{ sub: null, usage: 'serve', summary: 'run the proxy and admin listeners; SIGTERM or SIGINT stops them gracefully', options: [] }] },
+  { name: 'serve', forms: [{ sub: null, usage: 'serve', summary: 'run the proxy and admin listeners; SIGTERM or SIGINT stops them gracefully,\nSIGHUP reloads the policies', options: [] }] },
   {
     name: 'config',
     forms: [
@@ -102,6 +110,18 @@ export const COMMANDS: readonly CommandSpec[] = [
       { sub: 'retry', usage: 'sync retry ID | --all-dead', summary: 'put failed or dead items back in the queue (exit 1 when there is\nno such item or it is neither failed nor dead)', options: ['json', 'all-dead'] },
       { sub: 'cleanup', usage: 'sync cleanup [--days N]', summary: `remove done items older than N days (default ${DEFAULT_SYNC_CLEANUP_DAYS})`, options: ['json', 'days'] },
       { sub: 'start', usage: 'sync start', summary: 'run the replay worker in the foreground (with sync.enabled: false in\nserve); SIGTERM or SIGINT stops it cleanly', options: [] }
+    ]
+  },
+  {
+    name: 'policy',
+    forms: [
+      { sub: 'validate', usage: 'policy validate [DIR]', summary: 'check the policies (policies.dir, or DIR) as serve loads them: every problem\nwith its file and line (exit 2 on problems)', options: ['json'] },
+      {
+        sub: 'check',
+        usage: 'policy check --user U | --token JWT | --roles a,b [--groups g,h] [--email E] --path P [--method M] [--host H]',
+        summary: `decide a request as the running server would (the same decide()), and print\nthe decision, the rule, what was missing, the roles and permissions and where\neach came from; --user reads a local user or a live session, --token - reads\nthe token from standard input; exit ${POLICY_CHECK_REFUSED} when the request would not pass`,
+        options: ['json', 'user', 'token', 'roles', 'groups', 'email', 'method', 'path', 'host']
+      }
     ]
   },
   { name: 'version', forms: [{ sub: null, usage: 'version', summary: 'print the version (as --version does)', options: [] }] },

@@ -43,6 +43,7 @@ export const DEFAULT_CLOCK_SKEW_SECONDS = 30
 export const DEFAULT_TOKEN_CACHE_MAX_ENTRIES = 10_000
 export const DEFAULT_POLICIES_DIR = './policies'
 export const DEFAULT_POLICY = 'authenticated'
+export const DEFAULT_POLICY_RELOAD_DEBOUNCE_MS = 250
 export const DEFAULT_DATABASE_PATH = './data/gatehouse.db'
 export const DEFAULT_BUSY_TIMEOUT_MS = 5000
 export const DEFAULT_LOG_LEVEL = 'info'
@@ -52,6 +53,7 @@ export const DEFAULT_HEADERS = {
   email: 'X-Auth-Request-Email',
   groups: 'X-Auth-Request-Groups',
   roles: 'X-Auth-Request-Roles',
+  permissions: 'X-Auth-Request-Permissions',
   mode: 'X-Auth-Request-Mode',
   access_token: 'X-Auth-Request-Access-Token'
 } as const
@@ -227,6 +229,7 @@ export const ClaimsSchema = Type.Object({
   }),
   username: Type.String({ minLength: 1, default: 'preferred_username', description: 'Claim path of the user name (headers.preferred_username). Default is preferred_username.' }),
   email: Type.String({ minLength: 1, default: 'email', description: 'Claim path of the e-mail address. Default is email.' }),
+  email_verified: Type.String({ minLength: 1, default: 'email_verified', description: 'Claim path of whether the e-mail address is verified (true, or the string "true"); only a verified address satisfies a policy\'s emails or email_domains. Default is email_verified.' }),
   name: Type.String({ minLength: 1, default: 'name', description: 'Claim path of the display name (userinfo). Default is name.' }),
   groups: Type.String({ minLength: 1, default: 'groups', description: 'Claim path of the group list (Keycloak\'s group-membership mapper, or any flat list). Default is groups.' }),
   roles: Type.Array(Type.String({ minLength: 1 }), {
@@ -241,7 +244,8 @@ export const HeadersSchema = Type.Object({
   preferred_username: HeaderName(DEFAULT_HEADERS.preferred_username, `Carries \`preferred_username\`. Default is ${DEFAULT_HEADERS.preferred_username}.`),
   email: HeaderName(DEFAULT_HEADERS.email, `Carries \`email\`. Default is ${DEFAULT_HEADERS.email}.`),
   groups: HeaderName(DEFAULT_HEADERS.groups, `Carries \`groups\`, comma-separated. Default is ${DEFAULT_HEADERS.groups}.`),
-  roles: HeaderName(DEFAULT_HEADERS.roles, `Carries the roles, comma-separated: realm roles as named, client roles as \`client:role\`. Default is ${DEFAULT_HEADERS.roles}.`),
+  roles: HeaderName(DEFAULT_HEADERS.roles, `Carries the roles, comma-separated and expanded by the policies (mapped, from groups, inherited): realm roles as named, client roles as \`client:role\`. Default is ${DEFAULT_HEADERS.roles}.`),
+  permissions: HeaderName(DEFAULT_HEADERS.permissions, `Carries the permissions the roles grant under the policies' \`roles:\`, comma-separated. Default is ${DEFAULT_HEADERS.permissions}.`),
   mode: HeaderName(DEFAULT_HEADERS.mode, `Carries how the caller was authenticated: keycloak, cached, local or token. Default is ${DEFAULT_HEADERS.mode}.`),
   access_token: HeaderName(DEFAULT_HEADERS.access_token, `Carries the access token when \`pass_access_token\` is on. Default is ${DEFAULT_HEADERS.access_token}.`),
   pass_access_token: Type.Boolean({ default: false, description: 'Send the caller\'s access token to the app in the access_token header. Default is false.' }),
@@ -252,13 +256,15 @@ export const HeadersSchema = Type.Object({
 export const POLICY_DEFAULTS = ['public', 'authenticated', 'deny'] as const
 
 export const PoliciesSchema = Type.Object({
-  dir: Type.String({ minLength: 1, default: DEFAULT_POLICIES_DIR, description: `Directory of policy files (*.yaml), read in name order, relative to the config file. Default is ${DEFAULT_POLICIES_DIR}.` }),
+  dir: Type.String({ minLength: 1, default: DEFAULT_POLICIES_DIR, description: `Directory of policy files (*.yaml and *.yml, merged in name order; see policies/README.md), relative to the config file. Default is ${DEFAULT_POLICIES_DIR}.` }),
   default: Type.Union(POLICY_DEFAULTS.map((p) => Type.Literal(p)), {
     default: DEFAULT_POLICY,
     'x-expected': 'public, authenticated or deny',
     description: `What a route no rule matches requires: public, authenticated or deny. Default is ${DEFAULT_POLICY}.`
-  })
-}, { additionalProperties: false, default: {}, description: 'Route rules (DESIGN §2).' })
+  }),
+  watch: Type.Boolean({ default: true, description: 'Reload the policies when a file in dir changes (serve; SIGHUP reloads them too). A set that fails validation is rejected whole and the running one stays. Default is true.' }),
+  reload_debounce_ms: Type.Integer({ minimum: 0, maximum: 60_000, default: DEFAULT_POLICY_RELOAD_DEBOUNCE_MS, description: `How long changes to the files must settle before a watched reload, in milliseconds (an editor's save is several events). Default is ${DEFAULT_POLICY_RELOAD_DEBOUNCE_MS}.` })
+}, { additionalProperties: false, default: {}, description: 'Route rules, roles and mappings (DESIGN §2; policies/README.md).' })
 
 export const DatabaseSchema = Type.Object({
   path: Type.String({ minLength: 1, default: DEFAULT_DATABASE_PATH, description: `SQLite file, relative to the config file; \`:memory:\` for a throw-away store. Default is ${DEFAULT_DATABASE_PATH}.` }),

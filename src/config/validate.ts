@@ -30,6 +30,17 @@ export function schemaAjv (extra: Options = {}): Ajv {
  * function for it when there is one (`config/precompiled.ts`).
  */
 export function compileValidator (schema: TSchema, compiled?: ValidateFunction): SchemaValidator {
+  const validate = compilePointedValidator(schema, compiled)
+  return (data) => validate(data).map((p) => p.problem)
+}
+
+/** As {@link SchemaValidator}, each problem with the JSON pointer of the value it is about (policy files give its line). */
+export interface PointedValidator {
+  (data: unknown): Array<{ problem: ConfigProblem, pointer: string }>
+}
+
+/** As {@link compileValidator}, keeping each problem's JSON pointer. */
+export function compilePointedValidator (schema: TSchema, compiled?: ValidateFunction): PointedValidator {
   const validate = compiled ?? schemaAjv().compile(prepareSchema(schema))
   return (data) => (validate(data) ? [] : formatErrors(validate, data))
 }
@@ -136,17 +147,19 @@ function article (word: string): string {
   return /^[aeiou]/.test(word) ? 'an' : 'a'
 }
 
-function formatErrors (validate: ValidateFunction, data: unknown): ConfigProblem[] {
+function formatErrors (validate: ValidateFunction, data: unknown): Array<{ problem: ConfigProblem, pointer: string }> {
   const errors = validate.errors ?? []
   // A union reports every branch's failure plus its own; keep only the union's line.
   const unions = errors.filter((e) => e.keyword === 'anyOf').map((e) => e.schemaPath + '/')
-  const problems: ConfigProblem[] = []
+  const problems: Array<{ problem: ConfigProblem, pointer: string }> = []
   const seen = new Set<string>()
   for (const error of errors) {
     if (unions.some((prefix) => error.schemaPath.startsWith(prefix))) continue
     const p = error.params as Record<string, unknown>
     let problem: ConfigProblem
+    let pointer = error.instancePath
     if (error.keyword === 'additionalProperties') {
+      pointer += `/${String(p.additionalProperty).replace(/~/g, '~0').replace(/\//g, '~1')}`
       problem = { path: pointerToPath(error.instancePath, String(p.additionalProperty)), expected: expectation(error), received: 'an unknown key' }
     } else if (error.keyword === 'required') {
       problem = { path: pointerToPath(error.instancePath, String(p.missingProperty)), expected: expectation(error), received: 'nothing' }
@@ -157,7 +170,7 @@ function formatErrors (validate: ValidateFunction, data: unknown): ConfigProblem
     const key = `${problem.path}\u0000${problem.expected}`
     if (!seen.has(key)) {
       seen.add(key)
-      problems.push(problem)
+      problems.push({ problem, pointer })
     }
   }
   return problems

@@ -52,7 +52,12 @@ export interface Metrics {
   syncOperations: Counter<'operation' | 'result'>
   /** Time to replay one sync item. */
   syncReplayDuration: Histogram
+  /** Policy reloads (file watch, SIGHUP) by result: success, failure (rejected; the running set stays), unchanged. */
+  policyReloads: Counter<'result'>
 }
+
+/** The `result` values of `gatehouse_policy_reloads_total`. */
+export const POLICY_RELOAD_RESULTS = ['success', 'failure', 'unchanged'] as const
 
 /** Values of `gatehouse_circuit_state`. */
 export const CIRCUIT_STATE_VALUES = { closed: 0, half_open: 1, open: 2 } as const
@@ -297,6 +302,12 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
       help: 'Time to replay one sync item to Keycloak.',
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
       registers
+    }),
+    policyReloads: new Counter({
+      name: 'gatehouse_policy_reloads_total',
+      help: 'Policy reloads (file watch, SIGHUP), by result: success, failure (rejected whole; the running policies stay), unchanged.',
+      labelNames: ['result'] as const,
+      registers
     })
   }
   metrics.buildInfo.set({ version: VERSION }, 1)
@@ -307,6 +318,8 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
     child.inc(0)
     return [kind, child]
   }))
+  // At 0 from the start, so that an alert on increase() sees the first failed reload.
+  for (const result of POLICY_RELOAD_RESULTS) metrics.policyReloads.inc({ result }, 0)
   const add = (pending: Map<string, number>, key: string): void => { pending.set(key, (pending.get(key) ?? 0) + 1) }
   return {
     ...metrics,

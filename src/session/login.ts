@@ -146,7 +146,9 @@ export class LoginService {
       try {
         const tokens = await oidc.passwordGrant(username, password)
         const identity = storedIdentityOf(tokens, this.#deps.claims)
-        await this.cacheCredential(username, password, { keycloakId: subjectOf(tokens), email: identity.email, roles: identity.roles, groups: identity.groups })
+        // Only a verified address is kept: a cached credential's e-mail counts as verified
+        // offline (localIdentityOf), so policies' emails rules decide as they did online.
+        await this.cacheCredential(username, password, { keycloakId: subjectOf(tokens), email: identity.emailVerified === true ? identity.email : null, roles: identity.roles, groups: identity.groups })
         return { ok: true, session: this.#keycloakSession(tokens, false, username) }
       } catch (err) {
         if (err instanceof KeycloakRejected && err.oauthError === 'invalid_grant') {
@@ -231,15 +233,7 @@ export class LoginService {
     if (!localLoginAllowed(this.#deps.config.local_auth.allow, user.roles)) {
       return { ok: false, reason: 'local_not_allowed', status: 403, message: 'Single sign-on is unavailable, and your account may not sign in without it. Try again when it is back.' }
     }
-    const identity: StoredIdentity = {
-      // Keycloak users keep their `sub`, so the app sees the same user in every mode.
-      user: user.source === 'keycloak' && user.keycloakId !== null ? user.keycloakId : user.username,
-      preferredUsername: user.username,
-      email: user.email,
-      groups: user.groups,
-      roles: user.roles
-    }
-    return { ok: true, session: { username: user.username, subject: user.keycloakId, mode, identity, tokens: null, localBasis: true } }
+    return { ok: true, session: { username: user.username, subject: user.keycloakId, mode, identity: localIdentityOf(user), tokens: null, localBasis: true } }
   }
 
   #record (attemptId: number, username: string, ip: string | null, outcome: LoginOutcome): void {
@@ -269,6 +263,25 @@ function lockoutLeft (windows: FailureWindow[], security: Config['security'], no
     if (w.count >= security.max_failed_attempts && w.latest !== null) until = Math.max(until, w.latest + security.lockout_minutes * 60_000)
   }
   return until > now ? Math.ceil((until - now) / 1000) : null
+}
+
+/**
+ * The identity a local or cached-credential login stands for: the roles and groups stored for
+ * the user (for a Keycloak user, those of their last online login), so policies decide offline
+ * exactly as online. The e-mail counts as verified: an operator set a local user's, and a
+ * cached credential keeps only an address Keycloak had verified. `policy check --user` reads
+ * users through this too.
+ */
+export function localIdentityOf (user: UserRecord): StoredIdentity {
+  return {
+    // Keycloak users keep their `sub`, so the app sees the same user in every mode.
+    user: user.source === 'keycloak' && user.keycloakId !== null ? user.keycloakId : user.username,
+    preferredUsername: user.username,
+    email: user.email,
+    emailVerified: user.email !== null,
+    groups: user.groups,
+    roles: user.roles
+  }
 }
 
 /** The message people see while Keycloak refuses Gatehouse's own client credentials. */

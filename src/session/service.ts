@@ -456,8 +456,8 @@ export function storedIdentityOf (tokens: TokenSet, reader: ClaimsReader): Store
   // userinfo fill in what it lacks: many providers keep names and e-mail out of access tokens.
   const merged: Record<string, unknown> = { ...tokens.userinfo, ...tokens.idClaims }
   for (const [name, value] of Object.entries(tokens.claims)) if (value !== undefined) merged[name] = value
-  const { user, preferredUsername, email, groups, roles } = identityFromClaims(merged, reader, null)
-  return { user, preferredUsername, email, groups, roles }
+  const { user, preferredUsername, email, emailVerified, groups, roles } = identityFromClaims(merged, reader, null)
+  return { user, preferredUsername, email, emailVerified, groups, roles }
 }
 
 function cachedTokensOf (record: SessionRecord, tokens: TokenSet, now: number): CachedTokens {
