@@ -7,6 +7,8 @@ import { accessLogVia, type AccessLog } from './access-log.ts'
 import { droppedLogLines } from './log.ts'
 import { adminPlugin } from './admin/plugin.ts'
 import { statusReport, type StatusReport } from './admin/status.ts'
+import { Operations } from './admin/operations.ts'
+import { createMailer } from './notify/mailer.ts'
 import { loadPolicies, type PolicySet } from './authz/policy.ts'
 import { cachedMaterialUsable, ModeTracker } from './breaker/mode.ts'
 import { createDecider, createIdentifier, type Decide, type DeciderDeps } from './decision/decide.ts'
@@ -64,6 +66,8 @@ export interface App {
   login: LoginService
   sync: SyncParts
   oidc: OidcClient
+  /** The last hour, alerts and the daily digest (tests drive it with their clock). */
+  operations: Operations
   status: () => StatusReport
   /**
    * Loads the stored JWKS (synchronously, before this returns) and starts background work:
@@ -179,6 +183,11 @@ export function buildApp (config: Config, deps: AppDeps): App {
   // The headers no client may send the app: stripped by the proxy, removed by Envoy.
   const spoofable = spoofableHeaders(config.headers)
 
+  // Outgoing e-mail (alerts, password reset); null without smtp.host.
+  const mailer = createMailer(config.smtp)
+  const operations = new Operations({ config, db: deps.db, clock, log, metrics, pool, mode: tracker, queue, audit, mailer, status: () => status() })
+  metrics.bind({ alertsFiring: () => operations.firingByAlert() })
+
   let closing = false
   const status = (): StatusReport => statusReport({
     config,
@@ -191,7 +200,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
     schemaVersion: () => schemaVersion(deps.db),
     sessions: () => ({ active: sessions.repository.countByMode(), cachedTokens: tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs) }),
     sync: () => queue.stats(clock.now()),
-    clientAuth: () => oidc.clientAuth
+    clientAuth: () => oidc.clientAuth,
+    operations: () => operations.report()
   })
 
   const accessLog = config.log.access_log ? (deps.accessLog === undefined ? accessLogVia(log) : deps.accessLog) : null
@@ -205,7 +215,15 @@ export function buildApp (config: Config, deps: AppDeps): App {
   const proxy = createProxyServer({ config, decide, spoofable, log: log.child({ module: 'proxy' }), metrics, accessLog, routes })
   const admin = Fastify({ loggerInstance: log.child({ module: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
   admin.setErrorHandler(genericErrorHandler)
-  void admin.register(adminPlugin, { metrics, db: deps.db, clock, status, closing: () => closing })
+  void admin.register(adminPlugin, {
+    metrics,
+    db: deps.db,
+    clock,
+    status,
+    closing: () => closing,
+    refreshSeconds: config.admin.dashboard_refresh_seconds,
+    resetBreakers: () => { const reset = pool.resetBreakers(); tracker.evaluate(); return reset }
+  })
   const listeners: Listener[] = [
     fastifyListener('proxy', proxy, config.server),
     fastifyListener('admin', admin, config.admin)
@@ -227,10 +245,12 @@ export function buildApp (config: Config, deps: AppDeps): App {
     login,
     sync,
     oidc,
+    operations,
     status,
     start: () => {
       const keys = jwks.start()
       sessions.start()
+      operations.start()
       if (config.sync.enabled && config.keycloak.kind === 'keycloak') sync.worker.start()
       return Promise.all([keys, keycloak.health.start()]).then(() => tracker.settle())
     },
@@ -239,7 +259,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
       jwks.stop()
       keycloak.health.stop()
       await Promise.allSettled(listeners.map(async (listener) => { await listener.close() }))
-      await Promise.all([sessions.stop(), sync.worker.stop()])
+      await Promise.all([sessions.stop(), sync.worker.stop(), operations.stop()])
+      mailer?.close()
     }
   }
 }

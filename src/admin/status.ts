@@ -8,6 +8,7 @@ import type { ClientAuthState } from '../keycloak/oidc.ts'
 import type { AccessTokenVerifier } from '../keycloak/verify-token.ts'
 import type { SyncStats } from '../store/sync-queue.ts'
 import { VERSION } from '../version.ts'
+import type { OperationsReport } from './operations.ts'
 
 /** One Keycloak server as `/status` reports it. */
 export interface ServerReport {
@@ -25,8 +26,8 @@ export interface ServerReport {
   probe_after: string | null
 }
 
-/** What `/status` reports (the original system's `get_status()`). Field names are snake_case, as in the config. */
-export interface StatusReport {
+/** What every `/status` reports (the original system's `get_status()`). Field names are snake_case, as in the config. */
+export interface StatusReportBase {
   service: 'gatehouse'
   version: string
   environment: string | null
@@ -53,6 +54,12 @@ export interface StatusReport {
   database: { path: string, schema_version: number }
 }
 
+/**
+ * What `/status` reports: {@link StatusReportBase}, and from a running instance the last
+ * hour, its alerts and since when the mode holds ({@link OperationsReport}).
+ */
+export type StatusReport = StatusReportBase & Partial<OperationsReport>
+
 /** The parts a status report reads. */
 export interface StatusSources {
   config: Config
@@ -67,6 +74,8 @@ export interface StatusSources {
   sync: () => SyncStats
   /** The app client's credentials as Keycloak last judged them; `unknown` when absent. */
   clientAuth?: () => ClientAuthState
+  /** The serve process's last hour, alerts and mode history; absent for `gatehouse status` without an instance. */
+  operations?: () => OperationsReport
 }
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
@@ -115,7 +124,8 @@ export function statusReport (s: StatusSources): StatusReport {
     tokens: { verified_cache_entries: s.verifier.cacheSize },
     sessions: (({ active, cachedTokens }) => ({ active, cached_tokens: cachedTokens }))(s.sessions()),
     sync: (({ byStatus, oldestPendingSeconds, lastError }) => ({ ...byStatus, oldest_pending_seconds: oldestPendingSeconds, last_error: lastError }))(s.sync()),
-    database: { path: s.databasePath, schema_version: s.schemaVersion() }
+    database: { path: s.databasePath, schema_version: s.schemaVersion() },
+    ...s.operations?.()
   }
 }
 

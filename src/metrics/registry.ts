@@ -52,6 +52,12 @@ export interface Metrics {
   syncOperations: Counter<'operation' | 'result'>
   /** Time to replay one sync item. */
   syncReplayDuration: Histogram
+  /** Alert and digest notifications by channel (webhook, email) and result (sent, failed). */
+  alertNotifications: Counter<'channel' | 'result'>
+  /** Alert instances firing now, by alert name. */
+  alertsFiring: Gauge<'alert'>
+  /** Password reset requests and completions by result. */
+  passwordResets: Counter<'result'>
 }
 
 /** Values of `gatehouse_circuit_state`. */
@@ -94,6 +100,8 @@ export interface GaugeSources {
   syncQueue: () => { byStatus: Record<string, number>, oldestPendingSeconds: number | null }
   /** Log lines dropped since the process started (never decreases). */
   logLinesDropped: () => number
+  /** Firing alert instances by alert name (every known alert, 0 when none fires). */
+  alertsFiring: () => Record<string, number>
 }
 
 /** Values of the `code` label of `gatehouse_requests_total`, indexed by status / 100. */
@@ -296,6 +304,27 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
       name: 'gatehouse_sync_replay_duration_seconds',
       help: 'Time to replay one sync item to Keycloak.',
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
+      registers
+    }),
+    alertNotifications: new Counter({
+      name: 'gatehouse_alert_notifications_total',
+      help: 'Alert and digest notifications, by channel (webhook, email) and result (sent, failed).',
+      labelNames: ['channel', 'result'] as const,
+      registers
+    }),
+    alertsFiring: new Gauge({
+      name: 'gatehouse_alerts_firing',
+      help: 'Alert instances firing now (alerts.enabled), by alert name.',
+      labelNames: ['alert'] as const,
+      registers,
+      collect () {
+        for (const [alert, n] of Object.entries(bound.alertsFiring?.() ?? {})) this.set({ alert }, n)
+      }
+    }),
+    passwordResets: new Counter({
+      name: 'gatehouse_password_resets_total',
+      help: 'Password reset requests and completions, by result.',
+      labelNames: ['result'] as const,
       registers
     })
   }
