@@ -40,7 +40,7 @@ function time (iso: string | null | undefined, now: number, options: { future?: 
   const utc = new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC')
   const delta = (now - ms) / 1000
   const relative = options.future === true || delta < -1 ? `in ${duration(-delta)}` : `${duration(delta)} ago`
-  return `<time datetime="${esc(new Date(ms).toISOString())}">${utc}</time> <span class="ago">(${relative})</span>`
+  return `<span class="when"><time datetime="${esc(new Date(ms).toISOString())}">${utc}</time> <span class="ago">(${relative})</span></span>`
 }
 
 type Tone = 'ok' | 'warn' | 'bad' | 'idle'
@@ -68,11 +68,11 @@ const MODE_TEXT: Record<string, string> = {
 const STYLE = `*{box-sizing:border-box}body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;padding:1rem;color:#1f2328;background:#f6f8fa}
 main{max-width:72rem;margin:0 auto}header h1{font-size:1.15rem;margin:0 0 .5rem}section{background:#fff;border:1px solid #d0d7de;border-radius:.5rem;padding:.8rem 1rem;margin:0 0 1rem}
 h2{font-size:1rem;margin:0 0 .6rem}.mode{display:inline-block;font-size:1.8rem;font-weight:700;color:#fff;padding:.1rem .9rem;border-radius:.4rem;text-transform:uppercase;letter-spacing:.03em}
-.badge{display:inline-block;color:#fff;padding:.05rem .5rem;border-radius:.3rem;font-size:.85rem;white-space:nowrap}
+.badge{display:inline-block;justify-self:start;color:#fff;padding:.05rem .5rem;border-radius:.3rem;font-size:.85rem;white-space:nowrap}
 .t-ok{background:#1a7f37}.t-warn{background:#9a6700}.t-bad{background:#cf222e}.t-idle{background:#6e7781}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;margin:0}dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}
 .table{overflow-x:auto}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #d0d7de;vertical-align:top}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}.ago,.local,.note{color:#57606a;font-size:.85rem}.local{display:block}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}.ago,.local,.note,.error{color:#57606a;font-size:.85rem}td .local,td .error,dd .local{display:block}.error{color:#a40e26}td.server{min-width:11rem}
 .alerts li{margin:.2rem 0}.alerts .critical{color:#cf222e;font-weight:600}.alerts .warning{color:#9a6700;font-weight:600}
 svg.strip{display:block;width:100%;height:14px;margin:.2rem 0 .1rem}svg.bars{display:block;width:100%;height:60px;margin:.3rem 0}
 .h-closed{fill:#1a7f37}.h-failing{fill:#d4a72c}.h-half_open{fill:#bf8700}.h-open{fill:#cf222e}.h-unknown,.h-none{fill:#d0d7de}
@@ -80,12 +80,17 @@ svg.strip{display:block;width:100%;height:14px;margin:.2rem 0 .1rem}svg.bars{dis
 .legend span{margin-right:.8rem;white-space:nowrap}.legend i{display:inline-block;width:.7rem;height:.7rem;border-radius:.15rem;margin-right:.25rem;vertical-align:-.05rem}
 .l-allow,.l-closed{background:#1a7f37}.l-redirect,.l-keycloak{background:#0969da}.l-deny,.l-open{background:#cf222e}.l-cached,.l-half_open{background:#bf8700}.l-local{background:#8250df}.l-failing{background:#d4a72c}.l-none{background:#d0d7de}
 .axislabels{display:flex;justify-content:space-between;color:#57606a;font-size:.75rem}.server{overflow-wrap:anywhere;font-size:.9rem}
-@media (max-width:40rem){body{padding:.5rem;font-size:14px}.mode{font-size:1.4rem}dl{grid-template-columns:1fr}dt{margin-top:.3rem}th,td{padding:.25rem .35rem}}`
+@media (max-width:40rem){body{padding:.5rem;font-size:14px}.mode{font-size:1.4rem}dl{grid-template-columns:1fr}dt{margin-top:.3rem}th,td{padding:.25rem .35rem}
+table.servers thead{display:none}table.servers tr{display:block;border-bottom:2px solid #d0d7de;padding:.3rem 0}table.servers td{display:grid;grid-template-columns:7.5rem 1fr;border:0;text-align:left;min-width:0}
+table.servers td::before{content:attr(data-label);font-weight:600}td.server{overflow-wrap:anywhere}}`
 
 // Fills in the reader's local time beside every UTC time; the page works without it.
 const SCRIPT = `(function(){var z='';try{z=Intl.DateTimeFormat().resolvedOptions().timeZone||''}catch(e){}
-var f=function(d){try{return d.toLocaleString(undefined,{year:'numeric',month:'2-digit',day:'2-digit',hour:'2-digit',minute:'2-digit',second:'2-digit',hour12:false})}catch(e){return d.toString()}};
-document.querySelectorAll('time[datetime]').forEach(function(t){var d=new Date(t.getAttribute('datetime'));if(isNaN(d))return;var s=document.createElement('span');s.className='local';s.textContent=f(d)+' local'+(z?' ('+z+')':'');t.parentNode.insertBefore(s,t.nextSibling&&t.nextSibling.nextSibling)})})()`
+var p=function(n){return (n<10?'0':'')+n};
+document.querySelectorAll('time[datetime]').forEach(function(t){var d=new Date(t.getAttribute('datetime'));if(isNaN(d.getTime()))return;
+var s=document.createElement('span');s.className='local';
+s.textContent=' · '+d.getFullYear()+'-'+p(d.getMonth()+1)+'-'+p(d.getDate())+' '+p(d.getHours())+':'+p(d.getMinutes())+':'+p(d.getSeconds())+' local'+(z?' ('+z+')':'');
+t.parentNode.appendChild(s)})})()`
 
 function legend (names: readonly string[], prefix = 'l-'): string {
   return `<p class="legend">${names.map((n) => `<span><i class="${prefix}${n}"></i>${esc(n.replace('_', '-'))}</span>`).join('')}</p>`
@@ -117,9 +122,9 @@ export function statusPage (report: StatusReport, options: StatusPageOptions): s
 
   const servers = kc.servers.map((s, i) => {
     const b = circuitBadge(s)
-    return `<tr><td class="server">${esc(s.server)}</td><td>${badge(b.text, b.tone, `circuit-${i}`)}</td><td class="num">${esc(s.consecutive_failures)}</td>` +
-      `<td>${time(s.last_success_at, now)}</td><td>${time(s.last_failure_at, now)}${s.last_error_kind !== null ? `<br><span class="note">${esc(s.last_error_kind)}${s.last_error !== null ? `: ${esc(s.last_error)}` : ''}</span>` : ''}</td>` +
-      `<td>${s.state === 'open' ? time(s.probe_after, now, { future: true }) : DASH}</td></tr>`
+    return `<tr><td class="server" data-label="Server">${esc(s.server)}</td><td data-label="Circuit">${badge(b.text, b.tone, `circuit-${i}`)}</td><td class="num" data-label="Failures">${esc(s.consecutive_failures)}</td>` +
+      `<td data-label="Last success">${time(s.last_success_at, now)}</td><td data-label="Last failure">${time(s.last_failure_at, now)}${s.last_error_kind !== null ? `<span class="error">${esc(s.last_error_kind)}${s.last_error !== null ? `: ${esc(s.last_error)}` : ''}</span>` : ''}</td>` +
+      `<td data-label="Next probe">${s.state === 'open' ? time(s.probe_after, now, { future: true }) : DASH}</td></tr>`
   }).join('')
 
   const history = last === undefined
@@ -160,7 +165,7 @@ ${alerts}
 <dt>Discovery</dt><dd id="discovery">${kc.discovery.fetched_at === null ? 'never fetched' : `fetched ${time(kc.discovery.fetched_at, now)} from ${esc(kc.discovery.server)}`} · endpoints from ${esc(kc.discovery.endpoints_from)}</dd>
 <dt>Signing keys</dt><dd id="jwks">${esc(r.jwks.keys)} key${r.jwks.keys === 1 ? '' : 's'}${r.jwks.keys > 0 ? ` (${esc(r.jwks.key_ids.join(', '))})` : ''}; ${r.jwks.fetched_at === null ? 'never fetched' : `fetched ${time(r.jwks.fetched_at, now)}; usable until ${time(r.jwks.usable_until, now, { future: true })}`}</dd>
 </dl>
-<div class="table"><table><thead><tr><th>Server</th><th>Circuit</th><th class="num">Failures</th><th>Last success</th><th>Last failure</th><th>Next probe</th></tr></thead><tbody id="servers">${servers}</tbody></table></div>
+<div class="table"><table class="servers"><thead><tr><th>Server</th><th>Circuit</th><th class="num">Failures</th><th>Last success</th><th>Last failure</th><th>Next probe</th></tr></thead><tbody id="servers">${servers}</tbody></table></div>
 ${history}</section>
 ${traffic}
 <section id="sync"><h2>Sync queue</h2>
