@@ -116,9 +116,10 @@ export function statusPage (report: StatusReport, options: StatusPageOptions): s
     ? ''
     : `<section id="alerts"><h2>Alerts</h2>${!r.alerts.enabled
       ? '<p class="note">Gatehouse\'s own alerts are off (alerts.enabled); the Prometheus rules in deploy/prometheus/alerts.yaml cover the same conditions.</p>'
-      : r.alerts.firing.length === 0
-        ? `<p id="alerts-none">No alert is firing.${r.alerts.channels.length === 0 ? ' (No channel is enabled: alerts are only shown here.)' : ''}</p>`
-        : `<ul class="alerts">${r.alerts.firing.map((a) => `<li><span class="${esc(a.severity)}">${esc(a.severity.toUpperCase())}</span> ${esc(a.summary)} <span class="note">since ${time(a.since, now)}</span></li>`).join('')}</ul>`}</section>`
+      : `${r.alerts.firing.length === 0
+        ? '<p id="alerts-none">No alert is firing.</p>'
+        : `<ul class="alerts" id="alerts-firing">${r.alerts.firing.map((a) => `<li><span class="${esc(a.severity)}">${esc(a.severity.toUpperCase())}</span> ${esc(a.summary)} <span class="note">since ${time(a.since, now)}</span></li>`).join('')}</ul>`}` +
+        `<p class="note">${r.alerts.channels.length === 0 ? 'No channel is enabled: alerts are only shown here.' : `Sent to ${esc(r.alerts.channels.join(' and '))}.`}</p>`}</section>`
 
   const servers = kc.servers.map((s, i) => {
     const b = circuitBadge(s)

@@ -101,7 +101,7 @@ t.test('the dashboard: mode, circuits and their last hour, traffic, sync queue, 
     `decisions per minute, last hour: allow ${allowed}, redirect 0, deny 5; busiest minute 6`,
     'successful logins per minute, last hour: keycloak 0, cached 0, local 1; busiest minute 1'
   ])
-  t.equal(await page.evaluate(() => document.documentElement.scrollWidth), 390, 'nothing wider than a phone screen: the page does not scroll sideways')
+  t.equal(await page.evaluate('document.documentElement.scrollWidth'), 390, 'nothing wider than a phone screen: the page does not scroll sideways')
   t.same(await page.$$eval('[src], link[href]', (els) => els.map((e) => e.outerHTML)), [], 'no external asset (no src, no linked style sheet)')
   await screenshot(page, 'dashboard-phone-normal')
 
