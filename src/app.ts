@@ -9,6 +9,8 @@ import { adminPlugin } from './admin/plugin.ts'
 import { statusReport, type StatusReport } from './admin/status.ts'
 import { Operations } from './admin/operations.ts'
 import { createMailer } from './notify/mailer.ts'
+import { mailerOutbox, PasswordResetService } from './session/password-reset.ts'
+import { PasswordResetRepository } from './store/password-resets.ts'
 import { loadPolicies, type PolicySet } from './authz/policy.ts'
 import { cachedMaterialUsable, ModeTracker } from './breaker/mode.ts'
 import { createDecider, createIdentifier, type Decide, type DeciderDeps } from './decision/decide.ts'
@@ -185,6 +187,22 @@ export function buildApp (config: Config, deps: AppDeps): App {
 
   // Outgoing e-mail (alerts, password reset); null without smtp.host.
   const mailer = createMailer(config.smtp)
+  const resets = config.password_reset.enabled
+    ? new PasswordResetService({
+      config,
+      resets: new PasswordResetRepository(deps.db),
+      users,
+      audit,
+      queue,
+      queued,
+      // Written to work whether endWhere returns the ended ids or a promise of them.
+      endSessions: async (username) => (await sessions.endWhere({ username }, 'password_reset')).length,
+      outbox: mailerOutbox(mailer === null ? null : (message) => mailer.send(message), log.child({ module: 'password_reset' }), metrics.passwordResets),
+      clock,
+      log: log.child({ module: 'password_reset' }),
+      metrics: metrics.passwordResets
+    })
+    : undefined
   const operations = new Operations({ config, db: deps.db, clock, log, metrics, pool, mode: tracker, queue, audit, mailer, status: () => status() })
   metrics.bind({ alertsFiring: () => operations.firingByAlert() })
 
@@ -208,7 +226,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
   // Every HTTP entry point under the prefix, in one place; each only translates to and from
   // decide(). (The proxy itself is the catch-all; gRPC has a listener of its own, below.)
   const routes = async (fastify: FastifyInstance): Promise<void> => {
-    await sessionRoutes(fastify, { config, sessions, login, passwords, oidc, pool, jwks, jar, ring, audit, queue, queued, identify: createIdentifier(deciderDeps), clock, log: sessionLog })
+    await sessionRoutes(fastify, { config, sessions, login, passwords, oidc, pool, jwks, jar, ring, audit, queue, queued, identify: createIdentifier(deciderDeps), clock, log: sessionLog, ...(resets !== undefined ? { resets } : {}) })
     await fastify.register(forwardAuthRoutes, { config, decide })
     await fastify.register(extAuthzHttpRoutes, { config, decide, spoofable })
   }
