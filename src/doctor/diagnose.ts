@@ -154,6 +154,7 @@ async function keycloakChecks (ctx: DoctorContext): Promise<CheckResult[]> {
   const out: CheckResult[] = []
   const skewLimit = config.tokens.clock_skew_seconds
   let anyAnswered = false
+  const undated: string[] = []
   for (const server of keycloak.pool.servers) {
     const name = `keycloak ${server}`
     const started = clock.now()
@@ -172,15 +173,10 @@ async function keycloakChecks (ctx: DoctorContext): Promise<CheckResult[]> {
           `set keycloak.issuer to ${issuer} if that is the URL browsers reach Keycloak at; otherwise set Keycloak's hostname (KC_HOSTNAME) so that it names ${config.keycloak.issuer}`))
       }
       if (answer.date === null || Number.isNaN(Date.parse(answer.date))) {
-        out.push(warn(`clock ${server}`, 'the answer had no Date header: clock skew not measured', 'compare this host\'s clock with Keycloak\'s by hand (date -u on both)'))
+        // Keycloak (Quarkus) sends no Date header: the skew is read from a token's iat below.
+        undated.push(server)
       } else {
-        // Date is to the second (RFC 9110 §5.6.7): compare its middle with the middle of the call.
-        const skew = Math.round(((started + clock.now()) / 2 - (Date.parse(answer.date) + 500)) / 1000)
-        const words = skew === 0 ? 'in step with Keycloak\'s' : `${Math.abs(skew)} s ${skew > 0 ? 'ahead of' : 'behind'} Keycloak's`
-        const fix = `synchronise this host's clock (chrony, or systemd-timesyncd: timedatectl set-ntp true); tokens are checked with tokens.clock_skew_seconds (${skewLimit} s) of tolerance`
-        if (Math.abs(skew) > skewLimit) out.push(fail(`clock ${server}`, `this host's clock is ${words}: more than tokens.clock_skew_seconds (${skewLimit} s), so fresh tokens look expired or not yet valid`, fix))
-        else if (Math.abs(skew) * 2 > skewLimit) out.push(warn(`clock ${server}`, `this host's clock is ${words} (tolerance ${skewLimit} s)`, fix))
-        else out.push(pass(`clock ${server}`, `this host's clock is ${words} (tolerance ${skewLimit} s)`))
+        out.push(skewCheck(`clock ${server}`, started, clock.now(), Date.parse(answer.date), 'its Date header', skewLimit))
       }
     } catch (err) {
       if (err instanceof KeycloakUnavailable) out.push(fail(name, `unreachable: ${err.kind}: ${err.message}`, unavailableFix(err, server, config)))
@@ -192,25 +188,54 @@ async function keycloakChecks (ctx: DoctorContext): Promise<CheckResult[]> {
     out.push(warn('client credentials', 'not checked: no server answered', 'fix reachability first'))
     return out
   }
-  out.push(await clientCheck(ctx))
+  const client = await clientCheck(ctx)
+  out.push(client.result)
+  for (const server of undated) {
+    out.push(client.issued === null
+      ? warn(`clock ${server}`, 'not measured: the answer had no Date header and no token was issued', 'compare this host\'s clock with Keycloak\'s by hand (date -u on both)')
+      : skewCheck(`clock ${server}`, client.issued.started, client.issued.ended, client.issued.iat * 1000, 'the iat of a token it issued (it sends no Date header)', skewLimit))
+  }
   if (ctx.sync !== null) out.push(await adminCheck(ctx))
   return out
 }
 
+/**
+ * This host's clock against Keycloak's: `theirs` (ms, to the second: a Date header, RFC 9110
+ * §5.6.7, or a token's `iat`, RFC 7519 §4.1.6) against the middle of the call that got it.
+ */
+function skewCheck (name: string, started: number, ended: number, theirs: number, from: string, limit: number): CheckResult {
+  const skew = Math.round(((started + ended) / 2 - (theirs + 500)) / 1000)
+  const words = skew === 0 ? 'in step with Keycloak\'s' : `${Math.abs(skew)} s ${skew > 0 ? 'ahead of' : 'behind'} Keycloak's`
+  const fix = `synchronise this host's clock (chrony, or systemd-timesyncd: timedatectl set-ntp true); tokens are checked with tokens.clock_skew_seconds (${limit} s) of tolerance`
+  if (Math.abs(skew) > limit) return fail(name, `this host's clock is ${words} (by ${from}): more than tokens.clock_skew_seconds (${limit} s), so fresh tokens look expired or not yet valid`, fix)
+  if (Math.abs(skew) * 2 > limit) return warn(name, `this host's clock is ${words} (by ${from}; tolerance ${limit} s)`, fix)
+  return pass(name, `this host's clock is ${words} (by ${from}; tolerance ${limit} s)`)
+}
+
 // The app client's credentials, through the client-credentials grant the OIDC client makes;
 // the verdict is the OIDC client's own `clientAuth` state, which /status reports too.
-async function clientCheck (ctx: DoctorContext): Promise<CheckResult> {
+async function clientCheck (ctx: DoctorContext): Promise<{ result: CheckResult, issued: { iat: number, started: number, ended: number } | null }> {
+  const { oidc, clock } = ctx
+  const name = 'client credentials'
+  let refusedGrant: KeycloakRejected | null = null
+  let issued: { iat: number, started: number, ended: number } | null = null
+  const none = (result: CheckResult): { result: CheckResult, issued: null } => ({ result, issued: null })
+  try {
+    const started = clock.now()
+    const tokens = await oidc.clientCredentials()
+    if (typeof tokens.claims.iat === 'number') issued = { iat: tokens.claims.iat, started, ended: clock.now() }
+  } catch (err) {
+    if (err instanceof KeycloakUnavailable) return none(fail(name, `not checked: ${err.message}`, 'fix reachability first'))
+    if (err instanceof KeycloakRejected) refusedGrant = err
+    else return none(fail(name, `the token endpoint's answer could not be read: ${(err as Error).message}`, 'check keycloak.client_auth_method against the provider'))
+  }
+  return { result: clientVerdict(ctx, refusedGrant), issued }
+}
+
+function clientVerdict (ctx: DoctorContext, refusedGrant: KeycloakRejected | null): CheckResult {
   const { config, oidc } = ctx
   const kc = config.keycloak
   const name = 'client credentials'
-  let refusedGrant: KeycloakRejected | null = null
-  try {
-    await oidc.clientCredentials()
-  } catch (err) {
-    if (err instanceof KeycloakUnavailable) return fail(name, `not checked: ${err.message}`, 'fix reachability first')
-    if (err instanceof KeycloakRejected) refusedGrant = err
-    else return fail(name, `the token endpoint's answer could not be read: ${(err as Error).message}`, 'check keycloak.client_auth_method against the provider')
-  }
   const state = oidc.clientAuth
   if (state.state === 'failed') {
     return fail(name, `Keycloak refuses client ${kc.client_id}'s credentials (${state.error ?? 'refused'}): single sign-on logins, refreshes and the sync queue fail`,
