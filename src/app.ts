@@ -219,7 +219,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
     sessions: () => ({ active: sessions.repository.countByMode(), cachedTokens: tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs) }),
     sync: () => queue.stats(clock.now()),
     clientAuth: () => oidc.clientAuth,
-    operations: () => operations.report()
+    operations: () => operations.report(),
+    policy: { version: policy.version, loadedAt: startedAt, rules: policy.rules.length, files: policy.files }
   })
 
   const accessLog = config.log.access_log ? (deps.accessLog === undefined ? accessLogVia(log) : deps.accessLog) : null

@@ -1,9 +1,8 @@
 import type { StatusReport, ServerReport } from './status.ts'
 import { circuitStrip, stackedBars } from './charts.ts'
 
-/** Fields other parts of Gatehouse may add to `/status` (policy hot reload, the shared session store): shown when present, `–` otherwise. */
+/** Fields other parts of Gatehouse may add to `/status` (the shared session store): shown when present, `–` otherwise. */
 interface OptionalFields {
-  policy?: { version?: string | null, loaded_at?: string | null } | null
   store?: { sessions?: string | null, mode?: string | null, reason?: string | null } | null
 }
 
@@ -178,7 +177,7 @@ ${traffic}
 <dt>Session store</dt><dd id="store">${store?.sessions == null ? DASH : `${esc(store.sessions)} · ${store.mode === 'normal' || store.mode == null ? esc(store.mode) : `${badge(store.mode, 'warn')} ${esc(store.reason)}`}`}</dd>
 </dl></section>
 <section id="runtime"><h2>This instance</h2><dl>
-<dt>Policy version</dt><dd id="policy-version">${esc(policy?.version)}</dd>
+<dt>Policy version</dt><dd id="policy-version">${policy === undefined ? DASH : `${esc(policy.version)} · ${esc(policy.rules)} rule${policy.rules === 1 ? '' : 's'} from ${esc(policy.files.join(', ') || 'no files')} · loaded ${time(policy.loaded_at, now)}`}</dd>
 <dt>Database</dt><dd id="database">${esc(r.database.path)} (schema ${esc(r.database.schema_version)})</dd>
 <dt>Verified token cache</dt><dd>${esc(r.tokens.verified_cache_entries)} entries</dd>
 </dl></section>

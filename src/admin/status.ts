@@ -52,6 +52,8 @@ export interface StatusReportBase {
   /** The sync queue: items by status, the oldest unfinished one's age, the latest error. */
   sync: { pending: number, processing: number, failed: number, dead: number, done: number, oldest_pending_seconds: number | null, last_error: SyncStats['lastError'] }
   database: { path: string, schema_version: number }
+  /** The policies in force: their version (a hash of the files, see `PolicySet.version`), when they were loaded, how many rules from which files. */
+  policy?: { version: string, loaded_at: string, rules: number, files: readonly string[] }
 }
 
 /**
@@ -76,6 +78,8 @@ export interface StatusSources {
   clientAuth?: () => ClientAuthState
   /** The serve process's last hour, alerts and mode history; absent for `gatehouse status` without an instance. */
   operations?: () => OperationsReport
+  /** The policies the instance decides by and when it loaded them (ms); absent without an instance. */
+  policy?: { version: string, loadedAt: number, rules: number, files: readonly string[] }
 }
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
@@ -125,6 +129,7 @@ export function statusReport (s: StatusSources): StatusReport {
     sessions: (({ active, cachedTokens }) => ({ active, cached_tokens: cachedTokens }))(s.sessions()),
     sync: (({ byStatus, oldestPendingSeconds, lastError }) => ({ ...byStatus, oldest_pending_seconds: oldestPendingSeconds, last_error: lastError }))(s.sync()),
     database: { path: s.databasePath, schema_version: s.schemaVersion() },
+    ...(s.policy !== undefined ? { policy: { version: s.policy.version, loaded_at: new Date(s.policy.loadedAt).toISOString(), rules: s.policy.rules, files: s.policy.files } } : {}),
     ...s.operations?.()
   }
 }

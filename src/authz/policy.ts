@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { readdirSync, readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
@@ -99,6 +100,12 @@ export interface PolicySet {
   /** Files the rules came from, in the order read. */
   files: readonly string[]
   /**
+   * The first 12 hex digits of a SHA-256 over every file's name and text, in the order read:
+   * the same files give the same version on every replica and restart, so the dashboard and
+   * `/status` show whether two sidecars decide by the same rules.
+   */
+  version: string
+  /**
    * Things an operator should know that do not stop start-up, as fixed lower-case sentences
    * (`serve` logs each at warn with `policies.dir`; `config validate` prints them with `dir`). Today only: no rules.
    */
@@ -126,8 +133,12 @@ export function loadPolicies (dir: string, fallback: 'public' | 'authenticated' 
   }
   const problems: ConfigProblem[] = []
   const rules: PolicyRule[] = []
+  const hash = createHash('sha256')
   for (const file of files) {
-    rules.push(...parsePolicyFile(readFileSync(join(root, file), 'utf8'), file, problems))
+    const text = readFileSync(join(root, file), 'utf8')
+    // Length-prefixed, so that moving text from one file's end to the next one's start changes it.
+    hash.update(`${file.length}:${file}${Buffer.byteLength(text)}:`).update(text)
+    rules.push(...parsePolicyFile(text, file, problems))
   }
   if (problems.length > 0) {
     throw new PolicyError(`invalid policies in ${root}:\n${problems.map((p) => `  ${p.path}: expected ${p.expected}, received ${p.received}`).join('\n')}`, problems)
@@ -136,7 +147,7 @@ export function loadPolicies (dir: string, fallback: 'public' | 'authenticated' 
     ? []
     : [`no policy rules${files.length === 0 ? ' (no .yaml or .yml files)' : ''}: every route requires policies.default (${fallback})`]
   const mixedCase = rules.some((r) => r.foldedMatchers !== null && r.patterns.some(mayFold))
-  return { rules, fallback: compileRule({ name: `default (${fallback})`, paths: ['/**'], allow: fallback }, 'default', problems), dir: root, files, mixedCase, warnings }
+  return { rules, fallback: compileRule({ name: `default (${fallback})`, paths: ['/**'], allow: fallback }, 'default', problems), dir: root, files, version: hash.digest('hex').slice(0, 12), mixedCase, warnings }
 }
 
 /** Parses one policy file's text; problems are appended with `file: rules[i]…` paths. */

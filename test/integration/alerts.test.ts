@@ -219,3 +219,56 @@ t.test('the daily digest goes once at daily_digest_time, not at the first start,
   t.not(await second.app.operations.digest(), null, 'the next day\'s goes')
   t.equal(mail.messages.length, 2)
 })
+
+t.test('token_refresh_failures: held until 15 minutes are covered, fires once above the rate, repeats only after the interval, resolves once', async (t) => {
+  const cluster = await startCluster(t, 1)
+  const mail = await startMailServer(t)
+  const hook = await startWebhookReceiver(t)
+  const clock = manualClock(Date.parse('2025-03-04T02:00:00Z'))
+  const config = alertConfig(t.testdir(), cluster, mail, hook.url, { token_refresh_failure_rate_threshold: 0.2, token_refresh_min_attempts: 20 })
+  const gatehouse = await startGatehouse(t, config, { clock })
+  await gatehouse.started
+  const ops = gatehouse.app.operations
+  // Refreshes are counted by the session service into this counter (src/session/service.ts), and
+  // the alert reads its increase over 15 minutes from the operations history; the test counts
+  // into it directly, as thirty sessions refreshing through a failing Keycloak would.
+  const refreshes = gatehouse.app.metrics.tokenRefresh
+  const count = (result: string, n: number): void => { for (let i = 0; i < n; i++) refreshes.inc({ result }) }
+  const subjects = (): string[] => mail.messages.map((m) => m.subject ?? '')
+
+  t.same(await ops.evaluate(), [], 'nothing yet')
+  count('invalid_grant', 10)
+  clock.advance(MINUTE)
+  t.same(await ops.evaluate(), [], '10 of 10 failed, but fewer than token_refresh_min_attempts: not judged')
+  count('success', 8)
+  count('no_refresh_token', 500)
+  clock.advance(MINUTE)
+  t.same(await ops.evaluate(), [], '18 refreshes: still too few (sessions without a refresh token are not counted)')
+  count('success', 2)
+  clock.advance(MINUTE)
+  const fired = await ops.evaluate()
+  t.same(fired.map((n) => [n.kind, n.key, n.severity]), [['firing', 'token_refresh_failures', 'warning']], '10 of 20 failed: fires')
+  t.equal(subjects().at(-1), '[GH] FIRING warning: 50% of token refreshes failed in the last 15 minutes (10 of 20)')
+  t.equal(mail.messages.length, 1)
+  t.equal(hook.received.length, 1)
+  t.match(hook.received[0]?.body, { gatehouse: { alert: 'token_refresh_failures', state: 'firing' } })
+
+  count('invalid_grant', 10)
+  clock.advance(10 * MINUTE)
+  t.same(await ops.evaluate(), [], 'still failing ten minutes later: inside the repeat interval, nothing sent')
+  count('invalid_grant', 10)
+  count('success', 10)
+  clock.advance(21 * MINUTE)
+  t.same((await ops.evaluate()).map((n) => n.kind), ['repeat'], 'still half failing over the last 15 minutes: sent again after the 30-minute repeat interval')
+  t.equal(subjects().at(-1), '[GH] STILL FIRING warning: 50% of token refreshes failed in the last 15 minutes (10 of 20)')
+
+  count('success', 100)
+  clock.advance(16 * MINUTE)
+  const resolved = await ops.evaluate()
+  t.same(resolved.map((n) => n.kind), ['resolved'], 'only successes over the last 15 minutes: resolved')
+  t.equal(subjects().at(-1), '[GH] RESOLVED: Token refresh failures back to 0% (0 of 100)')
+  clock.advance(MINUTE)
+  t.same(await ops.evaluate(), [], 'resolved once')
+  t.equal(mail.messages.length, 3)
+  t.equal(hook.received.length, 3)
+})

@@ -85,7 +85,9 @@ t.test('the dashboard: mode, circuits and their last hour, traffic, sync queue, 
   t.equal(await text(page, '#sessions-active'), '0 keycloak · 0 cached · 1 local')
   t.equal(await text(page, '#sync-oldest'), 'none waiting', 'not "oldest - s"')
   t.equal(await text(page, '#sync-pending'), '0')
-  t.equal(await text(page, '#policy-version'), '–', 'shown when /status has it')
+  const report = await (await fetch(`${gatehouse.adminUrl}/status`)).json() as { policy: { version: string, rules: number, files: string[] } }
+  t.match(report.policy, { version: /^[0-9a-f]{12}$/, rules: 1, files: ['app.yaml'] })
+  t.match(await text(page, '#policy-version'), new RegExp(`^${report.policy.version} · 1 rule from app\\.yaml · loaded 2025-03-04 02:00:00 UTC`), 'the policy version, its rules and files, and when they were loaded')
   t.equal(await text(page, '#store'), '–')
   t.equal(await text(page, '#alerts-none').catch(() => ''), '', 'alerts are off: no "none firing" claim')
   t.match(await text(page, '#alerts'), 'alerts are off')

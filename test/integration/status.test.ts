@@ -81,7 +81,7 @@ t.test('/status.html shows a person the mode and every circuit', async (t) => {
   t.equal(csp, `default-src 'none'; style-src 'nonce-${nonce}'; script-src 'nonce-${nonce}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`, 'a nonce for the one style sheet and script; nothing else')
   const html = await res.text()
   t.match(html, '<title>Gatehouse: normal</title>')
-  t.match(html, `<td class="server">${cluster.servers[0]?.url}</td>`)
+  t.match(html, `<td class="server" data-label="Server">${cluster.servers[0]?.url}</td>`)
   t.match(html, '>closed</span>')
   t.equal([...html.matchAll(/<(?:style|script)\b[^>]*>/g)].filter((m) => !m[0].includes(`nonce="${nonce}"`)).length, 0, 'every style and script carries the nonce')
   t.notMatch(html, /\b(?:src|href)="(?:https?:)?\/\//, 'no external asset')
