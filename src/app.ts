@@ -9,6 +9,10 @@ import { accessLogVia, type AccessLog } from './access-log.ts'
 import { droppedLogLines } from './log.ts'
 import { adminPlugin } from './admin/plugin.ts'
 import { statusReport, type StatusReport } from './admin/status.ts'
+import { Operations } from './admin/operations.ts'
+import { createMailer } from './notify/mailer.ts'
+import { mailerOutbox, PasswordResetService } from './session/password-reset.ts'
+import { PasswordResetRepository } from './store/password-resets.ts'
 import { loadPolicies, type PolicySet } from './authz/policy.ts'
 import { PolicyStore } from './authz/policy-store.ts'
 import { cachedMaterialUsable, ModeTracker } from './breaker/mode.ts'
@@ -82,6 +86,8 @@ export interface App {
   login: LoginService
   sync: SyncParts
   oidc: OidcClient
+  /** The last hour, alerts and the daily digest (tests drive it with their clock). */
+  operations: Operations
   status: () => StatusReport
   /**
    * Loads the stored JWKS (synchronously, before this returns) and starts background work:
@@ -186,6 +192,27 @@ export function buildApp (config: Config, deps: AppDeps): App {
   // The headers no client may send the app: stripped by the proxy, removed by Envoy.
   const spoofable = spoofableHeaders(config.headers)
 
+  // Outgoing e-mail (alerts, password reset); null without smtp.host.
+  const mailer = createMailer(config.smtp)
+  const resets = config.password_reset.enabled
+    ? new PasswordResetService({
+      config,
+      resets: new PasswordResetRepository(deps.db),
+      users,
+      audit,
+      queue,
+      queued,
+      // Written to work whether endWhere returns the ended ids or a promise of them.
+      endSessions: async (username) => (await sessions.endWhere({ username }, 'password_reset')).length,
+      outbox: mailerOutbox(mailer === null ? null : (message) => mailer.send(message), log.child({ module: 'password_reset' }), metrics.passwordResets),
+      clock,
+      log: log.child({ module: 'password_reset' }),
+      metrics: metrics.passwordResets
+    })
+    : undefined
+  const operations = new Operations({ config, db: deps.db, clock, log, metrics, pool, mode: tracker, queue, audit, mailer, status: () => status(), alerting: deps.worker?.leader !== false })
+  metrics.bind({ alertsFiring: () => operations.firingByAlert() })
+
   let closing = false
   const status = (): StatusReport => statusReport({
     config,
@@ -200,21 +227,31 @@ export function buildApp (config: Config, deps: AppDeps): App {
     sync: () => queue.stats(clock.now()),
     clientAuth: () => oidc.clientAuth,
     worker: deps.worker?.slot ?? null,
-    policy: () => policies.status()
+    policy: () => policies.status(),
+    operations: () => operations.report()
   })
 
   const accessLog = config.log.access_log ? (deps.accessLog === undefined ? accessLogVia(log) : deps.accessLog) : null
   // Every HTTP entry point under the prefix, in one place; each only translates to and from
   // decide(). (The proxy itself is the catch-all; gRPC has a listener of its own, below.)
   const routes = async (fastify: FastifyInstance): Promise<void> => {
-    await sessionRoutes(fastify, { config, sessions, login, passwords, oidc, pool, jwks, jar, ring, audit, queue, queued, identify: createIdentifier(deciderDeps), clock, log: sessionLog })
+    await sessionRoutes(fastify, { config, sessions, login, passwords, oidc, pool, jwks, jar, ring, audit, queue, queued, identify: createIdentifier(deciderDeps), clock, log: sessionLog, ...(resets !== undefined ? { resets } : {}) })
     await fastify.register(forwardAuthRoutes, { config, decide })
     await fastify.register(extAuthzHttpRoutes, { config, decide, spoofable })
   }
   const proxy = createProxyServer({ config, decide, spoofable, log: log.child({ module: 'proxy' }), metrics, accessLog, routes })
   const admin = Fastify({ loggerInstance: log.child({ module: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
   admin.setErrorHandler(genericErrorHandler)
-  void admin.register(adminPlugin, { metrics, db: deps.db, clock, status, closing: () => closing, ...(deps.metricsSource !== undefined ? { metricsText: deps.metricsSource(metrics.registry) } : {}) })
+  void admin.register(adminPlugin, {
+    metrics,
+    db: deps.db,
+    clock,
+    status,
+    closing: () => closing,
+    refreshSeconds: config.admin.dashboard_refresh_seconds,
+    resetBreakers: () => { const reset = pool.resetBreakers(); tracker.evaluate(); return reset },
+    ...(deps.metricsSource !== undefined ? { metricsText: deps.metricsSource(metrics.registry) } : {})
+  })
   const listeners: Listener[] = [
     fastifyListener('proxy', proxy, config.server),
     fastifyListener('admin', admin, config.admin)
@@ -240,10 +277,12 @@ export function buildApp (config: Config, deps: AppDeps): App {
     login,
     sync,
     oidc,
+    operations,
     status,
     start: () => {
       const keys = jwks.start()
       sessions.start()
+      operations.start()
       if (config.sync.enabled && config.keycloak.kind === 'keycloak' && deps.worker?.leader !== false) sync.worker.start()
       if (config.policies.watch) policies.watch()
       return Promise.all([keys, keycloak.health.start()]).then(() => tracker.settle())
@@ -254,7 +293,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
       jwks.stop()
       keycloak.health.stop()
       await Promise.allSettled(listeners.map(async (listener) => { await listener.close() }))
-      await Promise.all([sessions.stop(), sync.worker.stop()])
+      await Promise.all([sessions.stop(), sync.worker.stop(), operations.stop()])
+      mailer?.close()
     }
   }
 }

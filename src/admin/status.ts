@@ -9,6 +9,7 @@ import type { AccessTokenVerifier } from '../keycloak/verify-token.ts'
 import type { PolicyStatus } from '../authz/policy-store.ts'
 import type { SyncStats } from '../store/sync-queue.ts'
 import { VERSION } from '../version.ts'
+import type { OperationsReport } from './operations.ts'
 
 /** One Keycloak server as `/status` reports it. */
 export interface ServerReport {
@@ -26,8 +27,8 @@ export interface ServerReport {
   probe_after: string | null
 }
 
-/** What `/status` reports (the original system's `get_status()`). Field names are snake_case, as in the config. */
-export interface StatusReport {
+/** What every `/status` reports (the original system's `get_status()`). Field names are snake_case, as in the config. */
+export interface StatusReportBase {
   service: 'gatehouse'
   version: string
   environment: string | null
@@ -58,6 +59,12 @@ export interface StatusReport {
   policy?: PolicyStatus
 }
 
+/**
+ * What `/status` reports: {@link StatusReportBase}, and from a running instance the last
+ * hour, its alerts and since when the mode holds ({@link OperationsReport}).
+ */
+export type StatusReport = StatusReportBase & Partial<OperationsReport>
+
 /** The parts a status report reads. */
 export interface StatusSources {
   config: Config
@@ -76,6 +83,8 @@ export interface StatusSources {
   worker?: number | null
   /** The policy store's report. */
   policy?: () => PolicyStatus
+  /** The serve process's last hour, alerts and mode history; absent for `gatehouse status` without an instance. */
+  operations?: () => OperationsReport
 }
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
@@ -126,7 +135,8 @@ export function statusReport (s: StatusSources): StatusReport {
     sessions: (({ active, cachedTokens }) => ({ active, cached_tokens: cachedTokens }))(s.sessions()),
     sync: (({ byStatus, oldestPendingSeconds, lastError }) => ({ ...byStatus, oldest_pending_seconds: oldestPendingSeconds, last_error: lastError }))(s.sync()),
     database: { path: s.databasePath, schema_version: s.schemaVersion() },
-    ...(s.policy !== undefined ? { policy: s.policy() } : {})
+    ...(s.policy !== undefined ? { policy: s.policy() } : {}),
+    ...s.operations?.()
   }
 }
 

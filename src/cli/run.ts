@@ -20,6 +20,8 @@ import { runStatusCommand } from './status-command.ts'
 import { runUsersCommand } from './users-command.ts'
 import { runSyncCommand } from './sync-command.ts'
 import { runPolicyCommand } from './policy-command.ts'
+import { runDoctorCommand } from './doctor-command.ts'
+import { systemClock, type Clock } from '../clock.ts'
 import { commandSpec, commandUsage, GLOBAL_OPTIONS, mainUsage, OPTIONS, type CommandForm, type CommandSpec, type OptionName } from './usage.ts'
 
 /**
@@ -46,6 +48,8 @@ export interface CliContext {
   reloadSignals?: ReloadSignals
   /** Where `serve` and `sync` write their log lines. Default is standard output. */
   logDestination?: DestinationStream
+  /** The clock `doctor` reads (clock skew against Keycloak). Default is the system clock. */
+  clock?: Clock
 }
 
 /** What the command line asked for, once it is known to be well formed. */
@@ -115,6 +119,8 @@ export async function runCli (argv: string[], context: CliContext): Promise<numb
           config: loadForServe(configPath, env).config, json, days: str(values.days), allDead: values['all-dead'] === true,
           stopSignals, ...(logDestination !== undefined ? { logDestination } : {})
         }, output)
+      case 'doctor':
+        return await runDoctorCommand(sub, args, { configPath, env, json, clock: context.clock ?? systemClock, stdin: context.stdin ?? process.stdin }, output)
       default:
         // A command in the table without a case here: ours to fix, not the user's.
         throw new Error(`command ${spec.name} is not wired`)

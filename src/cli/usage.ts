@@ -124,6 +124,14 @@ export const COMMANDS: readonly CommandSpec[] = [
       }
     ]
   },
+  {
+    name: 'doctor',
+    forms: [
+      { sub: 'diagnose', usage: 'doctor diagnose', summary: 'check config, database, permissions, each Keycloak server (reachability,\nissuer, clock skew), client credentials, JWKS, sync queue, policies, e-mail\nand the running instance: a pass, warn or fail line each, with the fix\n(exit 1 when a check failed)', options: ['json'] },
+      { sub: 'fix', usage: 'doctor fix', summary: 'apply the safe fixes: create the database and missing tables, give back\nexpired sync leases, reset the running instance\'s circuits, remove\nexpired tokens', options: ['json'] },
+      { sub: 'test-auth', usage: 'doctor test-auth USER', summary: 'walk USER through every layer (local, Keycloak, token cache, sync queue)\nand say which would let them in now; a password piped on standard input\nis checked too (exit 1 when nothing would)', options: ['json'] }
+    ]
+  },
   { name: 'version', forms: [{ sub: null, usage: 'version', summary: 'print the version (as --version does)', options: [] }] },
   { name: 'help', forms: [{ sub: null, usage: 'help [COMMAND]', summary: 'this text, or one command\'s (as gatehouse COMMAND --help)', options: [] }] }
 ]

@@ -99,9 +99,12 @@ export const ServerSchema = Type.Object({
   public_url: Type.Optional(HttpUrl('The URL browsers use to reach the app through Gatehouse (`https://app.example.com`): the OIDC redirect URI and logout return address are built from it. Default is the scheme and Host of each request (as trust_proxy allows); set it in production.'))
 }, { additionalProperties: false, default: {}, description: 'The proxy listener.' })
 
+export const DEFAULT_DASHBOARD_REFRESH_SECONDS = 10
+
 export const AdminSchema = Type.Object({
   host: Type.String({ minLength: 1, default: DEFAULT_ADMIN_HOST, description: `Address the admin listener (metrics, health, status) binds. Default is ${DEFAULT_ADMIN_HOST}: keep it off public interfaces.` }),
-  port: Port(DEFAULT_ADMIN_PORT, `Port of the admin listener (0 picks a free one). Default is ${DEFAULT_ADMIN_PORT}.`)
+  port: Port(DEFAULT_ADMIN_PORT, `Port of the admin listener (0 picks a free one). Default is ${DEFAULT_ADMIN_PORT}.`),
+  dashboard_refresh_seconds: Type.Integer({ minimum: 1, maximum: 3600, default: DEFAULT_DASHBOARD_REFRESH_SECONDS, description: `How often /status.html reloads itself, in seconds. Default is ${DEFAULT_DASHBOARD_REFRESH_SECONDS}.` })
 }, { additionalProperties: false, default: {}, description: 'The admin listener: never proxied, never behind authentication.' })
 
 export const DEFAULT_GRPC_HOST = '0.0.0.0'
@@ -357,6 +360,75 @@ export const SecretsSchema = Type.Object({
   cookie_keys: Type.Array(Secret('At least 32 characters.'), { minItems: 1, description: 'Keys signing cookies and CSRF tokens: the first signs, every one verifies. Required; keep them in the environment.' })
 }, { additionalProperties: false, description: 'Key rings. Required.' })
 
+export const DEFAULT_SMTP_PORT = 587
+export const DEFAULT_SMTP_TIMEOUT_MS = 10_000
+
+export const SmtpSchema = Type.Object({
+  host: Type.Optional(Type.String({ minLength: 1, description: 'The SMTP server e-mail is sent through (alerts.email, password_reset). Default is none: no e-mail is sent.' })),
+  port: Type.Integer({ minimum: 1, maximum: 65535, default: DEFAULT_SMTP_PORT, description: `Its port: 587 for submission with STARTTLS, 465 for implicit TLS, 25 for a local relay. Default is ${DEFAULT_SMTP_PORT}.` }),
+  tls: Type.Union([Type.Literal('starttls'), Type.Literal('implicit'), Type.Literal('none')], {
+    default: 'starttls',
+    'x-expected': 'starttls, implicit or none',
+    description: 'starttls: upgrade with STARTTLS and refuse to send without it (RFC 3207); implicit: TLS from the first byte (port 465, RFC 8314); none: plain text, for a relay on the same host only. Default is starttls.'
+  }),
+  username: Type.Optional(Type.String({ minLength: 1, description: 'User name for SMTP AUTH. Default is none (no AUTH).' })),
+  password: Type.Optional(Secret('Password for SMTP AUTH; use ${VAR} substitution. Default is none.')),
+  from: Type.Optional(Type.String({ minLength: 3, description: 'The From address of every message, e.g. `Gatehouse <gatehouse@example.com>`. Required when e-mail is sent. Default is none.' })),
+  timeout_ms: Type.Integer({ minimum: 100, default: DEFAULT_SMTP_TIMEOUT_MS, description: `Deadline of each SMTP connection, greeting and command, in milliseconds. Default is ${DEFAULT_SMTP_TIMEOUT_MS} (10 seconds).` })
+}, { additionalProperties: false, default: {}, description: 'Outgoing e-mail (nodemailer), shared by alerts and password reset.' })
+
+export const DEFAULT_ALERT_INTERVAL_SECONDS = 60
+export const DEFAULT_ALERT_REPEAT_MINUTES = 60
+export const DEFAULT_CIRCUIT_OPEN_MINUTES = 5
+export const DEFAULT_SYNC_QUEUE_WARNING = 100
+export const DEFAULT_SYNC_QUEUE_CRITICAL = 1000
+export const DEFAULT_FAILED_SYNC_THRESHOLD = 10
+export const DEFAULT_REFRESH_FAILURE_RATE = 0.2
+export const DEFAULT_REFRESH_MIN_ATTEMPTS = 20
+export const DEFAULT_WEBHOOK_TIMEOUT_MS = 5000
+
+export const AlertWebhookSchema = Type.Object({
+  enabled: Type.Boolean({ default: false, description: 'POST each alert, resolution and digest as JSON to url: a Slack-compatible payload (`text` and `attachments`, which Slack, Mattermost and Rocket.Chat incoming webhooks read) with the alert itself under `gatehouse`. Default is false.' }),
+  url: Type.Optional(HttpUrl('Where to POST; an incoming-webhook URL carries its own secret, so use ${VAR} substitution. Required when enabled. Default is none.', { 'x-secret': true })),
+  timeout_ms: Type.Integer({ minimum: 100, default: DEFAULT_WEBHOOK_TIMEOUT_MS, description: `Deadline of one POST, in milliseconds; a failed one is logged and counted, and the alert is not sent again before its repeat interval. Default is ${DEFAULT_WEBHOOK_TIMEOUT_MS}.` })
+}, { additionalProperties: false, default: {}, description: 'The webhook channel.' })
+
+export const AlertEmailSchema = Type.Object({
+  enabled: Type.Boolean({ default: false, description: 'Send each alert, resolution and digest by e-mail through smtp. Default is false.' }),
+  to: Type.Array(Type.String({ minLength: 3 }), { default: [], description: 'Recipients. Required (at least one) when enabled. Default is none.' }),
+  subject_prefix: Type.String({ default: '[Gatehouse]', description: 'Put before every subject, for mail filters. Default is [Gatehouse].' })
+}, { additionalProperties: false, default: {}, description: 'The e-mail channel.' })
+
+export const AlertsSchema = Type.Object({
+  enabled: Type.Boolean({ default: false, description: 'Evaluate the alert conditions inside serve and notify the channels below. Each sidecar alerts for itself: with many replicas prefer the Prometheus rules in deploy/prometheus/alerts.yaml. Default is false.' }),
+  evaluation_interval_seconds: Type.Integer({ minimum: 5, default: DEFAULT_ALERT_INTERVAL_SECONDS, description: `How often the conditions are evaluated, in seconds. Default is ${DEFAULT_ALERT_INTERVAL_SECONDS}.` }),
+  repeat_interval_minutes: Type.Integer({ minimum: 1, default: DEFAULT_ALERT_REPEAT_MINUTES, description: `A firing alert is sent again after this many minutes while it lasts; its resolution is sent once. Default is ${DEFAULT_ALERT_REPEAT_MINUTES}.` }),
+  circuit_open_minutes_threshold: Type.Integer({ minimum: 1, default: DEFAULT_CIRCUIT_OPEN_MINUTES, description: `A Keycloak server whose circuit has been open (or half-open) this long fires circuit_open; it resolves when the server answers again. Default is ${DEFAULT_CIRCUIT_OPEN_MINUTES}.` }),
+  sync_queue_warning_threshold: Type.Integer({ minimum: 1, default: DEFAULT_SYNC_QUEUE_WARNING, description: `Unfinished sync items (pending, processing, failed) above which sync_queue fires as a warning. Default is ${DEFAULT_SYNC_QUEUE_WARNING}.` }),
+  sync_queue_critical_threshold: Type.Integer({ minimum: 1, default: DEFAULT_SYNC_QUEUE_CRITICAL, description: `Unfinished sync items above which sync_queue is critical. Default is ${DEFAULT_SYNC_QUEUE_CRITICAL}.` }),
+  failed_sync_threshold: Type.Integer({ minimum: 0, default: DEFAULT_FAILED_SYNC_THRESHOLD, description: `Sync items that failed or died in the last hour above which sync_failures fires. Default is ${DEFAULT_FAILED_SYNC_THRESHOLD}.` }),
+  token_refresh_failure_rate_threshold: Type.Number({ minimum: 0, maximum: 1, default: DEFAULT_REFRESH_FAILURE_RATE, description: `Share of session token refreshes in the last 15 minutes that failed (anything but success; sessions without a refresh token are not counted) above which token_refresh_failures fires. Default is ${DEFAULT_REFRESH_FAILURE_RATE}.` }),
+  token_refresh_min_attempts: Type.Integer({ minimum: 1, default: DEFAULT_REFRESH_MIN_ATTEMPTS, description: `Refreshes the last 15 minutes must hold before the failure rate is judged, so that one failure of two is not an alert. Default is ${DEFAULT_REFRESH_MIN_ATTEMPTS}.` }),
+  daily_digest_time: Type.Optional(Type.String({ pattern: '^([01][0-9]|2[0-3]):[0-5][0-9]$', 'x-expected': 'a time of day HH:MM (24-hour)', description: 'Send a digest of the last 24 hours (mode, alerts, logins, sync queue, keys) every day at this time in alerts.timezone, e.g. 08:00. Default is none: no digest.' })),
+  timezone: Type.String({ minLength: 1, default: 'UTC', description: 'IANA time zone of daily_digest_time and of the times in messages (`Europe/Berlin`); UTC is always shown beside them. Default is UTC.' }),
+  webhook: AlertWebhookSchema,
+  email: AlertEmailSchema
+}, { additionalProperties: false, default: {}, description: 'Alerts from the sidecar itself: conditions, channels, deduplication and a daily digest. State (firing, last sent) is kept in SQLite, so a restart does not send them again.' })
+
+export const DEFAULT_RESET_TOKEN_TTL_MINUTES = 30
+export const DEFAULT_RESET_PER_USER = 3
+export const DEFAULT_RESET_PER_IP = 10
+export const DEFAULT_RESET_WINDOW_MINUTES = 60
+
+export const PasswordResetSchema = Type.Object({
+  enabled: Type.Boolean({ default: false, description: 'Offer "Forgot your password?" to local users (auth.primary local, or local break-glass users): a link sent by e-mail through smtp, valid once, sets a new password; with auth.primary local the new password is queued for Keycloak. Needs smtp.host, smtp.from and server.public_url (links are never built from a request\'s Host). Default is false.' }),
+  token_ttl_minutes: Type.Integer({ minimum: 1, maximum: 1440, default: DEFAULT_RESET_TOKEN_TTL_MINUTES, description: `How long a reset link works, in minutes; it works once. Default is ${DEFAULT_RESET_TOKEN_TTL_MINUTES}.` }),
+  max_requests_per_user: Type.Integer({ minimum: 1, default: DEFAULT_RESET_PER_USER, description: `Reset requests for one user name or address within window_minutes; more are answered 429. Default is ${DEFAULT_RESET_PER_USER}.` }),
+  max_requests_per_ip: Type.Integer({ minimum: 1, default: DEFAULT_RESET_PER_IP, description: `Reset requests from one client address within window_minutes. Default is ${DEFAULT_RESET_PER_IP}.` }),
+  window_minutes: Type.Integer({ minimum: 1, default: DEFAULT_RESET_WINDOW_MINUTES, description: `The window reset requests are counted in, in minutes. Default is ${DEFAULT_RESET_WINDOW_MINUTES}.` }),
+  subject: Type.String({ minLength: 1, default: 'Reset your password', description: 'Subject of the reset e-mail. Default is "Reset your password".' })
+}, { additionalProperties: false, default: {}, description: 'Password reset by e-mail (`{prefix}/password-reset`).' })
+
 const sections = {
   server: ServerSchema,
   admin: AdminSchema,
@@ -377,6 +449,9 @@ const sections = {
   grpc: GrpcSchema,
   ext_authz: ExtAuthzSchema,
   forward_auth: ForwardAuthSchema,
+  smtp: SmtpSchema,
+  alerts: AlertsSchema,
+  password_reset: PasswordResetSchema,
   secrets: SecretsSchema
 }
 

@@ -54,6 +54,12 @@ export interface Metrics {
   syncReplayDuration: Histogram
   /** Policy reloads (file watch, SIGHUP) by result: success, failure (rejected; the running set stays), unchanged. */
   policyReloads: Counter<'result'>
+  /** Alert and digest notifications by channel (webhook, email) and result (sent, failed). */
+  alertNotifications: Counter<'channel' | 'result'>
+  /** Alert instances firing now, by alert name. */
+  alertsFiring: Gauge<'alert'>
+  /** Password reset requests and completions by result. */
+  passwordResets: Counter<'result'>
 }
 
 /** The `result` values of `gatehouse_policy_reloads_total`. */
@@ -99,6 +105,8 @@ export interface GaugeSources {
   syncQueue: () => { byStatus: Record<string, number>, oldestPendingSeconds: number | null }
   /** Log lines dropped since the process started (never decreases). */
   logLinesDropped: () => number
+  /** Firing alert instances by alert name (every known alert, 0 when none fires). */
+  alertsFiring: () => Record<string, number>
 }
 
 /** Values of the `code` label of `gatehouse_requests_total`, indexed by status / 100. */
@@ -306,6 +314,27 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
     policyReloads: new Counter({
       name: 'gatehouse_policy_reloads_total',
       help: 'Policy reloads (file watch, SIGHUP), by result: success, failure (rejected whole; the running policies stay), unchanged.',
+      labelNames: ['result'] as const,
+      registers
+    }),
+    alertNotifications: new Counter({
+      name: 'gatehouse_alert_notifications_total',
+      help: 'Alert and digest notifications, by channel (webhook, email) and result (sent, failed).',
+      labelNames: ['channel', 'result'] as const,
+      registers
+    }),
+    alertsFiring: new Gauge({
+      name: 'gatehouse_alerts_firing',
+      help: 'Alert instances firing now (alerts.enabled), by alert name.',
+      labelNames: ['alert'] as const,
+      registers,
+      collect () {
+        for (const [alert, n] of Object.entries(bound.alertsFiring?.() ?? {})) this.set({ alert }, n)
+      }
+    }),
+    passwordResets: new Counter({
+      name: 'gatehouse_password_resets_total',
+      help: 'Password reset requests and completions, by result.',
       labelNames: ['result'] as const,
       registers
     })

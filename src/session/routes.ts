@@ -20,6 +20,8 @@ import { loginPage, logoutPage, messagePage, passwordPage, type Page } from './p
 import type { PasswordChanger } from './password-change.ts'
 import { safeReturnPath } from './return-to.ts'
 import type { NewSession, SessionService } from './service.ts'
+import type { PasswordResetService } from './password-reset.ts'
+import { passwordResetRoutes } from '../routes/password-reset.ts'
 
 /** What the sidecar's own routes need. */
 export interface SessionRoutesDeps {
@@ -40,6 +42,8 @@ export interface SessionRoutesDeps {
   identify: (headers: FastifyRequest['headers'], scheme: string) => Promise<Identity | null>
   clock: Clock
   log: Logger
+  /** Password reset by e-mail, when `password_reset.enabled`. */
+  resets?: PasswordResetService
 }
 
 interface LoginTransaction {
@@ -121,7 +125,8 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
       csrf: csrfToken(request, reply),
       ...(options.username !== undefined ? { username: options.username } : {}),
       ...(notice !== undefined && notice !== options.error ? { notice } : {}),
-      ...(options.error !== undefined ? { error: options.error } : {})
+      ...(options.error !== undefined ? { error: options.error } : {}),
+      ...(deps.resets !== undefined ? { resetHref: `${prefix}/password-reset` } : {})
     }))
   }
 
@@ -316,6 +321,8 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
     }
     return send(reply, 200, passwordPage({ ...base, ok: outcome.message }))
   })
+
+  if (deps.resets !== undefined) await passwordResetRoutes(fastify, { config, resets: deps.resets, pages: { send, csrfToken, csrfValid, forbidden } })
 
   // Anything else under the prefix is ours and unknown: never the app's.
   fastify.all(`${prefix}/*`, async (_request, reply) => reply.code(404).header('cache-control', 'no-store').send({ error: 'not_found' }))

@@ -211,3 +211,15 @@ t.test('patterns must already be normalised and ** must stand alone', async (t) 
   const err = t.throws(() => loadPolicies(dir, 'authenticated')) as unknown as PolicyError
   t.same(err.problems.map((p) => p.path), ['a.yaml (line 2): rules[0].paths[0]', 'a.yaml (line 2): rules[0].paths[1]', 'a.yaml (line 2): rules[0].paths[2]', 'a.yaml (line 2): rules[0].paths[3]'])
 })
+
+t.test('the policy version: the same files give the same version anywhere; any change to a name or a text changes it', async (t) => {
+  const rules = 'rules:\n  - paths: [/public/**]\n    allow: public\n'
+  const a = loadPolicies(policyDir(t, { 'app.yaml': rules, 'notes.txt': 'not read' }), 'authenticated').version
+  t.match(a, /^[0-9a-f]{12}$/)
+  t.equal(loadPolicies(policyDir(t, { 'app.yaml': rules }), 'deny').version, a, 'another directory with the same files (notes.txt is not a policy, the default is config)')
+  t.not(loadPolicies(policyDir(t, { 'app.yaml': rules.replace('public/**', 'public/*') }), 'authenticated').version, a, 'a changed rule')
+  t.not(loadPolicies(policyDir(t, { 'other.yaml': rules }), 'authenticated').version, a, 'a renamed file (the order rules are read in may change)')
+  // The two directories' files joined are the same text; only where one file ends differs.
+  t.not(loadPolicies(policyDir(t, { 'a.yaml': `${rules}# end\n`, 'b.yaml': rules }), 'authenticated').version,
+    loadPolicies(policyDir(t, { 'a.yaml': rules, 'b.yaml': `# end\n${rules}` }), 'authenticated').version, 'text moved from one file to the next')
+})
