@@ -10,7 +10,7 @@ export interface AdminPluginOptions {
   metrics: Metrics
   db: Db
   clock: Clock
-  status: () => StatusReport
+  status: () => Promise<StatusReport>
   /** True once shutdown has begun: readiness fails so load balancers drain us first. */
   closing: () => boolean
 }
@@ -38,13 +38,13 @@ export async function adminPlugin (fastify: FastifyInstance, options: AdminPlugi
     return { status: 'ready' }
   })
 
-  fastify.get('/status', async () => options.status())
+  fastify.get('/status', async () => await options.status())
 
   fastify.get('/status.html', async (_request, reply) => {
     return reply.type('text/html; charset=utf-8')
       .header('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'")
       .header('x-content-type-options', 'nosniff')
       .header('cache-control', 'no-store')
-      .send(statusPage(options.status()))
+      .send(statusPage(await options.status()))
   })
 }
