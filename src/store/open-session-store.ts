@@ -14,10 +14,7 @@ export interface SessionStoreDeps {
   log: Logger
 }
 
-/**
- * The session store `store.sessions` names: SQLite (the file's tables), or Redis with the file
- * as its local copy. Not started: call `start()` (serve and the CLI do).
- */
+/** The session store `store.sessions` names. Not started: call `start()` (serve and the CLI do). */
 export function openSessionStore (_config: Config, deps: SessionStoreDeps): SessionStore {
   return new SqliteSessionStore(deps.db, deps.ring, deps.clock)
 }

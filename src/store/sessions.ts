@@ -145,8 +145,12 @@ export class SessionsRepository {
    * Changes a live session's mode and identity (a refresh, a fall to cached or local). With a
    * `fence`, only when no larger fence has written to the session; returns whether it changed.
    */
-  update (id: string, mode: SessionMode, identity: SessionRecord['identity'], subject: string | null, keycloakSid: string | null, fence = 0): boolean {
-    return this.#db.prepare('UPDATE sessions SET auth_mode = ?, identity = ?, subject = ?, keycloak_sid = ?, fence = max(fence, ?) WHERE id = ? AND ended_at IS NULL AND fence <= ?')
+  update (id: string, mode: SessionMode, identity: SessionRecord['identity'], subject: string | null, keycloakSid: string | null, fence?: number): boolean {
+    if (fence === undefined) {
+      return this.#db.prepare('UPDATE sessions SET auth_mode = ?, identity = ?, subject = ?, keycloak_sid = ? WHERE id = ? AND ended_at IS NULL')
+        .run(mode, JSON.stringify(identity), subject, keycloakSid, id).changes === 1
+    }
+    return this.#db.prepare('UPDATE sessions SET auth_mode = ?, identity = ?, subject = ?, keycloak_sid = ?, fence = ? WHERE id = ? AND ended_at IS NULL AND fence <= ?')
       .run(mode, JSON.stringify(identity), subject, keycloakSid, fence, id, fence).changes === 1
   }
 
