@@ -1,10 +1,13 @@
 import { join } from 'node:path'
+import { Redis } from 'ioredis'
 import t from 'tap'
 import { KeyRing } from '../../src/store/crypto.ts'
 import { openDatabase } from '../../src/store/db.ts'
+import { RedisSessionStore } from '../../src/store/redis-session-store.ts'
 import { SqliteSessionStore } from '../../src/store/sqlite-session-store.ts'
 import { manualClock } from '../fixtures/clock.ts'
-import { TEST_SECRETS } from '../fixtures/gatehouse.ts'
+import { captureLog, TEST_SECRETS } from '../fixtures/gatehouse.ts'
+import { startRedis } from '../fixtures/redis.ts'
 import { sessionStoreContract, type OpenedStore } from './session-store.ts'
 
 const ring = new KeyRing(TEST_SECRETS.encryption_keys)
@@ -24,4 +27,38 @@ sessionStoreContract(t, 'sqlite', async (t): Promise<OpenedStore> => {
     })).join('\n')
   }
   return { store: new SqliteSessionStore(one, ring, clock), peer: new SqliteSessionStore(two, ring, clock), clock, dump, outlive: async (ms) => { clock.advance(ms) } }
+})
+
+// Two replicas, each with its own SQLite copy, sharing one real redis-server (a key prefix per test).
+let prefixes = 0
+sessionStoreContract(t, 'redis', async (t): Promise<OpenedStore | null> => {
+  const server = await startRedis(t)
+  if (server === null) return null
+  const clock = manualClock()
+  const prefix = `contract${++prefixes}:`
+  const redis = { url: server.url, key_prefix: prefix, connect_timeout_ms: 2000, command_timeout_ms: 1000, failure_threshold: 3, cooldown_seconds: 5, sentinels: [] }
+  const open = async (name: string): Promise<RedisSessionStore> => {
+    const db = openDatabase({ path: join(t.testdir(), `${name}.db`) }).db
+    const store = new RedisSessionStore({ redis, local: new SqliteSessionStore(db, ring, clock), ring, clock, log: captureLog('warn').logger })
+    t.teardown(async () => { await store.close(); db.close() })
+    await store.start()
+    return store
+  }
+  const store = await open('a')
+  const peer = await open('b')
+  const reader = new Redis(server.url)
+  t.teardown(() => { reader.disconnect() })
+  const dump = async (): Promise<string> => {
+    const lines: string[] = []
+    for (const key of await reader.keys(`${prefix}*`)) {
+      const type = await reader.type(key)
+      const value = type === 'string'
+        ? await reader.get(key)
+        : type === 'hash' ? await reader.hgetall(key) : type === 'set' ? await reader.smembers(key) : await reader.zrange(key, '0', '-1', 'WITHSCORES')
+      lines.push(`${key} ${JSON.stringify(value)}`)
+    }
+    return lines.join('\n')
+  }
+  // Redis keeps the lease's time itself: nothing to move; the suite polls until it runs out.
+  return { store, peer, clock, dump, outlive: async () => {} }
 })
