@@ -270,7 +270,8 @@ export class SessionService {
   }
 
   async #locked (sessionId: string, seen: CachedTokens | undefined): Promise<RefreshResult> {
-    const deadline = this.#deps.clock.now() + this.#lockTtlMs
+    // Real time, not the injected clock: this waits on another process's network call.
+    const deadline = performance.now() + this.#lockTtlMs
     let pause = LOCK_WAIT_FIRST_MS
     for (;;) {
       const lease = await this.#store.lockRefresh(sessionId, this.#lockTtlMs)
@@ -282,9 +283,8 @@ export class SessionService {
           await lease.release()
         }
       }
-      // Another process or replica is refreshing this session: wait for it (a real-time
-      // wait, not the injected clock: it is another process's network call).
-      if (this.#deps.clock.now() >= deadline) return this.#count('unavailable')
+      // Another process or replica is refreshing this session: wait for it, then use what it stored.
+      if (performance.now() >= deadline) return this.#count('unavailable')
       await new Promise((resolve) => setTimeout(resolve, pause).unref())
       pause = Math.min(pause * 2, LOCK_WAIT_MAX_MS)
     }

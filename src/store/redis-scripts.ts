@@ -33,7 +33,7 @@ local function clear_indexes(p, id)
   redis.call('ZREM', p..'tok:cached', id)
   redis.call('ZREM', p..'tok:refresh', id)
 end
-local function end_one(p, id, now, reason)
+local function end_one(p, id, now, reason, force)
   local key = p..'session:'..id
   local live = redis.call('ZSCORE', p..'live', id)
   if redis.call('EXISTS', key) == 1 then
@@ -42,7 +42,7 @@ local function end_one(p, id, now, reason)
     redis.call('HDEL', key, 'tok')
     local hash = redis.call('HGET', key, 'hash')
     if hash then redis.call('DEL', p..'secret:'..hash) end
-  elseif not live then
+  elseif not live and not force then
     return false
   end
   clear_indexes(p, id)
@@ -177,12 +177,14 @@ end
 return 1
 `,
 
-  // ARGV: prefix, now, reason, ids... Ends them, tells every replica; returns the ids that were live.
+  // ARGV: prefix, now, reason, force, ids... Ends them, tells every replica; returns the ids
+  // that were live. force ('1', a replay): recorded and told even when Redis never had them
+  // (it restarted empty), so every replica's copy ends too.
   ghEnd: `${END_ONE}
-local p, now, reason = ARGV[1], ARGV[2], ARGV[3]
+local p, now, reason, force = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local ended = {}
-for i = 4, #ARGV do
-  if end_one(p, ARGV[i], now, reason) then table.insert(ended, ARGV[i]) end
+for i = 5, #ARGV do
+  if end_one(p, ARGV[i], now, reason, force) then table.insert(ended, ARGV[i]) end
 end
 publish(p, ended, reason, now)
 return ended

@@ -108,6 +108,8 @@ export class RedisSessionStore implements SessionStore {
     this.#client.on('error', (err: Error) => { this.#lastError = describe(err) })
     this.#client.on('ready', () => {
       this.#ready = true
+      // A fresh connection is the probe the breaker waits for: close it, then resync.
+      this.#breaker.success()
       this.#scheduleReconcile()
     })
     this.#client.on('close', () => { this.#ready = false })
@@ -297,7 +299,7 @@ export class RedisSessionStore implements SessionStore {
   async end (id: string, reason: string, now: number): Promise<boolean> {
     const local = this.#local.endNow(id, reason, now)
     try {
-      const ended = await this.#call(async (c) => await c.ghEnd(this.#prefix, now, reason, id)) as string[]
+      const ended = await this.#call(async (c) => await c.ghEnd(this.#prefix, now, reason, '0', id)) as string[]
       return ended.length > 0 || local
     } catch (err) {
       if (!(err instanceof RedisUnavailable)) throw err
@@ -312,7 +314,7 @@ export class RedisSessionStore implements SessionStore {
     if (match.keycloakSid === undefined && match.subject === undefined && match.username === undefined) return []
     try {
       const ended = await this.#call(async (c) => await c.ghEndWhere(...args)) as string[]
-      if (local.length > 0) await this.#call(async (c) => await c.ghEnd(this.#prefix, now, reason, ...local))
+      if (local.length > 0) await this.#call(async (c) => await c.ghEnd(this.#prefix, now, reason, '0', ...local))
       return [...new Set([...ended, ...local])]
     } catch (err) {
       if (!(err instanceof RedisUnavailable)) throw err
@@ -533,7 +535,7 @@ export class RedisSessionStore implements SessionStore {
       const hash = this.#local.secretHashOf(String(payload.id))
       if (copy === null || hash === null) return
       if (copy.record.endedAt !== null) {
-        await this.#call(async (c) => await c.ghEnd(this.#prefix, copy.record.endedAt as number, copy.record.endReason ?? 'revoked', copy.record.id))
+        await this.#call(async (c) => await c.ghEnd(this.#prefix, copy.record.endedAt as number, copy.record.endReason ?? 'revoked', '1', copy.record.id))
         return
       }
       await this.#call(async (c) => await c.ghInsert(...this.#insertArgs(copy.record, hash, copy.tokens, true)))
@@ -542,7 +544,7 @@ export class RedisSessionStore implements SessionStore {
     const at = Number(payload.at)
     const reason = String(payload.reason)
     const ids = Array.isArray(payload.ids) ? payload.ids.map(String) : []
-    if (ids.length > 0) await this.#call(async (c) => await c.ghEnd(this.#prefix, at, reason, ...ids))
+    if (ids.length > 0) await this.#call(async (c) => await c.ghEnd(this.#prefix, at, reason, '1', ...ids))
     if (entry.operation === 'end_where') {
       const match = payload.match as SessionMatch
       // Only sessions that existed when the revocation was made: a later login is not ended.
