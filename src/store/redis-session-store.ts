@@ -80,6 +80,7 @@ export class RedisSessionStore implements SessionStore {
   #reconciling: Promise<void> | null = null
   #reconcileAgain = false
   #lastResyncAt = 0
+  #resyncDue = true
   #probe: NodeJS.Timeout | null = null
   #closed = false
 
@@ -143,10 +144,12 @@ export class RedisSessionStore implements SessionStore {
     })
     if (!this.#ready) this.#log.warn({ reason: this.#lastError }, 'redis unreachable at start: sessions carry on from sqlite')
     else await this.#reconciling
-    // While the circuit is open and nothing else calls, probe once per cooldown (a reconnect closes it at once).
+    // Every second: while the circuit is open and nothing else calls, the probe it lets through
+    // once per cooldown; and a reconciliation that is due (one that failed, or writes waiting).
     this.#probe = setInterval(() => {
-      if (this.#breaker.state !== 'closed' || this.#outbox.count() > 0) void this.#call(async (c) => await c.ping()).catch(() => {})
-    }, this.#options.redis.cooldown_seconds * 1000)
+      if (this.#breaker.probeDue()) void this.#call(async (c) => await c.ping()).catch(() => {})
+      else if (this.#breaker.state === 'closed' && this.#ready && (this.#resyncDue || this.#outbox.count() > 0)) this.#scheduleReconcile()
+    }, 1000)
     this.#probe.unref()
   }
 
@@ -486,7 +489,9 @@ export class RedisSessionStore implements SessionStore {
       this.#reconcileAgain = true
       return
     }
+    this.#resyncDue = true
     this.#reconciling = this.#reconcile()
+      .then(() => { this.#resyncDue = false })
       .catch((err: unknown) => { if (!(err instanceof RedisUnavailable)) this.#log.error({ err }, 'redis reconciliation failed') })
       .finally(() => {
         this.#reconciling = null
