@@ -147,7 +147,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
   const sessions = new SessionService({ config, store, pool, oidc, clock, log: sessionLog, metrics, claims })
   const users = new UsersRepository(deps.db)
   const audit = new AuditLogRepository(deps.db)
-  const sync = createSync(config, { db: deps.db, ring, keycloak, clock, log: log.child({ module: 'sync' }), metrics })
+  const sync = createSync(config, { db: deps.db, ring, keycloak, clock, log: log.child({ module: 'sync' }), metrics, ...(store.syncOrder !== undefined ? { order: store.syncOrder } : {}) })
   const { queue } = sync
   // A queued write goes to Keycloak at once when it is reachable (the worker's next cycle is now).
   const queued = (): void => { if (config.sync.enabled && config.keycloak.kind === 'keycloak') sync.worker.kick() }

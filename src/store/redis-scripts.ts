@@ -14,6 +14,7 @@
  * - `P revoked` → ended ids by end time: what a replica back from a partition reads to resync;
  * - `P lock:{id}` → the refresh lock (its fence), `P fence:{id}` → the session's fence counter;
  * - `P att:seq`, `P att:u:{user}`, `P att:ip:{ip}` → login attempts (member: sequence, score: time);
+ * - `P sync:lease:{user}`, `P sync:replayed:{user}` → a user's sync replay turn and what was replayed when;
  * - channel `P revocations` → JSON `{ ids, reason, at }` of every end.
  * The scripts name keys from ARGV (a prefix), which standalone Redis and Sentinel allow;
  * Redis Cluster, which needs every key declared and in one slot, is not supported.
@@ -351,6 +352,30 @@ local fence = redis.call('INCR', p..'fence:'..id)
 redis.call('PEXPIREAT', p..'fence:'..id, redis.call('HGET', key, 'exp'))
 redis.call('SET', p..'lock:'..id, fence, 'PX', ARGV[3])
 return fence
+`,
+
+  // ARGV: prefix, user, kind, queuedAt, leaseMs, owner. A user's replay turn across replicas:
+  // 'busy' (another owner holds the user's lease), 'superseded' (a newer write of this kind was
+  // replayed), else 'apply' (the lease is taken and this write's time recorded).
+  ghSyncBegin: `
+local p, user, kind, at, lease, owner = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local lock = p..'sync:lease:'..user
+local holder = redis.call('GET', lock)
+if holder and holder ~= owner then return 'busy' end
+local marks = p..'sync:replayed:'..user
+local last = tonumber(redis.call('HGET', marks, kind) or '-1')
+if last > at then return 'superseded' end
+redis.call('SET', lock, owner, 'PX', lease)
+redis.call('HSET', marks, kind, ARGV[4])
+redis.call('PEXPIRE', marks, 2592000000)
+return 'apply'
+`,
+
+  // ARGV: prefix, user, owner. Gives the user's replay lease back.
+  ghSyncEnd: `
+local lock = ARGV[1]..'sync:lease:'..ARGV[2]
+if redis.call('GET', lock) == ARGV[3] then return redis.call('DEL', lock) end
+return 0
 `,
 
   // ARGV: prefix, id, fence. Frees the lock if this fence still holds it.

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import type { Logger } from 'pino'
 import { CircuitBreaker } from '../breaker/circuit-breaker.ts'
@@ -23,6 +24,7 @@ import type { SessionMatch, SessionMode, SessionRecord } from './sessions.ts'
 import type { SqliteSessionStore } from './sqlite-session-store.ts'
 import type { CachedTokens } from './token-cache.ts'
 import { StoreOutbox, type OutboxEntry } from './store-outbox.ts'
+import type { SyncOrder } from '../sync/order.ts'
 
 /** What {@link RedisSessionStore} needs. */
 export interface RedisSessionStoreOptions {
@@ -128,6 +130,17 @@ export class RedisSessionStore implements SessionStore {
   }
 
   /** Waits for Redis up to `connect_timeout_ms`; never fails (SQLite carries on without it). */
+  /** Each user's sync replay turn, in Redis (see {@link SyncOrder}). */
+  readonly syncOrder: SyncOrder = {
+    begin: async (item, kind, leaseMs) => {
+      const owner = `${process.pid}:${this.#channel}:${item.username}:${randomUUID()}`
+      const answer = String(await this.#call(async (c) => await c.ghSyncBegin(this.#prefix, item.username.toLowerCase(), kind, item.queuedAt, leaseMs, owner)))
+      if (answer === 'busy') return { kind: 'busy' }
+      if (answer === 'superseded') return { kind: 'superseded' }
+      return { kind: 'apply', end: async () => { await this.#orLocal(async (c) => await c.ghSyncEnd(this.#prefix, item.username.toLowerCase(), owner), () => 0) } }
+    }
+  }
+
   async start (): Promise<void> {
     const timeout = this.#options.redis.connect_timeout_ms
     void this.#subscriber.subscribe(this.#channel).catch(() => {})

@@ -1,3 +1,4 @@
+import type { SyncOrder } from '../sync/order.ts'
 import type { Attempt, FailureWindow } from './login-attempts.ts'
 import type { SessionMatch, SessionMode, SessionRecord } from './sessions.ts'
 import type { CachedTokens } from './token-cache.ts'
@@ -143,6 +144,9 @@ export interface SessionStore {
    * Across replicas only one holder refreshes, so a rotated refresh token is sent once.
    */
   lockRefresh: (sessionId: string, ttlMs: number) => Promise<RefreshLease | 'held' | 'unavailable'>
+
+  /** Each user's sync-queue order across replicas, when the store is shared (Redis); else absent. */
+  readonly syncOrder?: SyncOrder
 
   /** The store's state now (synchronous: read from memory). */
   health: () => StoreHealth
