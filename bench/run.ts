@@ -12,7 +12,8 @@
 // (b) is sent the very same requests as (c), tokens included, so the ratio measures
 // Gatehouse alone. BENCH_DURATION (seconds per run, default 3), BENCH_ROUNDS (default 7)
 // and BENCH_CONNECTIONS (default 50) tune it. A separate block then measures the session-cookie
-// path with the Redis session store against SQLite (issue 14; skipped with a line without redis-server).
+// path with the Redis session store against SQLite (issue 14; skipped with a line without
+// redis-server); BENCH_ONLY=sessions runs that block alone.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -180,6 +181,18 @@ function gatehouseConfig (name: string, settings: Record<string, unknown>): stri
   const path = join(work, `${name}.yaml`)
   writeFileSync(path, stringify({ server: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, policies: { dir: POLICIES }, secrets: BENCH_SECRETS, ...settings }))
   return path
+}
+
+// BENCH_ONLY=sessions: only the session-store block (issue 14), against the built dist/.
+if (process.env.BENCH_ONLY === 'sessions') {
+  try {
+    const upstream = await startProcess([here('./upstream.mjs')], otherCpus)
+    await sessionStores(`http://127.0.0.1:${String(upstream.first.port)}`, here('../dist/main.js'))
+  } finally {
+    for (const child of children) child.kill('SIGTERM')
+    rmSync(work, { recursive: true, force: true })
+  }
+  process.exit(0)
 }
 
 try {

@@ -95,6 +95,8 @@ export class SessionService {
   readonly #keyOf = new Map<string, string>()
   readonly #touches = new Map<string, number>()
   readonly #inflight = new Map<string, Promise<RefreshResult>>()
+  readonly #reading = new Map<string, Promise<Entry | null>>()
+  #revocationsSeen = 0
   readonly #idleMs: number
   readonly #absoluteMs: number
   readonly #graceMs: number
@@ -120,6 +122,7 @@ export class SessionService {
         dispose: (entry) => { this.#keyOf.delete(entry.record.id) }
       })
     this.#unsubscribe = this.#store.onRevoked((ids) => {
+      this.#revocationsSeen++
       if (ids === null) this.#cache?.clear()
       else for (const id of ids) this.#forget(id)
     })
@@ -185,16 +188,30 @@ export class SessionService {
     return this.#cache.get(sha256(secret).toString('base64'))
   }
 
-  async #read (secret: string): Promise<Entry | null> {
+  // One read per secret at a time: when an entry ages out under load, the requests that find
+  // it gone share one store read instead of each making their own (with Redis: one round trip
+  // per session per CACHE_TTL_MS, not one per request in flight).
+  #read (secret: string): Promise<Entry | null> {
     const hash = sha256(secret)
+    const key = hash.toString('base64')
+    let pending = this.#reading.get(key)
+    if (pending === undefined) {
+      pending = this.#readStore(hash, key).finally(() => this.#reading.delete(key))
+      this.#reading.set(key, pending)
+    }
+    return pending
+  }
+
+  async #readStore (hash: Buffer, key: string): Promise<Entry | null> {
+    const generation = this.#revocationsSeen
     const found = await this.#store.findLive(hash)
     if (found === null) return null
     const record = found.record
     // A touch not yet written is newer than the row.
     record.lastSeenAt = Math.max(record.lastSeenAt, this.#touches.get(record.id) ?? 0)
     const entry: Entry = { record, tokens: found.tokens, view: null }
-    if (this.#cache !== null) {
-      const key = hash.toString('base64')
+    // A revocation heard while this read was out may be of this very session: not remembered.
+    if (this.#cache !== null && generation === this.#revocationsSeen) {
       this.#cache.set(key, entry)
       this.#keyOf.set(record.id, key)
     }
