@@ -99,3 +99,37 @@ t.test('Sentinel failover: kill the primary, and sessions keep working through t
   t.equal(await status(bobs[1]!, urls[1]!), 200, 'a login after the failover is valid on the other replica')
   t.ok((await sentinel.replica.command('KEYS', 'app:session:*')).split('app:session:').length - 1 >= 2, 'both sessions are on the new primary')
 })
+
+t.test('Redis black-holed: no request waits past the deadline twice; the circuit opens and SQLite carries on; status says so', async (t) => {
+  const { startRedis } = await import('../fixtures/redis.ts')
+  const { startFaultProxy } = await import('../fixtures/fault-proxy.ts')
+  const { runCli } = await import('../../src/cli/run.ts')
+  const server = await startRedis(t)
+  if (server === null) return
+  const fault = await startFaultProxy({ target: { host: '127.0.0.1', port: server.port } })
+  t.teardown(() => fault.close())
+  const replicas = await startReplicas(t, 1, {}, () => ({ url: `redis://127.0.0.1:${fault.port}`, command_timeout_ms: 200, failure_threshold: 2, cooldown_seconds: 60 }))
+  if (replicas === null) return
+  const [a] = replicas.sidecars
+  const alice = new BrowserClient()
+  await ssoLogin(alice, a!.proxyUrl, 'alice', 'alice-password')
+
+  await fault.setMode('blackhole')
+  // Logins: each store write waits at most the deadline, until the circuit opens; then none waits.
+  const answers: number[] = []
+  for (let i = 0; i < 4; i++) answers.push((await formLogin(new BrowserClient(), a!.proxyUrl, 'bob', 'bob-password')).status)
+  t.same(answers, [200, 200, 200, 200], 'logins land in SQLite')
+  t.equal(await status(alice, a!.proxyUrl), 200, 'the session seen before carries on')
+  const report = (await (await fetch(`${a!.adminUrl}/status`)).json()) as { store: { sessions: string, mode: string, reason: string, pending_replay: number } }
+  t.match(report.store, { sessions: 'redis', mode: 'degraded' })
+  t.ok(report.store.pending_replay >= 4, 'the new sessions wait for replay')
+  t.match((await (await fetch(`${a!.adminUrl}/status.html`)).text()), /Session store<\/dt><dd>redis · <strong>degraded<\/strong>/)
+  // `gatehouse status` beside it (the admin port is 0, so it reads the file and asks Redis itself).
+  const lines: string[] = []
+  const code = await runCli(['status', '-c', a!.configPath], { env: {}, output: { out: (l) => lines.push(l), err: (l) => lines.push(l) } })
+  t.not(code, 1, lines.join('\n'))
+  t.match(lines.join('\n'), /store: {5}redis degraded \(redis unreachable/)
+
+  await fault.setMode('pass')
+  t.ok(await within(10_000, async () => (await storeOf(a!.adminUrl)).mode === 'normal' && (await storeOf(a!.adminUrl)).pending_replay === 0), 'back, and replayed')
+})
