@@ -448,7 +448,11 @@ export class SessionService {
     let refreshed = 0
     for (const id of await this.#store.refreshCandidates(this.#deps.clock.now() + windowMs, REFRESH_BATCH)) {
       if (this.#deps.pool?.reachable() !== true) break
-      if (await this.refresh(id) === 'success') refreshed++
+      // The tokens as found now: another replica's loop may refresh this session first (its
+      // lock comes first), and then these are older than what it stored.
+      const seen = (await this.#store.find(id))?.tokens
+      if (seen == null) continue
+      if (await this.refresh(id, seen) === 'success') refreshed++
     }
     return refreshed
   }

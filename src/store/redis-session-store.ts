@@ -129,7 +129,6 @@ export class RedisSessionStore implements SessionStore {
     })
   }
 
-  /** Waits for Redis up to `connect_timeout_ms`; never fails (SQLite carries on without it). */
   /** Each user's sync replay turn, in Redis (see {@link SyncOrder}). */
   readonly syncOrder: SyncOrder = {
     begin: async (item, kind, leaseMs) => {
@@ -141,6 +140,7 @@ export class RedisSessionStore implements SessionStore {
     }
   }
 
+  /** Waits for Redis up to `connect_timeout_ms`; never fails (SQLite carries on without it). */
   async start (): Promise<void> {
     const timeout = this.#options.redis.connect_timeout_ms
     void this.#subscriber.subscribe(this.#channel).catch(() => {})
@@ -387,6 +387,8 @@ export class RedisSessionStore implements SessionStore {
 
   // A revocation published by any replica (this one included): the copies end, memory drops them.
   #revoked (message: string): void {
+    // A message already read when close() disconnected: the SQLite file may be closed by now.
+    if (this.#closed) return
     let event: { ids?: unknown, reason?: unknown, at?: unknown }
     try {
       event = JSON.parse(message) as typeof event

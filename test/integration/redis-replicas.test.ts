@@ -58,6 +58,35 @@ t.test('sessions logout-user (CLI beside A) and users disable reach every replic
   t.ok(await within(1000, async () => (await Promise.all(erins.map((browser, i) => status(browser, urls[i]!)))).every((s) => s === 302)), 'disabled everywhere within 1 s')
 })
 
+t.test('a back-channel logout received by C and sessions invalidate beside B reach every replica within 1 s', async (t) => {
+  const replicas = await startReplicas(t, 3)
+  if (replicas === null) return
+  const [a, b, c] = replicas.sidecars
+  const { standin } = replicas.cluster
+  const urls = replicas.sidecars.map((s) => s.proxyUrl)
+  const alice = new BrowserClient()
+  await ssoLogin(alice, a!.proxyUrl, 'alice', 'alice-password')
+  const alices = sharedBrowser(alice, a!.proxyUrl, urls)
+  for (const [i, browser] of alices.entries()) t.equal(await status(browser, urls[i]!), 200, `alice on replica ${i}`)
+  const sid = standin.sessions('alice')[0]?.sid
+  t.ok(sid, 'the stand-in has alice\'s Keycloak session')
+  // Keycloak posts to one replica only (the load balancer picks C): the others hear it through Redis.
+  const token = await standin.mintLogoutToken({}, { username: 'alice', ...(sid !== undefined ? { sid } : {}) })
+  const res = await fetch(`${c!.proxyUrl}/_gatehouse/backchannel-logout`, { method: 'POST', body: new URLSearchParams({ logout_token: token }) })
+  t.equal(res.status, 200, 'C accepted the logout token')
+  t.ok(await within(1000, async () => (await Promise.all(alices.map((browser, i) => status(browser, urls[i]!)))).every((s) => s === 302)), 'refused on A, B and C within 1 s')
+
+  const bob = new BrowserClient()
+  await ssoLogin(bob, a!.proxyUrl, 'bob', 'bob-password')
+  const bobs = sharedBrowser(bob, a!.proxyUrl, urls)
+  for (const [i, browser] of bobs.entries()) t.equal(await status(browser, urls[i]!), 200, `bob on replica ${i}`)
+  const [session] = await b!.app.sessions.store.list({ username: 'bob' })
+  const lines: string[] = []
+  const code = await runCli(['sessions', 'invalidate', session!.id, '-c', b!.configPath], { env: {}, output: { out: (l) => lines.push(l), err: (l) => lines.push(l) } })
+  t.equal(code, 0, lines.join('\n'))
+  t.ok(await within(1000, async () => (await Promise.all(bobs.map((browser, i) => status(browser, urls[i]!)))).every((s) => s === 302)), 'invalidated everywhere within 1 s')
+})
+
 t.test('failed logins spread over the three lock the user after max_failed_attempts in all', async (t) => {
   const replicas = await startReplicas(t, 3, { security: { max_failed_attempts: 3 } })
   if (replicas === null) return
@@ -92,4 +121,22 @@ t.test('30 concurrent requests on an expiring session, spread over the three, ma
   clock.advance(301_000)
   t.equal(await modeOf(browsers[1]!, urls[1]!, cluster.upstream), 'keycloak')
   t.equal(cluster.standin.grantCount('refresh_token'), 2)
+})
+
+t.test('the background refresh loops of the three, run at once, make one refresh', async (t) => {
+  const replicas = await startReplicas(t, 3, { session: { refresh_window_seconds: 120 } })
+  if (replicas === null) return
+  const { cluster, clock, sidecars } = replicas
+  const urls = sidecars.map((s) => s.proxyUrl)
+  const alice = new BrowserClient()
+  await ssoLogin(alice, urls[0]!, 'alice', 'alice-password')
+  const browsers = sharedBrowser(alice, urls[0]!, urls)
+  for (const [i, browser] of browsers.entries()) t.equal(await status(browser, urls[i]!), 200)
+  clock.advance(200_000)
+  cluster.standin.resetCounts()
+  const refreshed = await Promise.all(sidecars.map(async (s) => await s.app.sessions.refreshDue()))
+  t.equal(cluster.standin.grantCount('refresh_token'), 1, 'one refresh token grant in all')
+  t.same(refreshed, [1, 1, 1], 'each loop ends with the session\'s tokens fresh (one refreshed, the others used what it stored)')
+  t.equal(await modeOf(browsers[2]!, urls[2]!, cluster.upstream), 'keycloak')
+  t.equal(cluster.standin.grantCount('refresh_token'), 1, 'and nobody refreshes again on the next request')
 })
