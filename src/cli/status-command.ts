@@ -75,12 +75,18 @@ async function offlineStatus (config: Config): Promise<{ report: StatusReport, s
 /**
  * `gatehouse status`: the picture an SRE wants during an incident, as a table or JSON. Exits
  * with the mode's code ({@link STATUS_EXIT_CODES}: 0 normal, 3 degraded, 4 offline), so a
- * script or a probe can act on it without parsing the report.
+ * script or a probe can act on it without parsing the report; a degraded session store (Redis
+ * unreachable, SQLite carrying sessions) is degraded too, though Keycloak is fine.
  */
 export async function runStatusCommand (config: Config, json: boolean, output: Output): Promise<number> {
   const { report, source } = await collectStatus(config)
   emit(output, json, { ...report, source }, () => formatStatus(report, source))
-  return STATUS_EXIT_CODES[report.mode]
+  return STATUS_EXIT_CODES[statusMode(report)]
+}
+
+/** The mode `gatehouse status` exits with: Keycloak's, made at least degraded by a degraded session store. */
+export function statusMode (report: StatusReport): StatusReport['mode'] {
+  return report.mode === 'normal' && report.store.mode === 'degraded' ? 'degraded' : report.mode
 }
 
 const ago = (iso: string | null): string => {
