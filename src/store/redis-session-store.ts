@@ -596,7 +596,8 @@ function kindOf (err: Error): string {
  * ioredis options from `store.redis`: no offline queue (a command while disconnected fails at
  * once instead of waiting for a reconnect), no retries per request (the breaker decides), the
  * command deadline, and Sentinel when configured (ioredis asks the Sentinels for the primary,
- * and again after a failover; a READONLY reply from a demoted primary forces the same).
+ * and again after a failover; a READONLY reply from a demoted primary forces the same). With
+ * `rediss://`, TLS everywhere: to the server, or to the Sentinels and the primary they name.
  */
 export function connectionOptions (redis: Config['store']['redis']): RedisOptions {
   const url = new URL(redis.url)
@@ -608,7 +609,6 @@ export function connectionOptions (redis: Config['store']['redis']): RedisOption
     db: Number.isInteger(db) ? db : 0,
     ...(username !== undefined ? { username } : {}),
     ...(password !== undefined ? { password } : {}),
-    ...(tls !== undefined ? { tls } : {}),
     connectTimeout: redis.connect_timeout_ms,
     commandTimeout: redis.command_timeout_ms,
     enableOfflineQueue: false,
@@ -618,13 +618,17 @@ export function connectionOptions (redis: Config['store']['redis']): RedisOption
     reconnectOnError: (err) => /^READONLY/.test(err.message) ? 2 : false,
     lazyConnect: false
   }
-  if (redis.sentinels.length === 0) return { ...common, host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port || 6379) }
+  if (redis.sentinels.length === 0) return { ...common, ...(tls !== undefined ? { tls } : {}), host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port || 6379) }
+  // rediss:// with Sentinels: TLS to the Sentinels and to the primary they name, each verified
+  // against its own host name (the URL's host is not the server's here, so no servername).
   return {
     ...common,
     sentinels: redis.sentinels.map((s) => ({ host: s.host, port: s.port })),
     name: redis.name as string,
     ...(redis.sentinel_password !== undefined ? { sentinelPassword: redis.sentinel_password } : {}),
-    ...(tls !== undefined ? { enableTLSForSentinelMode: true } : {}),
+    ...(tls !== undefined ? { tls: {}, enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),
+    // Asking a Sentinel has the connection's deadline: a dead one is skipped for the next.
+    sentinelCommandTimeout: redis.connect_timeout_ms,
     sentinelRetryStrategy: (times) => Math.min(50 * times, 1000)
   }
 }

@@ -47,3 +47,12 @@ t.test('with sentinels, ioredis asks them for the primary of the name', async (t
   t.match(options, { sentinels: [{ host: 's1', port: 26380 }, { host: 's2', port: 26379 }], name: 'primary', sentinelPassword: 'sp', db: 1 })
   t.equal(options.host, undefined)
 })
+
+t.test('rediss:// with sentinels: TLS to the Sentinels and the primary, each checked against its own name', async (t) => {
+  const config = parseConfig(`${BASE}store: { sessions: redis, redis: { url: 'rediss://ignored/0', sentinels: [{ host: s1 }], name: primary, connect_timeout_ms: 700 } }`, { path: 'c.yaml', env: {} })
+  const options = connectionOptions(config.store.redis)
+  t.same(options.tls, {}, 'no servername taken from the URL\'s placeholder host')
+  t.same(options.sentinelTLS, {})
+  t.equal(options.enableTLSForSentinelMode, true)
+  t.equal(options.sentinelCommandTimeout, 700, 'a dead Sentinel is given up on at the connect deadline')
+})
