@@ -30,7 +30,7 @@ ${kc.client_auth.state === 'failed' ? `<dt>Single sign-on</dt><dd><strong>miscon
 <dt>Signing keys</dt><dd>${escape(r.jwks.keys)} (${escape(r.jwks.key_ids.join(', '))}), fetched ${escape(r.jwks.fetched_at)}, usable until ${escape(r.jwks.usable_until)}</dd>
 <dt>Sync queue</dt><dd>${escape(r.sync.pending)} pending, ${escape(r.sync.failed)} failed, ${escape(r.sync.dead)} dead; oldest ${escape(r.sync.oldest_pending_seconds ?? '-')} s${r.sync.last_error === null ? '' : `; last error: ${escape(r.sync.last_error.error)}`}</dd>
 <dt>Sessions</dt><dd>${escape(Object.entries(r.sessions.active).map(([mode, n]) => `${n} ${mode}`).join(', '))}; ${escape(r.sessions.cached_tokens)} cached token sets usable</dd>
-<dt>Session store</dt><dd>${escape(r.store.sessions)} · ${r.store.mode === 'normal' ? 'normal' : `<strong>degraded</strong>: ${escape(r.store.reason)}; sessions carry on from SQLite, ${escape(r.store.pending_replay)} writes wait to be replayed`}</dd>
+<dt>Session store</dt><dd>${escape(r.store.sessions)} · ${r.store.mode === 'normal' ? 'normal' : `<strong>degraded</strong>: ${escape(r.store.reason)}; ${escape(r.store.pending_replay)} writes wait to be replayed`}</dd>
 <dt>Up since</dt><dd>${escape(r.started_at)}</dd>
 </dl>
 <table><thead><tr><th>Server</th><th>Circuit</th><th>Failures</th><th>Last success</th><th>Last failure</th><th>Error</th><th>Next probe</th></tr></thead><tbody>${rows}</tbody></table>

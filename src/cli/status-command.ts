@@ -122,7 +122,7 @@ export function formatStatus (report: StatusReport, source: StatusSource): strin
     `jwks:      ${j.keys} key${j.keys === 1 ? '' : 's'}${j.keys > 0 ? ` (${j.key_ids.join(', ')})` : ''}; fetched ${ago(j.fetched_at)}${j.source !== null ? ` from ${j.source}` : ''}; usable until ${j.usable_until ?? '-'}`,
     `sync:      ${report.sync.pending} pending, ${report.sync.failed} failed, ${report.sync.dead} dead${report.sync.oldest_pending_seconds !== null ? `; oldest ${report.sync.oldest_pending_seconds}s` : ''}${report.sync.last_error !== null ? `; last error: ${report.sync.last_error.error}` : ''}`,
     `sessions:  ${Object.entries(report.sessions.active).map(([mode, n]) => `${n} ${mode}`).join(', ')}; ${report.sessions.cached_tokens} cached token set${report.sessions.cached_tokens === 1 ? '' : 's'} usable`,
-    `store:     ${report.store.sessions} ${report.store.mode}${report.store.mode === 'degraded' ? ` (${report.store.reason ?? 'unreachable'}; sessions carry on from SQLite, ${report.store.pending_replay} writes to replay)` : ''}`,
+    `store:     ${report.store.sessions} ${report.store.mode}${report.store.mode === 'degraded' ? ` (${report.store.reason ?? 'unreachable'}; ${report.store.pending_replay} writes to replay)` : ''}`,
     `database:  ${report.database.path} (schema ${report.database.schema_version})`
   ].join('\n')
 }

@@ -79,6 +79,11 @@ export class RedisSessionStore implements SessionStore {
   readonly #log: Logger
   #ready = false
   #lastError: string | null = null
+  // What the connection itself last failed with (WRONGPASS, ECONNREFUSED...): while it is down,
+  // the reason to show, not the "stream isn't writeable" every command then gets.
+  #connectionError: string | null = null
+  // Redis' last refusal of one of our commands (NOPERM, OOM...), until a command succeeds.
+  #refusal: string | null = null
   #reconciling: Promise<void> | null = null
   #reconcileAgain = false
   #lastResyncAt = 0
@@ -108,9 +113,13 @@ export class RedisSessionStore implements SessionStore {
     })
     this.#client = new Redis(connectionOptions(redis)) as Scripted
     for (const [name, lua] of Object.entries(SCRIPTS)) this.#client.defineCommand(name, { numberOfKeys: 0, lua })
-    this.#client.on('error', (err: Error) => { this.#lastError = describe(err) })
+    this.#client.on('error', (err: Error) => {
+      this.#connectionError = describe(err)
+      this.#lastError = this.#connectionError
+    })
     this.#client.on('ready', () => {
       this.#ready = true
+      this.#connectionError = null
       // A fresh connection is the probe the breaker waits for: close it, then resync.
       this.#breaker.success()
       this.#scheduleReconcile()
@@ -176,13 +185,11 @@ export class RedisSessionStore implements SessionStore {
   }
 
   health (): StoreHealth {
-    const degraded = !this.#ready || this.#breaker.state !== 'closed'
-    return {
-      store: 'redis',
-      mode: degraded ? 'degraded' : 'normal',
-      reason: degraded ? `redis unreachable${this.#lastError === null ? '' : `: ${this.#lastError}`}` : null,
-      pendingReplay: this.#outbox.count()
-    }
+    const unreachable = !this.#ready || this.#breaker.state !== 'closed'
+    const reason = unreachable
+      ? `redis unreachable${this.#lastError === null ? '' : `: ${this.#lastError}`}; sessions carry on from SQLite`
+      : this.#refusal !== null ? `redis refused a command (ERR_STORE_REDIS): ${this.#refusal}; requests that need it fail` : null
+    return { store: 'redis', mode: reason === null ? 'normal' : 'degraded', reason, pendingReplay: this.#outbox.count() }
   }
 
   // One Redis call under the deadline (ioredis' commandTimeout) and the breaker. A refused or
@@ -192,25 +199,32 @@ export class RedisSessionStore implements SessionStore {
     try {
       const result = await fn(this.#client)
       this.#breaker.success()
+      this.#refusal = null
       return result
     } catch (err) {
       // An error reply is Redis up and saying no: ours to fix, not an outage.
       if ((err as Error).name === 'ReplyError' && !/^(READONLY|LOADING|MASTERDOWN|CLUSTERDOWN|TRYAGAIN)/.test((err as Error).message)) {
         this.#breaker.success()
+        // Logged once per spell of refusals (they repeat on every request until fixed).
+        if (this.#refusal === null) this.#log.error({ code: 'ERR_STORE_REDIS', reason: (err as Error).message }, 'redis refused a session-store command')
+        this.#refusal = (err as Error).message
         throw new StoreError('ERR_STORE_REDIS', `redis refused a command: ${(err as Error).message}`, { cause: err })
       }
-      this.#lastError = describe(err as Error)
+      // Disconnected: the connection's own failure is the one worth showing.
+      this.#lastError = !this.#ready && this.#connectionError !== null ? this.#connectionError : describe(err as Error)
       this.#breaker.failure(kindOf(err as Error), this.#lastError)
       throw new RedisUnavailable(this.#lastError)
     }
   }
 
-  // A Redis call whose failure means "use SQLite" (the value of `fallback`).
-  async #orLocal<T> (fn: (client: Scripted) => Promise<T>, fallback: () => T): Promise<T> {
+  // A Redis call whose failure means "use SQLite" (the value of `fallback`); with `refused`,
+  // a refusal too (reports, never the auth path: there a refusal must be loud).
+  async #orLocal<T> (fn: (client: Scripted) => Promise<T>, fallback: () => T, refused = false): Promise<T> {
     try {
       return await this.#call(fn)
     } catch (err) {
       if (err instanceof RedisUnavailable) return fallback()
+      if (refused && err instanceof StoreError) return fallback()
       throw err
     }
   }
@@ -350,7 +364,8 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async countByMode (now: number): Promise<Record<SessionMode, number>> {
-    const counts = await this.#orLocal(async (c) => await c.ghCount(this.#prefix, now) as number[], () => null)
+    // Read by /status and the metrics: what this copy knows beats no report when Redis refuses.
+    const counts = await this.#orLocal(async (c) => await c.ghCount(this.#prefix, now) as number[], () => null, true)
     if (counts === null) return await this.#local.countByMode()
     const out = emptyModeCounts()
     MODES.forEach((mode, i) => { out[mode] = Number(counts[i] ?? 0) })
@@ -363,7 +378,7 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async countUsableTokens (now: number, graceMs: number): Promise<number> {
-    return await this.#orLocal(async (c) => Number(await c.ghUsable(this.#prefix, now, graceMs)), () => this.#local.countUsableTokensNow(now, graceMs))
+    return await this.#orLocal(async (c) => Number(await c.ghUsable(this.#prefix, now, graceMs)), () => this.#local.countUsableTokensNow(now, graceMs), true)
   }
 
   async cleanupTokens (now: number, graceMs: number): Promise<number> {
@@ -524,9 +539,17 @@ export class RedisSessionStore implements SessionStore {
     for (;;) {
       const entries = this.#outbox.claim(now, REPUSH_BATCH, 30_000)
       if (entries.length === 0) break
-      for (const entry of entries) {
-        await this.#replay(entry)
-        this.#outbox.done(entry.seq)
+      let replayed = 0
+      try {
+        for (const entry of entries) {
+          await this.#replay(entry)
+          this.#outbox.done(entry.seq)
+          replayed++
+        }
+      } finally {
+        // Redis went again part-way: what is left is this process's to retry at once (the
+        // lease only keeps another process on this file, the CLI, off it meanwhile).
+        if (replayed < entries.length) this.#outbox.release(entries.slice(replayed).map((e) => e.seq))
       }
     }
     const since = Math.max(0, this.#lastResyncAt - RESYNC_MARGIN_MS)

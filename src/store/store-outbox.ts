@@ -46,6 +46,12 @@ export class StoreOutbox {
     }).immediate()
   }
 
+  /** Gives claimed entries back at once (a replay that failed part-way: the next try takes them). */
+  release (seqs: readonly number[]): void {
+    const release = this.#db.prepare('UPDATE store_outbox SET lease_until = 0 WHERE seq = ?')
+    this.#db.transaction(() => { for (const seq of seqs) release.run(seq) })()
+  }
+
   /** Forgets a replayed entry. */
   done (seq: number): void {
     this.#db.prepare('DELETE FROM store_outbox WHERE seq = ?').run(seq)

@@ -58,7 +58,8 @@ t.test('Redis killed during load: no failed request, logins work, a revocation m
   t.ok((await storeOf(a!.adminUrl)).pending_replay > 0, 'the revocation waits for replay')
 
   await during(async () => { await redis.restart() })
-  t.ok(await within(10_000, async () => (await storeOf(a!.adminUrl)).mode === 'normal' && (await storeOf(b!.adminUrl)).mode === 'normal' && (await storeOf(a!.adminUrl)).pending_replay === 0 && (await storeOf(b!.adminUrl)).pending_replay === 0), 'both back to normal, nothing left to replay')
+  const back = await within(10_000, async () => (await storeOf(a!.adminUrl)).mode === 'normal' && (await storeOf(b!.adminUrl)).mode === 'normal' && (await storeOf(a!.adminUrl)).pending_replay === 0 && (await storeOf(b!.adminUrl)).pending_replay === 0)
+  t.ok(back, 'both back to normal, nothing left to replay', { a: await (await fetch(`${a!.adminUrl}/status`)).json(), b: await (await fetch(`${b!.adminUrl}/status`)).json() })
   t.ok(await within(1000, async () => await status(bobs[1]!, urls[1]!) === 302), 'B refuses bob once Redis is back')
   t.equal(await status(bobs[0]!, urls[0]!), 302, 'and A still does')
   await during(async () => {})
