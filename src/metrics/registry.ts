@@ -65,7 +65,7 @@ export const UPSTREAM_ERROR_KINDS = ['refused', 'timeout', 'reset', 'network', '
 /** One of {@link UPSTREAM_ERROR_KINDS}. */
 export type UpstreamErrorKind = typeof UPSTREAM_ERROR_KINDS[number]
 
-/** The modes `gatehouse_store_mode` reports: `degraded` while Redis is unreachable and SQLite carries sessions. */
+/** The modes `gatehouse_store_mode` reports: `degraded` while Redis is unreachable and SQLite carries sessions, or Redis refuses the store's commands. */
 export const STORE_MODES = ['normal', 'degraded'] as const
 
 /** The modes `gatehouse_mode` reports. */

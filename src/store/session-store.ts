@@ -8,7 +8,8 @@ export type StoreKind = 'sqlite' | 'redis'
 
 /**
  * How a store is doing: `normal`; or `degraded`, when the shared store (Redis) is unreachable
- * and sessions carry on from the local SQLite copy, with revocations kept for replay.
+ * and sessions carry on from the local SQLite copy, with revocations kept for replay, or when
+ * it refuses the store's commands (`ERR_STORE_REDIS`: an ACL, a full memory).
  */
 export type StoreMode = 'normal' | 'degraded'
 
