@@ -13,7 +13,9 @@
 // Gatehouse alone. BENCH_DURATION (seconds per run, default 3), BENCH_ROUNDS (default 7)
 // and BENCH_CONNECTIONS (default 50) tune it; BENCH_POLICY_ROUNDS (default BENCH_ROUNDS) the
 // policy-size block (the shipped policies against 500 rules), which BENCH_ONLY=policy-size
-// runs alone.
+// runs alone. A separate block then measures the session-cookie path with the Redis session
+// store against SQLite (issue 14; skipped with a line without redis-server); BENCH_ONLY=sessions
+// runs that block alone.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -24,6 +26,12 @@ import { fileURLToPath } from 'node:url'
 import autocannon, { type Request as LoadRequest } from 'autocannon'
 import { stringify } from 'yaml'
 import { startKeycloakStandin } from '../test/fixtures/keycloak-standin.ts'
+import { findProgram } from '../test/fixtures/system-programs.ts'
+import { startRedis } from '../test/fixtures/redis.ts'
+import { BrowserClient } from '../test/fixtures/browser-client.ts'
+import { openDatabase } from '../src/store/db.ts'
+import { UsersRepository } from '../src/store/users.ts'
+import { hashPassword } from '../src/session/passwords.ts'
 import { startFaultProxy } from '../test/fixtures/fault-proxy.ts'
 import { GATEHOUSE_CLIENT, keycloakTierMissing, keycloakVersion, startRealKeycloak } from '../test/fixtures/keycloak-real.ts'
 
@@ -32,7 +40,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 // BENCH_ONLY=policy-size runs the policy-size block alone; unset, everything runs.
 const ONLY = process.env.BENCH_ONLY ?? null
-if (ONLY !== null && ONLY !== 'policy-size') throw new Error(`BENCH_ONLY=${ONLY}: the only block that runs alone is policy-size`)
+if (ONLY !== null && ONLY !== 'policy-size' && ONLY !== 'sessions') throw new Error(`BENCH_ONLY=${ONLY}: the blocks that run alone are policy-size and sessions`)
 const TOKENS = 1000
 // The Node flags Gatehouse ships with (Dockerfile, npm start); both proxies get them, so the
 // comparison stays like for like. A larger young generation halves scavenges on a proxy
@@ -222,6 +230,18 @@ function gatehouseConfig (name: string, settings: Record<string, unknown>): stri
   return path
 }
 
+// BENCH_ONLY=sessions: only the session-store block (issue 14), against the built bundle.
+if (ONLY === 'sessions') {
+  try {
+    const upstream = await startProcess([here('./upstream.mjs')], otherCpus)
+    await sessionStores(`http://127.0.0.1:${String(upstream.first.port)}`, here('../dist/bundle/gatehouse.js'))
+  } finally {
+    for (const child of children) child.kill('SIGTERM')
+    rmSync(work, { recursive: true, force: true })
+  }
+  process.exit(0)
+}
+
 try {
   const standin = await startKeycloakStandin({ accessTokenTtl: 3600 })
   const upstream = await startProcess([here('./upstream.mjs')], otherCpus)
@@ -370,6 +390,7 @@ try {
     restarted.child.kill('SIGTERM')
 
     await accessLineCost()
+    await sessionStores(upstreamUrl, main)
     await realKeycloakOutage(upstreamUrl, main)
   } else {
     await fault.close()
@@ -476,6 +497,75 @@ async function workerRuns (upstreamUrl: string, keycloak: Record<string, unknown
   process.stdout.write(`Workers (${cpus} CPUs shared by the workers${canPin ? `, load generator pinned to CPU ${otherCpus}` : ''}):\n${table(rounds.map(median))}\n`)
   process.stdout.write(`ratio workers 2 / workers 1 requests/s, round by round: ${ratio.map((v) => v.toFixed(3)).join(', ')}; median ${medianOf(ratio).toFixed(3)}\n\n`)
   for (const w of started) w.child.kill('SIGTERM')
+}
+
+/**
+ * Issue 14, a block of its own: the session-cookie path with `store.sessions: redis` against
+ * `sqlite`, in one interleaved run. Two Gatehouses, identical but for the store (local users,
+ * Keycloak nowhere), each asked by one signed-in browser's cookie; a redis-server of our own
+ * for the second. Redis commands are counted with `INFO commandstats` (no MONITOR, which
+ * would slow Redis down) around each round: steady-state round trips per request. Targets:
+ * redis/sqlite throughput >= 0.9, and <= 0.01 Redis round trips per request.
+ */
+async function sessionStores (upstreamUrl: string, main: string): Promise<void> {
+  if (findProgram('redis-server').path === null) {
+    process.stdout.write('session stores: not measured (redis-server is not installed: npm run test:deps)\n')
+    return
+  }
+  // The test fixture, given a teardown list of our own.
+  const teardowns: Array<() => unknown> = []
+  const redis = await startRedis({ teardown: (fn) => { teardowns.push(fn) }, pass: () => {}, fail: () => {} })
+  if (redis === null) return
+  try {
+    const keycloak = { issuer: 'https://sso.example.test/realms/bench', server: `http://127.0.0.1:${await freePort()}`, client_id: 'bench', timeout_ms: 200 }
+    const started: Array<{ name: string, url: string, pid: number | undefined, cookie: string, child: ChildProcess }> = []
+    for (const store of ['sqlite', 'redis'] as const) {
+      const database = join(work, `sessions-${store}.db`)
+      const { db } = openDatabase({ path: database })
+      new UsersRepository(db).create({ username: 'bench', email: null, passwordHash: await hashPassword('bench-password'), roles: [] }, Date.now())
+      db.close()
+      const config = gatehouseConfig(`sessions-${store}`, {
+        upstream: { url: upstreamUrl }, keycloak, auth: { primary: 'local' }, database: { path: database },
+        store: store === 'redis' ? { sessions: 'redis', redis: { url: redis.url, key_prefix: 'bench:' } } : { sessions: 'sqlite' }
+      })
+      const gatehouse = await startProcess([...NODE_FLAGS, main, 'serve', '-c', config], proxyCpus)
+      const url = String(gatehouse.first.proxy)
+      const browser = new BrowserClient()
+      const page = await browser.get(`${url}/_gatehouse/login?form=1&rd=%2Fbench`)
+      await browser.submit(page, { username: 'bench', password: 'bench-password' }, { follow: false })
+      const cookie = browser.cookie(url, 'gatehouse_session')
+      if (cookie === undefined) throw new Error(`no session from the ${store} Gatehouse`)
+      started.push({ name: `(s) session cookie, ${store}`, url, pid: gatehouse.child.pid, cookie: `gatehouse_session=${cookie.value}`, child: gatehouse.child })
+    }
+    const run = async (target: typeof started[number], duration = DURATION): Promise<Result> => {
+      const options = { url: `${target.url}/bench`, connections: CONNECTIONS, pipelining: 1, duration, headers: { cookie: target.cookie } }
+      const cpuBefore = cpuMicros(target.pid)
+      const r = await autocannon(options)
+      return { name: target.name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts, non2xx: r.non2xx, cpuPerRequest: (cpuMicros(target.pid) - cpuBefore) / r.requests.total }
+    }
+    for (const target of started) await run(target, 3) // warm-up
+    const rounds: Result[][] = [[], []]
+    const trips: number[] = []
+    const calls = async (): Promise<number> => Object.entries(await redis.commandCalls()).filter(([name]) => name !== 'info').reduce((n, [, c]) => n + c, 0)
+    for (let round = 0; round < ROUNDS; round++) {
+      rounds[0]?.push(await run(started[0]!))
+      const before = await calls()
+      const result = await run(started[1]!)
+      rounds[1]?.push(result)
+      const requests = result.rps * DURATION
+      trips.push(((await calls()) - before) / Math.max(1, requests))
+    }
+    process.stdout.write(`Session stores (session cookie, ${CONNECTIONS} connections, one session, ${ROUNDS} interleaved rounds):\n${table(rounds.map(median))}\n`)
+    const ratio = (rounds[1] ?? []).map((r, i) => r.rps / (rounds[0]?.[i]?.rps ?? Number.NaN))
+    process.stdout.write(`redis/sqlite round by round: ${ratio.map((v) => v.toFixed(3)).join(', ')}\n`)
+    process.stdout.write(`ratio redis/sqlite requests/s, median round: ${medianOf(ratio).toFixed(3)}   (target >= 0.90)\n`)
+    process.stdout.write(`Redis round trips per request, median round: ${medianOf(trips).toFixed(5)}   (target <= 0.01)\n`)
+    const failed = rounds.flat().reduce((n, r) => n + r.errors + r.non2xx, 0)
+    process.stdout.write(`failed requests: ${failed} (target 0)\n\n`)
+    for (const target of started) target.child.kill('SIGTERM')
+  } finally {
+    for (const fn of teardowns) await fn()
+  }
 }
 
 /**

@@ -38,7 +38,8 @@ import { sessionRoutes } from './session/routes.ts'
 import { SessionService } from './session/service.ts'
 import { AuditLogRepository } from './store/audit-log.ts'
 import { KeyRing } from './store/crypto.ts'
-import { LoginAttemptsRepository } from './store/login-attempts.ts'
+import { openSessionStore } from './store/open-session-store.ts'
+import type { SessionStore } from './store/session-store.ts'
 import { TokenCacheRepository } from './store/token-cache.ts'
 import { UsersRepository } from './store/users.ts'
 
@@ -63,6 +64,8 @@ export interface AppDeps {
    * summed (see cluster/worker.ts). The registry alone when absent.
    */
   metricsSource?: (registry: Registry) => () => Promise<string>
+  /** The session store; the one `store.sessions` names when absent. */
+  sessionStore?: SessionStore
 }
 
 /** A built, not yet listening, Gatehouse. */
@@ -88,7 +91,7 @@ export interface App {
   oidc: OidcClient
   /** The last hour, alerts and the daily digest (tests drive it with their clock). */
   operations: Operations
-  status: () => StatusReport
+  status: () => Promise<StatusReport>
   /**
    * Loads the stored JWKS (synchronously, before this returns) and starts background work:
    * JWKS refreshes, health checks and (with `policies.watch`) the policy directory watch. Never waits on Keycloak; the returned promise settles
@@ -156,23 +159,24 @@ export function buildApp (config: Config, deps: AppDeps): App {
   jwks.onKeysWithdrawn((kids) => { verifier.forgetKeys(kids) })
   const oidc = oidcClientFor(config, keycloak, clock, { clientId: config.keycloak.client_id, clientSecret: config.keycloak.client_secret }, log.child({ module: 'oidc' }))
   const sessionLog = log.child({ module: 'session' })
-  const sessions = new SessionService({ config, db: deps.db, tokens: tokenCache, pool, oidc, clock, log: sessionLog, metrics, claims })
+  const store = deps.sessionStore ?? openSessionStore(config, { db: deps.db, ring, clock, log: log.child({ module: 'store' }) })
+  const sessions = new SessionService({ config, store, pool, oidc, clock, log: sessionLog, metrics, claims })
   const users = new UsersRepository(deps.db)
-  const attempts = new LoginAttemptsRepository(deps.db)
   const audit = new AuditLogRepository(deps.db)
-  const sync = createSync(config, { db: deps.db, ring, keycloak, clock, log: log.child({ module: 'sync' }), metrics })
+  const sync = createSync(config, { db: deps.db, ring, keycloak, clock, log: log.child({ module: 'sync' }), metrics, ...(store.syncOrder !== undefined ? { order: store.syncOrder } : {}) })
   const { queue } = sync
   // A queued write goes to Keycloak at once when it is reachable (the worker's next cycle is now).
   const queued = (): void => { if (config.sync.enabled && config.keycloak.kind === 'keycloak') sync.worker.kick() }
-  const login = new LoginService({ config, users, attempts, audit, pool, oidc, clock, log: log.child({ module: 'login' }), claims, logins: metrics.loginsTotal })
+  const login = new LoginService({ config, users, attempts: store, audit, pool, oidc, clock, log: log.child({ module: 'login' }), claims, logins: metrics.loginsTotal })
   const passwords = new PasswordChanger({
     config, users, audit, queue, pool, oidc, login, clock, log: sessionLog, queued,
-    endOtherSessions: (session) => sessions.endWhere({ username: session.username }, 'password_changed', session.id).length
+    endOtherSessions: async (session) => (await sessions.endWhere({ username: session.username }, 'password_changed', session.id)).length
   })
   const jar = new CookieJar(config.secrets.cookie_keys, config.session.cookie_name)
   metrics.bind({
-    cachedTokens: () => tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs),
-    sessionsActive: () => sessions.repository.countByMode(),
+    cachedTokens: () => sessions.countUsableTokens(),
+    sessionsActive: () => sessions.countByMode(),
+    storeMode: () => store.health(),
     syncQueue: () => queue.depth(clock.now())
   })
 
@@ -214,7 +218,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
   metrics.bind({ alertsFiring: () => operations.firingByAlert() })
 
   let closing = false
-  const status = (): StatusReport => statusReport({
+  const status = (): Promise<StatusReport> => statusReport({
     config,
     clock,
     startedAt,
@@ -223,7 +227,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
     verifier,
     databasePath: databaseFile(config),
     schemaVersion: () => schemaVersion(deps.db),
-    sessions: () => ({ active: sessions.repository.countByMode(), cachedTokens: tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs) }),
+    sessions: async () => ({ active: await sessions.countByMode(), cachedTokens: await sessions.countUsableTokens() }),
+    store: () => store.health(),
     sync: () => queue.stats(clock.now()),
     clientAuth: () => oidc.clientAuth,
     worker: deps.worker?.slot ?? null,
@@ -283,9 +288,10 @@ export function buildApp (config: Config, deps: AppDeps): App {
       const keys = jwks.start()
       sessions.start()
       operations.start()
+      const shared = store.start()
       if (config.sync.enabled && config.keycloak.kind === 'keycloak' && deps.worker?.leader !== false) sync.worker.start()
       if (config.policies.watch) policies.watch()
-      return Promise.all([keys, keycloak.health.start()]).then(() => tracker.settle())
+      return Promise.all([keys, keycloak.health.start(), shared]).then(() => tracker.settle())
     },
     close: async () => {
       closing = true
@@ -295,6 +301,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
       await Promise.allSettled(listeners.map(async (listener) => { await listener.close() }))
       await Promise.all([sessions.stop(), sync.worker.stop(), operations.stop()])
       mailer?.close()
+      await store.close()
     }
   }
 }

@@ -3,7 +3,7 @@ import { circuitStrip, stackedBars } from './charts.ts'
 
 /** Fields other parts of Gatehouse may add to `/status` (the shared session store): shown when present, `–` otherwise. */
 interface OptionalFields {
-  store?: { sessions?: string | null, mode?: string | null, reason?: string | null } | null
+  store?: { sessions?: string | null, mode?: string | null, reason?: string | null, pending_replay?: number | null } | null
 }
 
 /** What the page is rendered with. */
@@ -174,7 +174,7 @@ ${traffic}
 <section id="sessions"><h2>Sessions</h2><dl>
 <dt>Active</dt><dd id="sessions-active">${Object.entries(r.sessions.active).map(([mode, n]) => `${esc(n)} ${esc(mode)}`).join(' · ') || '0'}</dd>
 <dt>Cached token sets</dt><dd id="cached-tokens">${esc(r.sessions.cached_tokens)} usable</dd>
-<dt>Session store</dt><dd id="store">${store?.sessions == null ? DASH : `${esc(store.sessions)} · ${store.mode === 'normal' || store.mode == null ? esc(store.mode) : `${badge(store.mode, 'warn')} ${esc(store.reason)}`}`}</dd>
+<dt>Session store</dt><dd id="store">${store?.sessions == null ? DASH : `${esc(store.sessions)} · ${store.mode === 'normal' || store.mode == null ? esc(store.mode) : `${badge(store.mode, 'warn')} ${esc(store.reason)}${store.pending_replay != null && store.pending_replay > 0 ? `; ${esc(store.pending_replay)} writes wait to be replayed` : ''}`}`}</dd>
 </dl></section>
 <section id="runtime"><h2>This instance</h2><dl>
 <dt>Policy version</dt><dd id="policy-version">${policy === undefined ? DASH : `${esc(policy.version)} · ${esc(policy.rules)} rule${policy.rules === 1 ? '' : 's'}, ${esc(policy.roles)} role${policy.roles === 1 ? '' : 's'} from ${esc(policy.files.join(', ') || 'no files')} · loaded ${time(policy.loaded_at, now)}${policy.last_reload?.result === 'failure' ? ` · <strong>last reload rejected</strong> ${time(policy.last_reload.at, now)}: ${esc(policy.last_reload.problems[0] ?? '')}` : ''}`}</dd>

@@ -7,6 +7,7 @@ import type { DiscoveryStatus } from '../keycloak/metadata.ts'
 import type { ClientAuthState } from '../keycloak/oidc.ts'
 import type { AccessTokenVerifier } from '../keycloak/verify-token.ts'
 import type { PolicyStatus } from '../authz/policy-store.ts'
+import type { StoreHealth } from '../store/session-store.ts'
 import type { SyncStats } from '../store/sync-queue.ts'
 import { VERSION } from '../version.ts'
 import type { OperationsReport } from './operations.ts'
@@ -52,6 +53,11 @@ export interface StatusReportBase {
   tokens: { verified_cache_entries: number }
   /** Live browser sessions by mode, and session token sets still usable (fresh or in grace). */
   sessions: { active: Record<string, number>, cached_tokens: number }
+  /**
+   * The session store (`store.sessions`): `degraded` while Redis is unreachable and sessions
+   * carry on from the local SQLite copy; `pending_replay` is what waits to be replayed to it.
+   */
+  store: { sessions: StoreHealth['store'], mode: StoreHealth['mode'], reason: string | null, pending_replay: number }
   /** The sync queue: items by status, the oldest unfinished one's age, the latest error. */
   sync: { pending: number, processing: number, failed: number, dead: number, done: number, oldest_pending_seconds: number | null, last_error: SyncStats['lastError'] }
   database: { path: string, schema_version: number }
@@ -75,7 +81,9 @@ export interface StatusSources {
   verifier: AccessTokenVerifier
   databasePath: string
   schemaVersion: () => number
-  sessions: () => { active: Record<string, number>, cachedTokens: number }
+  sessions: () => Promise<{ active: Record<string, number>, cachedTokens: number }>
+  /** The session store's state. */
+  store: () => StoreHealth
   sync: () => SyncStats
   /** The app client's credentials as Keycloak last judged them; `unknown` when absent. */
   clientAuth?: () => ClientAuthState
@@ -90,9 +98,11 @@ export interface StatusSources {
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
 
 /** Builds the `/status` report. */
-export function statusReport (s: StatusSources): StatusReport {
+export async function statusReport (s: StatusSources): Promise<StatusReport> {
   const { pool, jwks, metadata } = s.keycloak
   const age = jwks.ageSeconds()
+  const sessions = await s.sessions()
+  const store = s.store()
   return {
     service: 'gatehouse',
     version: VERSION,
@@ -132,7 +142,8 @@ export function statusReport (s: StatusSources): StatusReport {
       usable_until: jwks.fetchedAt === null ? null : iso(jwks.fetchedAt + s.keycloak.gracePeriodMs)
     },
     tokens: { verified_cache_entries: s.verifier.cacheSize },
-    sessions: (({ active, cachedTokens }) => ({ active, cached_tokens: cachedTokens }))(s.sessions()),
+    sessions: { active: sessions.active, cached_tokens: sessions.cachedTokens },
+    store: { sessions: store.store, mode: store.mode, reason: store.reason, pending_replay: store.pendingReplay },
     sync: (({ byStatus, oldestPendingSeconds, lastError }) => ({ ...byStatus, oldest_pending_seconds: oldestPendingSeconds, last_error: lastError }))(s.sync()),
     database: { path: s.databasePath, schema_version: s.schemaVersion() },
     ...(s.policy !== undefined ? { policy: s.policy() } : {}),

@@ -107,7 +107,7 @@ export async function runCli (argv: string[], context: CliContext): Promise<numb
           dryRun: values['dry-run'] === true, batchSize: str(values['batch-size']), progressTty: context.progressTty === true
         }, output)
       case 'sessions':
-        return runSessionsCommand(sub, args, { configPath, env, json, all: values.all === true, days: str(values.days) }, output)
+        return await runSessionsCommand(sub, args, { configPath, env, json, all: values.all === true, days: str(values.days) }, output)
       case 'policy':
         return await runPolicyCommand(sub, args, {
           configPath, env, json, stdin: context.stdin ?? process.stdin,

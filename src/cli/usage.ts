@@ -79,7 +79,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'status',
     forms: [{ sub: null, usage: 'status', summary: 'mode, Keycloak servers and circuits, JWKS: from the running instance\'s\nadmin listener, else from the database and live health checks', options: ['json'] }],
-    notes: `exit codes of status: ${STATUS_EXIT_CODES.normal} mode normal, ${STATUS_EXIT_CODES.degraded} degraded, ${STATUS_EXIT_CODES.offline} offline (the report is printed in every case);\n1 the status could not be read, 2 invalid usage or configuration`
+    notes: `exit codes of status: ${STATUS_EXIT_CODES.normal} mode normal, ${STATUS_EXIT_CODES.degraded} degraded (Keycloak's mode, or the session store), ${STATUS_EXIT_CODES.offline} offline (the report is printed in every case);\n1 the status could not be read, 2 invalid usage or configuration`
   },
   {
     name: 'users',

@@ -274,6 +274,47 @@ export const DatabaseSchema = Type.Object({
   busy_timeout_ms: Type.Integer({ minimum: 0, default: DEFAULT_BUSY_TIMEOUT_MS, description: `How long a write waits for another writer's lock, in milliseconds. Default is ${DEFAULT_BUSY_TIMEOUT_MS}.` })
 }, { additionalProperties: false, default: {}, description: 'The local store: users, sessions, token and JWKS caches, sync queue, audit log.' })
 
+export const DEFAULT_STORE_SESSIONS = 'sqlite'
+export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379'
+export const DEFAULT_REDIS_KEY_PREFIX = 'gatehouse:'
+export const DEFAULT_REDIS_CONNECT_TIMEOUT_MS = 1000
+export const DEFAULT_REDIS_COMMAND_TIMEOUT_MS = 250
+export const DEFAULT_REDIS_FAILURE_THRESHOLD = 3
+export const DEFAULT_REDIS_COOLDOWN_SECONDS = 5
+
+export const RedisSentinelSchema = Type.Object({
+  host: Type.String({ minLength: 1, description: 'A Sentinel\'s host name or address. Required.' }),
+  port: Port(26379, 'The Sentinel\'s port. Default is 26379.')
+}, { additionalProperties: false, description: 'One Redis Sentinel.' })
+
+export const RedisSchema = Type.Object({
+  url: Type.String({
+    pattern: '^rediss?://',
+    default: DEFAULT_REDIS_URL,
+    'x-expected': 'a redis:// or rediss:// URL',
+    description: `Where Redis is: \`redis://host:port/db\`, or \`rediss://\` for TLS (the system's CA store verifies the server). Without sentinels, the server itself; with them, only the database number and TLS are read from it. Default is ${DEFAULT_REDIS_URL}.`
+  }),
+  username: Type.Optional(Type.String({ minLength: 1, description: 'Redis ACL user (AUTH username password); from the environment: `${REDIS_USERNAME}`. Default is none (the default user).' })),
+  password: Type.Optional(Secret('The ACL user\'s password (or requirepass); from the environment: `${REDIS_PASSWORD}`. Default is none.')),
+  key_prefix: Type.String({ minLength: 1, default: DEFAULT_REDIS_KEY_PREFIX, description: `Put before every key and channel, so several apps share one Redis; give each app its own (e.g. \`gatehouse:billing:\`). Default is ${DEFAULT_REDIS_KEY_PREFIX}.` }),
+  connect_timeout_ms: Type.Integer({ minimum: 1, default: DEFAULT_REDIS_CONNECT_TIMEOUT_MS, description: `How long a connection attempt may take, and how long start-up waits for Redis before carrying on from SQLite, in milliseconds. Default is ${DEFAULT_REDIS_CONNECT_TIMEOUT_MS}.` }),
+  command_timeout_ms: Type.Integer({ minimum: 1, default: DEFAULT_REDIS_COMMAND_TIMEOUT_MS, description: `The deadline of one Redis command, in milliseconds: a request never waits longer on Redis, and a timeout counts toward the circuit breaker. Default is ${DEFAULT_REDIS_COMMAND_TIMEOUT_MS}.` }),
+  failure_threshold: Type.Integer({ minimum: 1, default: DEFAULT_REDIS_FAILURE_THRESHOLD, description: `Consecutive failed Redis commands that open its circuit: then nothing waits on Redis, and sessions carry on from SQLite. Default is ${DEFAULT_REDIS_FAILURE_THRESHOLD}.` }),
+  cooldown_seconds: Type.Integer({ minimum: 1, default: DEFAULT_REDIS_COOLDOWN_SECONDS, description: `How long an open Redis circuit waits before one probe, in seconds (a reconnect closes it at once). Default is ${DEFAULT_REDIS_COOLDOWN_SECONDS}.` }),
+  sentinels: Type.Array(RedisSentinelSchema, { default: [], description: 'Redis Sentinels to ask for the primary of `name` (and again after a failover). Default is none: `url` is the server.' }),
+  name: Type.Optional(Type.String({ minLength: 1, description: 'The Sentinel master group name (`sentinel monitor NAME …`). Required with sentinels.' })),
+  sentinel_password: Type.Optional(Secret('The Sentinels\' own password (`requirepass` in sentinel.conf), when they have one. Default is none.'))
+}, { additionalProperties: false, default: {}, description: 'Redis, when store.sessions is redis.' })
+
+export const StoreSchema = Type.Object({
+  sessions: Type.Union([Type.Literal('sqlite'), Type.Literal('redis')], {
+    default: DEFAULT_STORE_SESSIONS,
+    'x-expected': 'sqlite or redis',
+    description: `Where sessions, their cached tokens, revocations, lockout counters and refresh locks live: \`sqlite\` (this sidecar's file; one replica) or \`redis\` (shared by every replica of the app; the SQLite file stays the local copy that carries sessions while Redis is unreachable). Default is ${DEFAULT_STORE_SESSIONS}.`
+  }),
+  redis: RedisSchema
+}, { additionalProperties: false, default: {}, description: 'The session store (issue 14): one sidecar, or several replicas sharing Redis.' })
+
 /** Log levels pino knows. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
@@ -439,6 +480,7 @@ const sections = {
   headers: HeadersSchema,
   policies: PoliciesSchema,
   database: DatabaseSchema,
+  store: StoreSchema,
   log: LogSchema,
   feature_flags: FeatureFlagsSchema,
   auth: AuthSchema,

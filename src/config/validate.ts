@@ -190,6 +190,7 @@ interface CrossFieldInput {
   password_reset?: { enabled?: boolean }
   grpc?: { enabled?: boolean, port?: number, host?: string }
   forward_auth?: { trusted_proxies?: string[] }
+  store?: { sessions?: string, redis?: { url?: string, sentinels?: unknown[], name?: string } }
 }
 
 /**
@@ -269,6 +270,9 @@ export function crossFieldProblems (input: Record<string, unknown>, explicit: Re
   const collide = (x: { port?: number, host?: string } | undefined, y: { port?: number, host?: string } | undefined): boolean =>
     x?.port !== undefined && x.port !== 0 && x.port === y?.port && (x.host === y.host || x.host === '0.0.0.0' || y.host === '0.0.0.0')
   if (collide(s, a)) problems.push({ path: 'admin.port', expected: 'a port other than server.port', received: renderValue(a?.port) })
+  const redis = config.store?.redis
+  if (redis?.url !== undefined && parseUrl(redis.url) === null) problems.push({ path: 'store.redis.url', expected: 'a redis:// or rediss:// URL', received: '[redacted]' })
+  if ((redis?.sentinels?.length ?? 0) > 0 && redis?.name === undefined) problems.push({ path: 'store.redis.name', expected: 'the Sentinel master group name when store.redis.sentinels are given', received: 'nothing' })
   const g = config.grpc
   if (g?.enabled === true) {
     if (collide(g, s)) problems.push({ path: 'grpc.port', expected: 'a port other than server.port', received: renderValue(g.port) })

@@ -4,7 +4,7 @@ import { LoginService } from '../session/login.ts'
 import { localLoginAllowed } from '../session/local-allow.ts'
 import { verifyPassword } from '../session/passwords.ts'
 import { AuditLogRepository } from '../store/audit-log.ts'
-import { LoginAttemptsRepository } from '../store/login-attempts.ts'
+import { openSessionStore } from '../store/open-session-store.ts'
 import { SessionsRepository } from '../store/sessions.ts'
 import { TokenCacheRepository } from '../store/token-cache.ts'
 import { UsersRepository } from '../store/users.ts'
@@ -52,12 +52,20 @@ export async function testAuth (ctx: DoctorContext, username: string, password: 
   const tokens = new TokenCacheRepository(db, ctx.ring)
   const mode = computeMode({ keycloakReachable: () => keycloak.pool.reachable(), cachedCredentialsUsable: () => cachedMaterialUsable(keycloak.jwks.ageSeconds(), grace, () => tokens.countUsable(now, grace)) })
   const users = new UsersRepository(db)
+  // The lockout counters live where `store.sessions` keeps them (Redis is shared by replicas).
+  const store = openSessionStore(config, { db, ring: ctx.ring, clock, log })
+  await store.start()
   const login = new LoginService({
-    config, users, attempts: new LoginAttemptsRepository(db), audit: new AuditLogRepository(db), pool: keycloak.pool, oidc, clock, log,
+    config, users, attempts: store, audit: new AuditLogRepository(db), pool: keycloak.pool, oidc, clock, log,
     claims: { mapping: config.claims, clientIds: [config.keycloak.client_id, ...config.keycloak.audiences] }, logins: { inc: () => {} }
   })
   const user = users.find(username)
-  const locked = login.lockedFor(username, null)
+  let locked: number | null
+  try {
+    locked = await login.lockedFor(username, null)
+  } finally {
+    await store.close()
+  }
   const layers: LayerReport[] = []
 
   // Layer 1: Gatehouse's own table (local users, and cached credentials of Keycloak users).

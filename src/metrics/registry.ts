@@ -42,6 +42,8 @@ export interface Metrics {
   cachedTokens: Gauge
   /** Live sessions by mode. */
   sessionsActive: Gauge<'mode'>
+  /** The session store in use and its mode: 1 for the mode in force, 0 for the other. */
+  storeMode: Gauge<'store' | 'mode'>
   /** Logins by mode and result (success, bad_credentials, locked…). */
   loginsTotal: Counter<'mode' | 'result'>
   /** Sync queue items by status. */
@@ -74,6 +76,9 @@ export const UPSTREAM_ERROR_KINDS = ['refused', 'timeout', 'reset', 'network', '
 /** One of {@link UPSTREAM_ERROR_KINDS}. */
 export type UpstreamErrorKind = typeof UPSTREAM_ERROR_KINDS[number]
 
+/** The modes `gatehouse_store_mode` reports: `degraded` while Redis is unreachable and SQLite carries sessions, or Redis refuses the store's commands. */
+export const STORE_MODES = ['normal', 'degraded'] as const
+
 /** The modes `gatehouse_mode` reports. */
 export const MODES = ['normal', 'degraded', 'offline'] as const
 
@@ -97,10 +102,12 @@ export interface GaugeSources {
   mode: () => typeof MODES[number]
   /** Each server's circuit state. */
   circuits: () => Array<{ server: string, state: keyof typeof CIRCUIT_STATE_VALUES }>
-  /** Usable cached token sets. */
-  cachedTokens: () => number
+  /** Usable cached token sets (read from the session store, so possibly asynchronously). */
+  cachedTokens: () => number | Promise<number>
   /** Live sessions by mode. */
-  sessionsActive: () => Record<string, number>
+  sessionsActive: () => Record<string, number> | Promise<Record<string, number>>
+  /** The session store (`sqlite` or `redis`) and its mode. */
+  storeMode: () => { store: string, mode: typeof STORE_MODES[number] }
   /** Sync queue items by status, and the oldest unfinished one's age. */
   syncQueue: () => { byStatus: Record<string, number>, oldestPendingSeconds: number | null }
   /** Log lines dropped since the process started (never decreases). */
@@ -263,8 +270,8 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
       name: 'gatehouse_cached_tokens',
       help: 'Sessions\' Keycloak token sets still usable: fresh, or inside the grace period.',
       registers,
-      collect () {
-        this.set(bound.cachedTokens?.() ?? 0)
+      async collect () {
+        this.set(await bound.cachedTokens?.() ?? 0)
       }
     }),
     sessionsActive: new Gauge({
@@ -272,8 +279,19 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
       help: 'Live browser sessions, by authentication mode.',
       labelNames: ['mode'] as const,
       registers,
+      async collect () {
+        for (const [mode, n] of Object.entries(await bound.sessionsActive?.() ?? {})) this.set({ mode }, n)
+      }
+    }),
+    storeMode: new Gauge({
+      name: 'gatehouse_store_mode',
+      help: 'The session store (sqlite or redis) and its mode: 1 for the mode in force (normal, degraded), 0 for the other.',
+      labelNames: ['store', 'mode'] as const,
+      registers,
       collect () {
-        for (const [mode, n] of Object.entries(bound.sessionsActive?.() ?? {})) this.set({ mode }, n)
+        const current = bound.storeMode?.()
+        if (current === undefined) return
+        for (const mode of STORE_MODES) this.set({ store: current.store, mode }, mode === current.mode ? 1 : 0)
       }
     }),
     loginsTotal: new Counter({
