@@ -15,9 +15,9 @@
 // policy-size block (the shipped policies against 500 rules), which BENCH_ONLY=policy-size
 // runs alone. A separate block then measures the session-cookie path with the Redis session
 // store against SQLite (issue 14; skipped with a line without redis-server); BENCH_ONLY=sessions
-// runs that block alone.
+// runs that block alone, and BENCH_ONLY=memory the memory budget.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer as createNetServer } from 'node:net'
 import { availableParallelism, tmpdir } from 'node:os'
@@ -25,7 +25,12 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon, { type Request as LoadRequest } from 'autocannon'
 import { stringify } from 'yaml'
-import { startKeycloakStandin } from '../test/fixtures/keycloak-standin.ts'
+import { systemClock } from '../src/clock.ts'
+import { DEFAULT_SESSION_COOKIE } from '../src/config/schema.ts'
+import { cookieNames, CookieJar } from '../src/session/cookie.ts'
+import { KeyRing, sha256 } from '../src/store/crypto.ts'
+import { SqliteSessionStore } from '../src/store/sqlite-session-store.ts'
+import { startKeycloakStandin, type KeycloakStandin } from '../test/fixtures/keycloak-standin.ts'
 import { findProgram } from '../test/fixtures/system-programs.ts'
 import { startRedis } from '../test/fixtures/redis.ts'
 import { BrowserClient } from '../test/fixtures/browser-client.ts'
@@ -40,7 +45,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 // BENCH_ONLY=policy-size runs the policy-size block alone; unset, everything runs.
 const ONLY = process.env.BENCH_ONLY ?? null
-if (ONLY !== null && ONLY !== 'policy-size' && ONLY !== 'sessions') throw new Error(`BENCH_ONLY=${ONLY}: the blocks that run alone are policy-size and sessions`)
+if (ONLY !== null && !['policy-size', 'sessions', 'memory'].includes(ONLY)) throw new Error(`BENCH_ONLY=${ONLY}: the blocks that run alone are policy-size, sessions and memory`)
 const TOKENS = 1000
 // The Node flags Gatehouse ships with (Dockerfile, npm start); both proxies get them, so the
 // comparison stays like for like. A larger young generation halves scavenges on a proxy
@@ -368,11 +373,13 @@ try {
     process.stdout.write('\n')
 
     await workerRuns(upstreamUrl, keycloak, tokens, main)
+    await memoryBudget(upstreamUrl, keycloak, standin, main)
   }
 
   // Alone, nothing else is left running beside the two measured processes.
   if (ONLY !== null) for (const p of [gatehouse, bare]) p.child.kill('SIGTERM')
-  await policySizeRuns(upstreamUrl, main, keycloak, tokens)
+  if (ONLY === 'memory') await memoryBudget(upstreamUrl, keycloak, standin, main)
+  if (ONLY === null || ONLY === 'policy-size') await policySizeRuns(upstreamUrl, main, keycloak, tokens)
 
   if (ONLY === null) {
     // Cold start: the database already holds the JWKS; Keycloak accepts connections and never answers.
@@ -468,6 +475,62 @@ async function policySizeRuns (upstreamUrl: string, main: string, keycloak: Reco
   process.stdout.write(`Policy size (GET /bench falls to the default after every rule; ${rounds} rounds, ${CONNECTIONS} connections):\n${table(results.map(median))}\n`)
   process.stdout.write(`(h)/(g) round by round: ${ratio.map((v) => v.toFixed(3)).join(', ')}\n`)
   process.stdout.write(`500 rules vs the shipped ${POLICY_RULES} rules, median round: ${((medianOf(ratio) - 1) * 100).toFixed(1)}% requests/s, ${medianOf(cpu) >= 0 ? '+' : ''}${medianOf(cpu).toFixed(1)} µs CPU per request   (target: within 5%)\n\n`)
+}
+
+/**
+ * The memory budget: Gatehouse's resident set after it has seen 10,000 distinct bearer tokens
+ * and 10,000 sessions (each once, so each is in its cache: both caches hold 10,000 by
+ * default). The sessions are written to the database before it starts, as logins would
+ * leave them (50 local users); a login per session would mostly measure scrypt.
+ */
+async function memoryBudget (upstreamUrl: string, keycloak: Record<string, unknown>, standin: KeycloakStandin, main: string): Promise<void> {
+  const COUNT = 10_000
+  const path = join(work, 'memory.db')
+  const { db } = openDatabase({ path })
+  const store = new SqliteSessionStore(db, new KeyRing(BENCH_SECRETS.encryption_keys), systemClock)
+  const users = new UsersRepository(db)
+  const now = Date.now()
+  const hash = await hashPassword('memory-bench-password')
+  for (let u = 0; u < 50; u++) users.create({ username: `user${u}`, email: `user${u}@bench.test`, passwordHash: hash, roles: ['reader'] }, now)
+  const jar = new CookieJar(BENCH_SECRETS.cookie_keys, DEFAULT_SESSION_COOKIE)
+  const cookieName = cookieNames(DEFAULT_SESSION_COOKIE, false).session
+  const cookies: string[] = []
+  for (let i = 0; i < COUNT; i++) {
+    const secret = randomBytes(32).toString('base64url')
+    const username = `user${i % 50}`
+    await store.insert({
+      id: randomUUID(), username, subject: null, mode: 'local', keycloakSid: null,
+      identity: { user: username, preferredUsername: username, email: `${username}@bench.test`, emailVerified: true, groups: [], roles: ['reader'] },
+      ip: '127.0.0.1', userAgent: 'bench', createdAt: now, lastSeenAt: now, expiresAt: now + 3_600_000, endedAt: null, endReason: null, localBasis: true
+    }, sha256(secret), null)
+    cookies.push(`${cookieName}=${jar.sign(secret)}`)
+  }
+  db.close()
+  const tokens: string[] = []
+  for (let i = 0; i < COUNT; i++) tokens.push(await standin.mintAccessToken({ jti: `memory-${i}` }, { username: standin.users[i % standin.users.length]?.username ?? 'alice' }))
+
+  const run = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig('memory', { upstream: { url: upstreamUrl }, keycloak, database: { path } })], proxyCpus)
+  const url = String(run.first.proxy)
+  const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${String(run.child.pid)}/status`, 'utf8'))?.[1] ?? Number.NaN) / 1024
+  const atStart = rss()
+  // Each credential once, 50 at a time: every one lands in its cache.
+  const statuses = new Map<number, number>()
+  const send = async (headers: Record<string, string>[]): Promise<void> => {
+    let next = 0
+    await Promise.all(Array.from({ length: 50 }, async () => {
+      while (next < headers.length) {
+        const res = await fetch(`${url}/bench`, { headers: headers[next++] })
+        await res.arrayBuffer()
+        statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1)
+      }
+    }))
+  }
+  await send(tokens.map((token) => ({ authorization: `Bearer ${token}` })))
+  await send(cookies.map((cookie) => ({ cookie, accept: 'application/json' })))
+  const after = rss()
+  const answered = [...statuses].map(([status, n]) => `${n}×${status}`).join(', ')
+  process.stdout.write(`memory: RSS ${atStart.toFixed(0)} MB after start, ${after.toFixed(0)} MB after ${COUNT.toLocaleString('en')} distinct tokens and ${COUNT.toLocaleString('en')} sessions (answers: ${answered})   (budget <= 150 MB)\n\n`)
+  run.child.kill('SIGTERM')
 }
 
 /**

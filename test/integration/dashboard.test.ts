@@ -88,7 +88,7 @@ t.test('the dashboard: mode, circuits and their last hour, traffic, sync queue, 
   const report = await (await fetch(`${gatehouse.adminUrl}/status`)).json() as { policy: { version: string, rules: number, files: string[] } }
   t.match(report.policy, { version: /^sha256:[0-9a-f]{16}$/, rules: 1, files: ['app.yaml'] })
   t.match(await text(page, '#policy-version'), new RegExp(`^${report.policy.version} · 1 rule, 0 roles from app\\.yaml · loaded 2025-03-04 02:00:00 UTC`), 'the policy version, its rules and files, and when they were loaded')
-  t.equal(await text(page, '#store'), '–')
+  t.equal(await text(page, '#store'), 'sqlite · normal', 'the session store and its mode')
   t.equal(await text(page, '#alerts-none').catch(() => ''), '', 'alerts are off: no "none firing" claim')
   t.match(await text(page, '#alerts'), 'alerts are off')
   t.match(await text(page, '#jwks'), /^1 key \(.+\); fetched 2025-03-04 02:00:00 UTC/)

@@ -215,7 +215,7 @@ t.test('patterns must already be normalised and ** must stand alone', async (t) 
 t.test('the policy version: the same files give the same version anywhere; any change to a name or a text changes it', async (t) => {
   const rules = 'rules:\n  - paths: [/public/**]\n    allow: public\n'
   const a = loadPolicies(policyDir(t, { 'app.yaml': rules, 'notes.txt': 'not read' }), 'authenticated').version
-  t.match(a, /^[0-9a-f]{12}$/)
+  t.match(a, /^sha256:[0-9a-f]{16}$/)
   t.equal(loadPolicies(policyDir(t, { 'app.yaml': rules }), 'deny').version, a, 'another directory with the same files (notes.txt is not a policy, the default is config)')
   t.not(loadPolicies(policyDir(t, { 'app.yaml': rules.replace('public/**', 'public/*') }), 'authenticated').version, a, 'a changed rule')
   t.not(loadPolicies(policyDir(t, { 'other.yaml': rules }), 'authenticated').version, a, 'a renamed file (the order rules are read in may change)')

@@ -53,7 +53,7 @@ for (const [name, document] of configs) {
 const policies: Array<[string, unknown]> = [
   ['an empty file', {}],
   ['the shipped policies/app.yaml', parse(readFileSync(new URL('../../../policies/app.yaml', import.meta.url), 'utf8'))],
-  ['a rule without paths', { rules: [{ allow: 'public' }] }],
+  ['a rule with a misspelt key', { rules: [{ paths: ['/a'], alow: 'public' }] }],
   ['a lower-case method and a relative path', { rules: [{ paths: ['api'], methods: ['get'] }] }],
   ['an allow that is not one of the three', { rules: [{ paths: ['/a'], allow: 'everyone' }] }]
 ]

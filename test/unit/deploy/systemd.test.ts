@@ -112,13 +112,13 @@ t.test('the units run config.yaml as Gatehouse would load it: the database in th
   t.equal(unset.sync.enabled, true, 'without the unit\'s GATEHOUSE_SYNC_ENABLED, serve replays the queue itself')
 })
 
-t.test('ExecStart runs commands Gatehouse has, from the built dist/main.js', async (t) => {
-  t.same(values('gatehouse.service', 'Service', 'ExecStart'), ['/usr/bin/node --max-semi-space-size=16 /opt/gatehouse/dist/main.js serve'])
-  t.same(values('gatehouse.service', 'Service', 'ExecStartPre'), ['/usr/bin/node /opt/gatehouse/dist/main.js config validate'])
-  t.same(values('gatehouse-sync.service', 'Service', 'ExecStart'), ['/usr/bin/node /opt/gatehouse/dist/main.js sync start'])
+t.test('ExecStart runs commands Gatehouse has, from the built bundle (package.json bin)', async (t) => {
+  t.same(values('gatehouse.service', 'Service', 'ExecStart'), ['/usr/bin/node --max-semi-space-size=16 /opt/gatehouse/dist/bundle/gatehouse.js serve'])
+  t.same(values('gatehouse.service', 'Service', 'ExecStartPre'), ['/usr/bin/node /opt/gatehouse/dist/bundle/gatehouse.js config validate'])
+  t.same(values('gatehouse-sync.service', 'Service', 'ExecStart'), ['/usr/bin/node /opt/gatehouse/dist/bundle/gatehouse.js sync start'])
   t.ok(commandSpec('serve') !== undefined)
   t.ok(commandSpec('config')?.forms.some((f) => f.sub === 'validate'))
   t.ok(commandSpec('sync')?.forms.some((f) => f.sub === 'start'))
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { bin: Record<string, string> }
-  t.equal(pkg.bin.gatehouse, 'dist/main.js')
+  t.equal(pkg.bin.gatehouse, 'dist/bundle/gatehouse.js')
 })
