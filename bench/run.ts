@@ -512,7 +512,12 @@ async function memoryBudget (upstreamUrl: string, keycloak: Record<string, unkno
   const run = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig('memory', { upstream: { url: upstreamUrl }, keycloak, database: { path } })], proxyCpus)
   const url = String(run.first.proxy)
   const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${String(run.child.pid)}/status`, 'utf8'))?.[1] ?? Number.NaN) / 1024
+  const heap = async (): Promise<number> => {
+    const text = await (await fetch(`${String(run.first.admin)}/metrics`)).text()
+    return Number(/^gatehouse_nodejs_heap_size_used_bytes (\S+)$/m.exec(text)?.[1] ?? Number.NaN) / 1024 / 1024
+  }
   const atStart = rss()
+  const heapAtStart = await heap()
   // Each credential once, 50 at a time: every one lands in its cache.
   const statuses = new Map<number, number>()
   const send = async (headers: Record<string, string>[]): Promise<void> => {
@@ -526,10 +531,12 @@ async function memoryBudget (upstreamUrl: string, keycloak: Record<string, unkno
     }))
   }
   await send(tokens.map((token) => ({ authorization: `Bearer ${token}` })))
+  const heapTokens = await heap()
   await send(cookies.map((cookie) => ({ cookie, accept: 'application/json' })))
   const after = rss()
+  const heapAfter = await heap()
   const answered = [...statuses].map(([status, n]) => `${n}×${status}`).join(', ')
-  process.stdout.write(`memory: RSS ${atStart.toFixed(0)} MB after start, ${after.toFixed(0)} MB after ${COUNT.toLocaleString('en')} distinct tokens and ${COUNT.toLocaleString('en')} sessions (answers: ${answered})   (budget <= 150 MB)\n\n`)
+  process.stdout.write(`memory: RSS ${atStart.toFixed(0)} MB after start, ${after.toFixed(0)} MB after ${COUNT.toLocaleString('en')} distinct tokens and ${COUNT.toLocaleString('en')} sessions (answers: ${answered}); V8 heap used ${heapAtStart.toFixed(0)} MB at start, ${heapTokens.toFixed(0)} MB after the tokens, ${heapAfter.toFixed(0)} MB after the sessions   (budget <= 150 MB)\n\n`)
   run.child.kill('SIGTERM')
 }
 

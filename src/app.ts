@@ -17,7 +17,7 @@ import { loadPolicies, type PolicySet } from './authz/policy.ts'
 import { PolicyStore } from './authz/policy-store.ts'
 import { cachedMaterialUsable, ModeTracker } from './breaker/mode.ts'
 import { createDecider, createIdentifier, type Decide, type DeciderDeps, type PolicySource, type SessionLookup } from './decision/decide.ts'
-import type { ClaimsReader } from './keycloak/claims.ts'
+import { identityFromClaims, type ClaimsReader } from './keycloak/claims.ts'
 import { createKeycloakClient, type KeycloakClient } from './keycloak/client.ts'
 import type { JwksManager } from './keycloak/jwks.ts'
 import { AccessTokenVerifier } from './keycloak/verify-token.ts'
@@ -313,6 +313,7 @@ export function claimsReader (config: Config): ClaimsReader {
 
 /** The bearer-token verifier `serve` uses, over `jwks`; `policy check --token` uses the same one. */
 export function tokenVerifier (config: Config, jwks: JwksManager, clock: Clock, metrics: HotPathMetrics): AccessTokenVerifier {
+  const reader = claimsReader(config)
   return new AccessTokenVerifier({
     jwks,
     issuer: config.keycloak.issuer,
@@ -322,7 +323,8 @@ export function tokenVerifier (config: Config, jwks: JwksManager, clock: Clock, 
     clockSkewSeconds: config.tokens.clock_skew_seconds,
     cacheMaxEntries: config.tokens.cache_max_entries,
     clock,
-    metrics
+    metrics,
+    identityOf: (claims, token) => identityFromClaims(claims, reader, token)
   })
 }
 

@@ -11,7 +11,6 @@ import { UsageError } from '../errors.ts'
 import type { Identity } from '../identity.ts'
 import { identityFromClaims } from '../keycloak/claims.ts'
 import { createKeycloakClient } from '../keycloak/client.ts'
-import type { AccessTokenVerifier } from '../keycloak/verify-token.ts'
 import { createLogger } from '../log.ts'
 import { createMetrics } from '../metrics/registry.ts'
 import { localIdentityOf } from '../session/login.ts'
@@ -106,7 +105,7 @@ async function check (options: PolicyCommandOptions, output: Output): Promise<nu
     const keycloak = createKeycloakClient(config, { db, clock: systemClock, log, metrics })
     keycloak.jwks.load()
     const verifier = tokenVerifier(config, keycloak.jwks, systemClock, metrics)
-    const subject = await subjectOf(config, db, options, verifier)
+    const subject = await subjectOf(config, db, options)
     const deps = deciderDepsFor(config, {
       policy: { current: policy },
       verifier,
@@ -124,7 +123,7 @@ async function check (options: PolicyCommandOptions, output: Output): Promise<nu
   }
 }
 
-async function subjectOf (config: Config, db: Db, options: PolicyCommandOptions, verifier: AccessTokenVerifier): Promise<Subject> {
+async function subjectOf (config: Config, db: Db, options: PolicyCommandOptions): Promise<Subject> {
   const claims = claimsReader(config)
   if (options.token !== undefined) {
     const token = options.token === '-' ? (await readAll(options.stdin)).trim() : options.token
@@ -133,12 +132,10 @@ async function subjectOf (config: Config, db: Db, options: PolicyCommandOptions,
       kind: 'token',
       headers: { authorization: `Bearer ${token}` },
       identity: null,
-      // The claims decide() verified (the verifier remembers them): the identity before expansion.
-      // With tokens.cache_max_entries 0 nothing is remembered: the payload decide() just
-      // verified is read again.
+      // The identity before expansion, from the payload decide() verified (the verifier keeps
+      // only the identity it read; with tokens.cache_max_entries 0 it keeps nothing): read again.
       raw: () => {
-        const outcome = verifier.remembered(token)
-        const payload = outcome?.ok === true ? outcome.token.claims : JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as Record<string, unknown>
+        const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as Record<string, unknown>
         return identityFromClaims(payload, claims, null)
       },
       ownRoles: (role) => ({ from: 'token_claim', claim: claimOfRole(role, config) })

@@ -264,7 +264,7 @@ function sessionHeaders (memo: Memo, identity: Identity, policy: PolicySet, deps
 function derived (memo: Memo, verified: VerifiedToken, token: string, policy: PolicySet, deps: DeciderDeps): Authorisable {
   let entry = memo.get(verified)
   if (entry === undefined || entry.policy !== policy) {
-    entry = authorisable(identityFromClaims(verified.claims, deps.claims, token), policy, deps)
+    entry = authorisable(verified.identity ?? identityFromClaims(verified.claims, deps.claims, token), policy, deps)
     memo.set(verified, entry)
   }
   return entry
