@@ -35,6 +35,8 @@ import { KeyRing } from './store/crypto.ts'
 import { LoginAttemptsRepository } from './store/login-attempts.ts'
 import { TokenCacheRepository } from './store/token-cache.ts'
 import { UsersRepository } from './store/users.ts'
+import { configuredDelivery } from './service-token/deliver.ts'
+import { ServiceTokenService } from './service-token/service.ts'
 
 /** What `buildApp` needs from outside: HOUSE-STYLE §2, no module-level singletons. */
 export interface AppDeps {
@@ -74,6 +76,8 @@ export interface App {
   metrics: Metrics & HotPathMetrics
   policy: PolicySet
   sessions: SessionService
+  /** Service tokens (issue 16): the request-side check, reports, automatic rotation. */
+  serviceTokens: ServiceTokenService
   login: LoginService
   sync: SyncParts
   oidc: OidcClient
@@ -166,11 +170,21 @@ export function buildApp (config: Config, deps: AppDeps): App {
     config, users, audit, queue, pool, oidc, login, clock, log: sessionLog, queued,
     endOtherSessions: (session) => sessions.endWhere({ username: session.username }, 'password_changed', session.id).length
   })
+  const serviceTokens = new ServiceTokenService({
+    db: deps.db,
+    clock,
+    log: log.child({ module: 'service-tokens' }),
+    audit,
+    config: config.service_tokens,
+    delivery: configuredDelivery(config.service_tokens.auto_rotate, config.base_dir)
+  })
   const jar = new CookieJar(config.secrets.cookie_keys, config.session.cookie_name)
   metrics.bind({
     cachedTokens: () => tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs),
     sessionsActive: () => sessions.repository.countByMode(),
-    syncQueue: () => queue.depth(clock.now())
+    syncQueue: () => queue.depth(clock.now()),
+    serviceTokens: () => serviceTokens.counts(),
+    serviceTokenExpiries: () => serviceTokens.expiries()
   })
 
   const deciderDeps: DeciderDeps = {
@@ -181,6 +195,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
     prefix: config.server.prefix,
     log: log.child({ module: 'decision' }),
     record: metrics.recordDecision,
+    ...(config.service_tokens.enabled ? { serviceTokens } : {}),
     sessions: {
       identify: async (cookie, scheme) => {
         const secret = jar.sessionSecret(cookie, cookiesSecure(config.session.cookie_secure, config.server.public_url, scheme))
@@ -205,7 +220,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
     sessions: () => ({ active: sessions.repository.countByMode(), cachedTokens: tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs) }),
     sync: () => queue.stats(clock.now()),
     clientAuth: () => oidc.clientAuth,
-    worker: deps.worker?.slot ?? null
+    worker: deps.worker?.slot ?? null,
+    serviceTokens: () => serviceTokens.status()
   })
 
   const accessLog = config.log.access_log ? (deps.accessLog === undefined ? accessLogVia(log) : deps.accessLog) : null
@@ -241,6 +257,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
     metrics,
     policy,
     sessions,
+    serviceTokens,
     login,
     sync,
     oidc,
@@ -248,6 +265,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
     start: () => {
       const keys = jwks.start()
       sessions.start()
+      serviceTokens.start({ rotate: deps.worker?.leader !== false })
       if (config.sync.enabled && config.keycloak.kind === 'keycloak' && deps.worker?.leader !== false) sync.worker.start()
       return Promise.all([keys, keycloak.health.start()]).then(() => tracker.settle())
     },
@@ -256,7 +274,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
       jwks.stop()
       keycloak.health.stop()
       await Promise.allSettled(listeners.map(async (listener) => { await listener.close() }))
-      await Promise.all([sessions.stop(), sync.worker.stop()])
+      await Promise.all([sessions.stop(), sync.worker.stop(), serviceTokens.stop()])
     }
   }
 }

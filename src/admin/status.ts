@@ -7,6 +7,7 @@ import type { DiscoveryStatus } from '../keycloak/metadata.ts'
 import type { ClientAuthState } from '../keycloak/oidc.ts'
 import type { AccessTokenVerifier } from '../keycloak/verify-token.ts'
 import type { SyncStats } from '../store/sync-queue.ts'
+import type { ServiceTokenStatus } from '../service-token/service.ts'
 import { VERSION } from '../version.ts'
 
 /** One Keycloak server as `/status` reports it. */
@@ -53,6 +54,8 @@ export interface StatusReport {
   /** The sync queue: items by status, the oldest unfinished one's age, the latest error. */
   sync: { pending: number, processing: number, failed: number, dead: number, done: number, oldest_pending_seconds: number | null, last_error: SyncStats['lastError'] }
   database: { path: string, schema_version: number }
+  /** Service tokens by state, those expiring within `service_tokens.expiry_warning_days`, and their alerts. */
+  service_tokens?: ServiceTokenStatus
 }
 
 /** The parts a status report reads. */
@@ -71,6 +74,8 @@ export interface StatusSources {
   clientAuth?: () => ClientAuthState
   /** The cluster worker slot of this process; null or absent in a single process. */
   worker?: number | null
+  /** Service tokens' report; left out of the report when absent. */
+  serviceTokens?: () => ServiceTokenStatus
 }
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
@@ -120,7 +125,8 @@ export function statusReport (s: StatusSources): StatusReport {
     tokens: { verified_cache_entries: s.verifier.cacheSize },
     sessions: (({ active, cachedTokens }) => ({ active, cached_tokens: cachedTokens }))(s.sessions()),
     sync: (({ byStatus, oldestPendingSeconds, lastError }) => ({ ...byStatus, oldest_pending_seconds: oldestPendingSeconds, last_error: lastError }))(s.sync()),
-    database: { path: s.databasePath, schema_version: s.schemaVersion() }
+    database: { path: s.databasePath, schema_version: s.schemaVersion() },
+    ...(s.serviceTokens !== undefined ? { service_tokens: s.serviceTokens() } : {})
   }
 }
 

@@ -7,6 +7,7 @@ import type { AccessTokenVerifier, TokenRejection, VerifiedToken } from '../keyc
 import { normaliseTarget } from '../authz/normalise-path.ts'
 import { matchRule, satisfies, type PolicyRule, type PolicySet } from '../authz/policy.ts'
 import { identityHeaders } from './identity-headers.ts'
+import { isServiceToken, type ServiceTokenOutcome, type ServiceTokenRejection } from '../service-token/service.ts'
 
 /** Which way a request came in. Only the proxy owns the sidecar prefix. */
 export type EntryPoint = 'proxy' | 'forward_auth' | 'ext_authz_http' | 'ext_authz_grpc'
@@ -45,7 +46,7 @@ export type DecisionReason =
   | 'denied_by_policy'
   | 'missing_role'
   | 'internal_error'
-  | `token_${TokenRejection}`
+  | `token_${TokenRejection | ServiceTokenRejection}`
 
 /** The one answer every entry point translates (DESIGN §1). */
 export type Decision =
@@ -83,6 +84,8 @@ export interface DeciderDeps {
   log: Logger
   /** Browser sessions: the identity a request's session cookie stands for, or null. */
   sessions?: SessionLookup
+  /** Gatehouse's own service tokens (`ght_…`), checked before any JWT parsing; absent: refused as malformed bearer tokens. */
+  serviceTokens?: ServiceTokenLookup
   /** Counts each decision, by entry point and kind, with the seconds it took. */
   record?: (entry: EntryPoint, kind: Decision['kind'], seconds: number) => void
 }
@@ -90,6 +93,11 @@ export interface DeciderDeps {
 /** How `decide()` reads a session cookie (the session service, behind the cookie jar). */
 export interface SessionLookup {
   identify: (cookieHeader: string | string[] | undefined, scheme: string | undefined) => Promise<Identity | null>
+}
+
+/** How `decide()` checks a service token (the service-token service). */
+export interface ServiceTokenLookup {
+  authenticate: (token: string, ip: string | undefined) => ServiceTokenOutcome
 }
 
 /** The decision function: request facts in, {@link Decision} out. */
@@ -141,7 +149,7 @@ async function decideUnsafe (deps: DeciderDeps, memo: Memo, facts: RequestFacts)
     return deny(403, 'denied_by_policy', rule.name, null, { error: 'forbidden' })
   }
 
-  const caller = await authenticate(deps, memo, facts.headers, facts.entry, facts.scheme)
+  const caller = await authenticate(deps, memo, facts.headers, facts.entry, facts.scheme, facts.ip)
   if (caller.refused === 'no_credentials') {
     if ((facts.redirectBrowsers ?? facts.entry === 'proxy') && isBrowserNavigation(facts)) {
       return { kind: 'redirect', reason: 'no_credentials', location: `${deps.prefix}/login?rd=${encodeURIComponent(target)}`, rule: rule.name }
@@ -164,18 +172,27 @@ async function decideUnsafe (deps: DeciderDeps, memo: Memo, facts: RequestFacts)
 type Caller =
   | { refused?: undefined, identity: Identity, headers: Record<string, string> }
   | { refused: 'no_credentials' }
-  | { refused: TokenRejection, detail: string }
+  | { refused: TokenRejection | ServiceTokenRejection, detail: string }
 
 /**
  * Authentication, the part of the decision every way of asking "who is this?" shares: a
  * bearer token first, else the session cookie. Successes are the memoised entries themselves,
  * so the request path allocates nothing for a known token or session.
  */
-async function authenticate (deps: DeciderDeps, memo: Memo, headers: RequestFacts['headers'], entry: EntryPoint, scheme: string | undefined): Promise<Caller> {
+async function authenticate (deps: DeciderDeps, memo: Memo, headers: RequestFacts['headers'], entry: EntryPoint, scheme: string | undefined, ip?: string): Promise<Caller> {
   const token = bearerToken(headers.authorization)
   if (token === null) {
     const identity = await deps.sessions?.identify(headers.cookie, scheme) ?? null
     return identity === null ? { refused: 'no_credentials' } : sessionHeaders(memo, identity, deps)
+  }
+  // DESIGN §2: a service token is recognised by its prefix before any JWT parsing.
+  if (deps.serviceTokens !== undefined && isServiceToken(token)) {
+    const service = deps.serviceTokens.authenticate(token, ip)
+    if (!service.ok) {
+      deps.log.debug({ reason: service.reason, detail: service.detail, entry }, 'service token refused')
+      return { refused: service.reason, detail: service.detail }
+    }
+    return sessionHeaders(memo, service.identity, deps)
   }
   const outcome = deps.verifier.remembered(token) ?? await deps.verifier.verify(token)
   if (!outcome.ok) {

@@ -52,6 +52,10 @@ export interface Metrics {
   syncOperations: Counter<'operation' | 'result'>
   /** Time to replay one sync item. */
   syncReplayDuration: Histogram
+  /** Service tokens by state (active, expiring, expired, revoked) and live previous tokens (in_grace). */
+  serviceTokens: Gauge<'state'>
+  /** When each service token not revoked expires, in seconds since the epoch. */
+  serviceTokenExpiry: Gauge<'name'>
 }
 
 /** Values of `gatehouse_circuit_state`. */
@@ -62,6 +66,9 @@ export const UPSTREAM_ERROR_KINDS = ['refused', 'timeout', 'reset', 'network', '
 
 /** One of {@link UPSTREAM_ERROR_KINDS}. */
 export type UpstreamErrorKind = typeof UPSTREAM_ERROR_KINDS[number]
+
+/** The `state` values of `gatehouse_service_tokens`. */
+export const SERVICE_TOKEN_STATES = ['active', 'expiring', 'expired', 'revoked', 'in_grace'] as const
 
 /** The modes `gatehouse_mode` reports. */
 export const MODES = ['normal', 'degraded', 'offline'] as const
@@ -94,6 +101,10 @@ export interface GaugeSources {
   syncQueue: () => { byStatus: Record<string, number>, oldestPendingSeconds: number | null }
   /** Log lines dropped since the process started (never decreases). */
   logLinesDropped: () => number
+  /** Service tokens by state. */
+  serviceTokens: () => Record<string, number>
+  /** Each service token not revoked and its expiry (ms since the epoch). */
+  serviceTokenExpiries: () => Array<{ name: string, expiresAt: number }>
 }
 
 /** Values of the `code` label of `gatehouse_requests_total`, indexed by status / 100. */
@@ -297,6 +308,27 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
       help: 'Time to replay one sync item to Keycloak.',
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
       registers
+    }),
+    serviceTokens: new Gauge({
+      name: 'gatehouse_service_tokens',
+      help: 'Service tokens by state: active, expiring (within service_tokens.expiry_warning_days), expired, revoked; in_grace counts previous tokens still valid after a rotation.',
+      labelNames: ['state'] as const,
+      registers,
+      collect () {
+        const counts = bound.serviceTokens?.() ?? {}
+        for (const state of SERVICE_TOKEN_STATES) this.set({ state }, counts[state] ?? 0)
+      }
+    }),
+    serviceTokenExpiry: new Gauge({
+      name: 'gatehouse_service_token_expiry_timestamp_seconds',
+      help: 'When each service token that is not revoked expires, in seconds since the epoch.',
+      labelNames: ['name'] as const,
+      registers,
+      collect () {
+        // Reset first: a revoked or purged token's series must go, not stay at its last value.
+        this.reset()
+        for (const { name, expiresAt } of bound.serviceTokenExpiries?.() ?? []) this.set({ name }, Math.floor(expiresAt / 1000))
+      }
     })
   }
   metrics.buildInfo.set({ version: VERSION }, 1)
