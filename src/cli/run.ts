@@ -19,6 +19,7 @@ import { processReloadSignals, processStopSignals, type StopSignals } from './si
 import { runStatusCommand } from './status-command.ts'
 import { runUsersCommand } from './users-command.ts'
 import { runSyncCommand } from './sync-command.ts'
+import { runTokensCommand } from './tokens-command.ts'
 import { commandSpec, commandUsage, GLOBAL_OPTIONS, mainUsage, OPTIONS, type CommandForm, type CommandSpec, type OptionName } from './usage.ts'
 
 /**
@@ -105,6 +106,11 @@ export async function runCli (argv: string[], context: CliContext): Promise<numb
         return await runSyncCommand(sub, args, {
           config: loadForServe(configPath, env).config, json, days: str(values.days), allDead: values['all-dead'] === true,
           stopSignals, ...(logDestination !== undefined ? { logDestination } : {})
+        }, output)
+      case 'tokens':
+        return runTokensCommand(sub, args, {
+          configPath, env, json, roles: str(values.roles), description: str(values.description), expiresDays: str(values['expires-days']),
+          graceDays: str(values['grace-days']), autoRotateDays: str(values['auto-rotate-days']), previousOnly: values['previous-only'] === true, days: str(values.days)
         }, output)
       default:
         // A command in the table without a case here: ours to fix, not the user's.

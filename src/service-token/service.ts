@@ -127,8 +127,8 @@ export class ServiceTokenService {
   readonly #repo: ServiceTokensRepository
   readonly #limiter: FailureLimiter
   readonly #verified = new Map<string, Verified>()
-  /** Uses not yet written: identifier → generation and latest time. */
-  readonly #uses = new Map<string, { generation: Generation, at: number }>()
+  /** Uses not yet written: identifier → latest time. */
+  readonly #uses = new Map<string, { at: number }>()
   /** When each identifier's use was last written (or queued), for the once-a-minute rule. */
   readonly #written = new Map<string, number>()
   readonly #warnedUndelivered = new Set<string>()
@@ -216,7 +216,7 @@ export class ServiceTokenService {
     const last = this.#written.get(verified.id)
     if (last !== undefined && now - last < LAST_USED_RESOLUTION_MS) return
     this.#written.set(verified.id, now)
-    this.#uses.set(verified.id, { generation: verified.generation, at: now })
+    this.#uses.set(verified.id, { at: now })
   }
 
   /**
@@ -231,13 +231,13 @@ export class ServiceTokenService {
     const { db, audit } = this.#deps
     db.transaction(() => {
       for (const [id, use] of batch) {
-        if (use.generation === 'current' && this.#repo.markFirstUse(id, use.at)) {
+        if (this.#repo.markFirstUse(id, use.at)) {
           const record = this.#repo.findByIdentifier(id)?.record
           if (record !== undefined) {
             audit.append({ actor: `service:${record.name}`, action: 'service_token_first_use', result: 'success', authMode: 'service', detail: { name: record.name, id, after_rotation: record.rotatedAt !== null, rotated_at: iso(record.rotatedAt) } }, use.at)
           }
         } else {
-          this.#repo.touch(id, use.generation, use.at)
+          this.#repo.touch(id, use.at)
         }
       }
     })()

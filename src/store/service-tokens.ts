@@ -208,10 +208,13 @@ export class ServiceTokensRepository {
     })()
   }
 
-  /** Records a use of one generation (callers write at most once a minute per token). */
-  touch (id: string, generation: Generation, at: number): void {
-    const column = generation === 'current' ? 'current' : 'previous'
-    this.#db.prepare(`UPDATE service_tokens SET ${column}_last_used_at = max(coalesce(${column}_last_used_at, 0), ?) WHERE ${column}_id = ?`).run(at, id)
+  /**
+   * Records a use of the token generation `id` names, whichever it is now (a use queued
+   * before a rotation is written after it, to the previous token).
+   */
+  touch (id: string, at: number): void {
+    this.#db.prepare('UPDATE service_tokens SET current_last_used_at = max(coalesce(current_last_used_at, 0), ?) WHERE current_id = ?').run(at, id)
+    this.#db.prepare('UPDATE service_tokens SET previous_last_used_at = max(coalesce(previous_last_used_at, 0), ?) WHERE previous_id = ?').run(at, id)
   }
 
   /**
