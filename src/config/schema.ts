@@ -242,7 +242,7 @@ export const HeadersSchema = Type.Object({
   email: HeaderName(DEFAULT_HEADERS.email, `Carries \`email\`. Default is ${DEFAULT_HEADERS.email}.`),
   groups: HeaderName(DEFAULT_HEADERS.groups, `Carries \`groups\`, comma-separated. Default is ${DEFAULT_HEADERS.groups}.`),
   roles: HeaderName(DEFAULT_HEADERS.roles, `Carries the roles, comma-separated: realm roles as named, client roles as \`client:role\`. Default is ${DEFAULT_HEADERS.roles}.`),
-  mode: HeaderName(DEFAULT_HEADERS.mode, `Carries how the caller was authenticated: keycloak, cached, local or token. Default is ${DEFAULT_HEADERS.mode}.`),
+  mode: HeaderName(DEFAULT_HEADERS.mode, `Carries how the caller was authenticated: keycloak, cached, local, token or service (a Gatehouse service token). Default is ${DEFAULT_HEADERS.mode}.`),
   access_token: HeaderName(DEFAULT_HEADERS.access_token, `Carries the access token when \`pass_access_token\` is on. Default is ${DEFAULT_HEADERS.access_token}.`),
   pass_access_token: Type.Boolean({ default: false, description: 'Send the caller\'s access token to the app in the access_token header. Default is false.' }),
   pass_authorization_header: Type.Boolean({ default: false, description: 'Send `Authorization: Bearer <access token>` to the app (replacing the client\'s). When false the client\'s own Authorization header is passed through unchanged. Default is false.' })
