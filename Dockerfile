@@ -24,10 +24,15 @@ COPY package.json ./
 COPY config.yaml /etc/gatehouse/config.yaml
 COPY policies /etc/gatehouse/policies
 RUN mkdir -p /var/lib/gatehouse && chown node:node /var/lib/gatehouse
-USER node
+# The base image's node user, by number: Kubernetes' runAsNonRoot can only verify a numeric USER.
+USER 1000:1000
 # The SQLite store (sessions, token and JWKS caches, sync queue) lives here: mount a volume
 # so a restart keeps the keys that let Gatehouse start while Keycloak is down.
 VOLUME ["/var/lib/gatehouse"]
+# Nothing else is written: run it with a read-only root file system and a tmpfs for SQLite's
+# temporary files, `docker run --read-only --tmpfs /tmp -v gatehouse-data:/var/lib/gatehouse ...`
+# (deploy/kubernetes/deployment.yaml does the same; test/integration/read-only-root.test.ts
+# runs Gatehouse so, as uid 1000, without a container engine).
 # The admin listener (/metrics, /healthz, /readyz, /status) binds every interface of the
 # container here, where config.yaml's own default is 127.0.0.1: a container's 127.0.0.1 is its
 # own loopback (a pod's, shared by its containers), so kubelet probes and Prometheus, which come

@@ -11,10 +11,14 @@
 // ratios are taken round by round (between runs seconds apart) and their median reported.
 // (b) is sent the very same requests as (c), tokens included, so the ratio measures
 // Gatehouse alone. BENCH_DURATION (seconds per run, default 3), BENCH_ROUNDS (default 7)
-// and BENCH_CONNECTIONS (default 50) tune it.
+// and BENCH_CONNECTIONS (default 50) tune it; BENCH_POLICY_ROUNDS (default BENCH_ROUNDS) the
+// policy-size block (the shipped policies against 500 rules), which BENCH_ONLY=policy-size
+// runs alone. A separate block then measures the session-cookie path with the Redis session
+// store against SQLite (issue 14; skipped with a line without redis-server); BENCH_ONLY=sessions
+// runs that block alone.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer as createNetServer } from 'node:net'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -22,12 +26,21 @@ import { fileURLToPath } from 'node:url'
 import autocannon, { type Request as LoadRequest } from 'autocannon'
 import { stringify } from 'yaml'
 import { startKeycloakStandin } from '../test/fixtures/keycloak-standin.ts'
+import { findProgram } from '../test/fixtures/system-programs.ts'
+import { startRedis } from '../test/fixtures/redis.ts'
+import { BrowserClient } from '../test/fixtures/browser-client.ts'
+import { openDatabase } from '../src/store/db.ts'
+import { UsersRepository } from '../src/store/users.ts'
+import { hashPassword } from '../src/session/passwords.ts'
 import { startFaultProxy } from '../test/fixtures/fault-proxy.ts'
 import { GATEHOUSE_CLIENT, keycloakTierMissing, keycloakVersion, startRealKeycloak } from '../test/fixtures/keycloak-real.ts'
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 3)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
+// BENCH_ONLY=policy-size runs the policy-size block alone; unset, everything runs.
+const ONLY = process.env.BENCH_ONLY ?? null
+if (ONLY !== null && ONLY !== 'policy-size' && ONLY !== 'sessions') throw new Error(`BENCH_ONLY=${ONLY}: the blocks that run alone are policy-size and sessions`)
 const TOKENS = 1000
 // The Node flags Gatehouse ships with (Dockerfile, npm start); both proxies get them, so the
 // comparison stays like for like. A larger young generation halves scavenges on a proxy
@@ -209,11 +222,24 @@ const BENCH_SECRETS = { encryption_keys: [randomBytes(32).toString('hex')], cook
 // The policies the repository ships (policies/app.yaml), so each request is matched against a
 // real rule set, case folding included, as in a deployment.
 const POLICIES = here('../policies')
+const POLICY_RULES = (readFileSync(join(POLICIES, 'app.yaml'), 'utf8').match(/^ {2}- name:/gm) ?? []).length
 
 function gatehouseConfig (name: string, settings: Record<string, unknown>): string {
   const path = join(work, `${name}.yaml`)
   writeFileSync(path, stringify({ server: { host: '127.0.0.1', port: 0 }, admin: { host: '127.0.0.1', port: 0 }, policies: { dir: POLICIES }, secrets: BENCH_SECRETS, ...settings }))
   return path
+}
+
+// BENCH_ONLY=sessions: only the session-store block (issue 14), against the built bundle.
+if (ONLY === 'sessions') {
+  try {
+    const upstream = await startProcess([here('./upstream.mjs')], otherCpus)
+    await sessionStores(`http://127.0.0.1:${String(upstream.first.port)}`, here('../dist/bundle/gatehouse.js'))
+  } finally {
+    for (const child of children) child.kill('SIGTERM')
+    rmSync(work, { recursive: true, force: true })
+  }
+  process.exit(0)
 }
 
 try {
@@ -243,123 +269,205 @@ try {
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
 
-  process.stdout.write(`Benchmark: ${ROUNDS} interleaved rounds of ${DURATION} s per target (after a 3 s warm-up each), ${CONNECTIONS} connections, GET /bench,\n` +
-    `${TOKENS} distinct tokens in rotation for (b) and (c); node ${NODE_FLAGS.join(' ')} for both; ${canPin ? `proxy pinned to CPU ${proxyCpus}, load and upstream to CPU ${otherCpus}` : 'no CPU pinning (taskset missing or one CPU)'}.\n\n`)
-  const targets: Array<[string, string, string[] | null, number | undefined]> = [
-    ['(a) upstream direct', upstreamUrl, null, undefined],
-    ['(b) bare @fastify/http-proxy', bareUrl, tokens, bare.child.pid],
-    ['(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid]
-  ]
-  // BENCH_BASELINE=/other/checkout/dist/bundle/gatehouse.js measures another build of Gatehouse in the
-  // same rounds, under the same configuration: what a change cost, without the machine's drift.
-  const baselineMain = process.env.BENCH_BASELINE
-  const baseline = baselineMain === undefined
-    ? null
-    : await startProcess([...NODE_FLAGS, baselineMain, 'serve', '-c', gatehouseConfig('baseline', { upstream: { url: upstreamUrl }, keycloak: busyKeycloak, database: { path: join(work, 'baseline.db') } })], proxyCpus)
-  const baselineUrl = baseline === null ? null : String(baseline.first.proxy)
-  if (baseline !== null) targets.push(['(c0) baseline build', baselineUrl as string, tokens, baseline.child.pid])
-  const peerBinary = goBinary(OAUTH2_PROXY)
-  const peer = peerBinary.path === null ? null : await startOauth2Proxy(peerBinary.path, standin.issuer, standin.clientId, upstreamUrl)
-  const peerName = `(o) oauth2-proxy ${OAUTH2_PROXY.version}`
-  if (peer !== null) targets.push([peerName, peer.url, tokens, peer.child.pid])
-  else process.stdout.write(`the peer: not measured (${peerBinary.reason})\n`)
-  for (const [name, url, list, pid] of targets) await load(name, url, list, pid, 3) // warm-up: JIT, pools, caches
-  const rounds: Result[][] = [[], [], [], [], []]
-  const baselineRounds: Result[] = []
-  const peerRounds: Result[] = []
-  for (let round = 0; round < ROUNDS; round++) {
-    rounds[0]?.push(await load('(a) upstream direct', upstreamUrl, null))
-    rounds[1]?.push(await load('(b) bare @fastify/http-proxy', bareUrl, tokens, bare.child.pid))
-    rounds[2]?.push(await load('(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid))
-    if (baseline !== null) baselineRounds.push(await load('(c0) baseline build', baselineUrl as string, tokens, baseline.child.pid))
-    if (peer !== null) peerRounds.push(await load(peerName, peer.url, tokens, peer.child.pid))
-    await fault.setMode('blackhole')
-    rounds[3]?.push(await load('(c) with Keycloak black-holed', gatehouseUrl, tokens, gatehouse.child.pid))
-    await fault.setMode('refuse')
-    rounds[4]?.push(await load('(c) with Keycloak refusing', gatehouseUrl, tokens, gatehouse.child.pid))
-    await fault.setMode('pass')
-  }
-  const [direct, proxied, guarded, blackholed, refused] = rounds.map(median) as [Result, Result, Result, Result, Result]
-  process.stdout.write(`${table([direct, proxied, guarded, ...peer !== null ? [median(peerRounds)] : [], blackholed, refused])}\n\n`)
-  const perRound = (x: number, y: number): number[] => (rounds[x] ?? []).map((r, i) => r.rps / (rounds[y]?.[i]?.rps ?? Number.NaN))
-  const cb = perRound(2, 1)
-  const ca = perRound(2, 0)
-  const cost = (rounds[2] ?? []).map((r, i) => r.cpuPerRequest - (rounds[1]?.[i]?.cpuPerRequest ?? Number.NaN))
-  process.stdout.write(`(c)/(b) round by round: ${cb.map((v) => v.toFixed(3)).join(', ')}\n`)
-  process.stdout.write(`ratio (c)/(b) requests/s, median round: ${medianOf(cb).toFixed(3)}   (target >= 0.92)\n`)
-  if (peer !== null) {
-    const co = (rounds[2] ?? []).map((r, i) => r.rps / (peerRounds[i]?.rps ?? Number.NaN))
-    process.stdout.write(`ratio (c)/(o) Gatehouse / oauth2-proxy requests/s, round by round: ${co.map((v) => v.toFixed(3)).join(', ')}; median ${medianOf(co).toFixed(3)}   (target >= 1.0)\n`)
-    process.stdout.write(`oauth2-proxy CPU per request, median round: ${medianOf(peerRounds.map((r) => r.cpuPerRequest)).toFixed(0)} µs\n`)
-  }
-  process.stdout.write(`ratio (c)/(a) requests/s, median round: ${medianOf(ca).toFixed(3)}\n`)
-  process.stdout.write(`Gatehouse's own cost, median round: ${medianOf(cost).toFixed(0)} µs CPU per request over the bare proxy (${medianOf((rounds[1] ?? []).map((r) => r.cpuPerRequest)).toFixed(0)} µs)   (target <= 10 µs)\n`)
-  const p99 = (x: number): number[] => (rounds[x] ?? []).map((r, i) => r.p99 / Math.max(1, rounds[2]?.[i]?.p99 ?? Number.NaN))
-  const failed = (x: number): number => (rounds[x] ?? []).reduce((n, r) => n + r.errors + r.non2xx, 0)
-  for (const [x, label] of [[3, 'black-holed'], [4, 'refusing']] as const) {
-    process.stdout.write(`Keycloak ${label}: p99 ${medianOf((rounds[x] ?? []).map((r) => r.p99))} ms vs ${medianOf((rounds[2] ?? []).map((r) => r.p99))} ms healthy, ` +
-      `median round p99 ratio ${medianOf(p99(x)).toFixed(2)} (target <= 1.2), throughput ratio ${medianOf(perRound(x, 2)).toFixed(3)}, failed requests ${failed(x)} (target 0)\n`)
-  }
-  if (baseline !== null) {
-    const ratio = baselineRounds.map((r, i) => (rounds[2]?.[i]?.rps ?? Number.NaN) / r.rps)
-    const delta = baselineRounds.map((r, i) => (rounds[2]?.[i]?.cpuPerRequest ?? Number.NaN) - r.cpuPerRequest)
-    process.stdout.write(`baseline ${baselineMain}: ${table([median(baselineRounds)]).split('\n')[1]}\n`)
-    process.stdout.write(`(c)/(c0) round by round: ${ratio.map((v) => v.toFixed(3)).join(', ')}; median ${medianOf(ratio).toFixed(3)}, CPU per request ${medianOf(delta) >= 0 ? '+' : ''}${medianOf(delta).toFixed(1)} µs against the baseline\n`)
-    baseline.child.kill('SIGTERM')
-  }
-  void guarded; void direct; void proxied; void blackholed; void refused
-  process.stdout.write('\n')
+  // BENCH_ONLY=policy-size: only the policy-size block (issue 13), without the minutes before it.
+  if (ONLY === null) {
+    process.stdout.write(`Benchmark: ${ROUNDS} interleaved rounds of ${DURATION} s per target (after a 3 s warm-up each), ${CONNECTIONS} connections, GET /bench,\n` +
+      `${TOKENS} distinct tokens in rotation for (b) and (c); node ${NODE_FLAGS.join(' ')} for both; ${canPin ? `proxy pinned to CPU ${proxyCpus}, load and upstream to CPU ${otherCpus}` : 'no CPU pinning (taskset missing or one CPU)'}.\n\n`)
+    const targets: Array<[string, string, string[] | null, number | undefined]> = [
+      ['(a) upstream direct', upstreamUrl, null, undefined],
+      ['(b) bare @fastify/http-proxy', bareUrl, tokens, bare.child.pid],
+      ['(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid]
+    ]
+    // BENCH_BASELINE=/other/checkout/dist/bundle/gatehouse.js measures another build of Gatehouse in the
+    // same rounds, under the same configuration: what a change cost, without the machine's drift.
+    const baselineMain = process.env.BENCH_BASELINE
+    const baseline = baselineMain === undefined
+      ? null
+      : await startProcess([...NODE_FLAGS, baselineMain, 'serve', '-c', gatehouseConfig('baseline', { upstream: { url: upstreamUrl }, keycloak: busyKeycloak, database: { path: join(work, 'baseline.db') } })], proxyCpus)
+    const baselineUrl = baseline === null ? null : String(baseline.first.proxy)
+    if (baseline !== null) targets.push(['(c0) baseline build', baselineUrl as string, tokens, baseline.child.pid])
+    const peerBinary = goBinary(OAUTH2_PROXY)
+    const peer = peerBinary.path === null ? null : await startOauth2Proxy(peerBinary.path, standin.issuer, standin.clientId, upstreamUrl)
+    const peerName = `(o) oauth2-proxy ${OAUTH2_PROXY.version}`
+    if (peer !== null) targets.push([peerName, peer.url, tokens, peer.child.pid])
+    else process.stdout.write(`the peer: not measured (${peerBinary.reason})\n`)
+    for (const [name, url, list, pid] of targets) await load(name, url, list, pid, 3) // warm-up: JIT, pools, caches
+    const rounds: Result[][] = [[], [], [], [], []]
+    const baselineRounds: Result[] = []
+    const peerRounds: Result[] = []
+    for (let round = 0; round < ROUNDS; round++) {
+      rounds[0]?.push(await load('(a) upstream direct', upstreamUrl, null))
+      rounds[1]?.push(await load('(b) bare @fastify/http-proxy', bareUrl, tokens, bare.child.pid))
+      rounds[2]?.push(await load('(c) gatehouse, 1000 tokens', gatehouseUrl, tokens, gatehouse.child.pid))
+      if (baseline !== null) baselineRounds.push(await load('(c0) baseline build', baselineUrl as string, tokens, baseline.child.pid))
+      if (peer !== null) peerRounds.push(await load(peerName, peer.url, tokens, peer.child.pid))
+      await fault.setMode('blackhole')
+      rounds[3]?.push(await load('(c) with Keycloak black-holed', gatehouseUrl, tokens, gatehouse.child.pid))
+      await fault.setMode('refuse')
+      rounds[4]?.push(await load('(c) with Keycloak refusing', gatehouseUrl, tokens, gatehouse.child.pid))
+      await fault.setMode('pass')
+    }
+    const [direct, proxied, guarded, blackholed, refused] = rounds.map(median) as [Result, Result, Result, Result, Result]
+    process.stdout.write(`${table([direct, proxied, guarded, ...peer !== null ? [median(peerRounds)] : [], blackholed, refused])}\n\n`)
+    const perRound = (x: number, y: number): number[] => (rounds[x] ?? []).map((r, i) => r.rps / (rounds[y]?.[i]?.rps ?? Number.NaN))
+    const cb = perRound(2, 1)
+    const ca = perRound(2, 0)
+    const cost = (rounds[2] ?? []).map((r, i) => r.cpuPerRequest - (rounds[1]?.[i]?.cpuPerRequest ?? Number.NaN))
+    process.stdout.write(`(c)/(b) round by round: ${cb.map((v) => v.toFixed(3)).join(', ')}\n`)
+    process.stdout.write(`ratio (c)/(b) requests/s, median round: ${medianOf(cb).toFixed(3)}   (target >= 0.92)\n`)
+    if (peer !== null) {
+      const co = (rounds[2] ?? []).map((r, i) => r.rps / (peerRounds[i]?.rps ?? Number.NaN))
+      process.stdout.write(`ratio (c)/(o) Gatehouse / oauth2-proxy requests/s, round by round: ${co.map((v) => v.toFixed(3)).join(', ')}; median ${medianOf(co).toFixed(3)}   (target >= 1.0)\n`)
+      process.stdout.write(`oauth2-proxy CPU per request, median round: ${medianOf(peerRounds.map((r) => r.cpuPerRequest)).toFixed(0)} µs\n`)
+    }
+    process.stdout.write(`ratio (c)/(a) requests/s, median round: ${medianOf(ca).toFixed(3)}\n`)
+    process.stdout.write(`Gatehouse's own cost, median round: ${medianOf(cost).toFixed(0)} µs CPU per request over the bare proxy (${medianOf((rounds[1] ?? []).map((r) => r.cpuPerRequest)).toFixed(0)} µs)   (target <= 10 µs)\n`)
+    const p99 = (x: number): number[] => (rounds[x] ?? []).map((r, i) => r.p99 / Math.max(1, rounds[2]?.[i]?.p99 ?? Number.NaN))
+    const failed = (x: number): number => (rounds[x] ?? []).reduce((n, r) => n + r.errors + r.non2xx, 0)
+    for (const [x, label] of [[3, 'black-holed'], [4, 'refusing']] as const) {
+      process.stdout.write(`Keycloak ${label}: p99 ${medianOf((rounds[x] ?? []).map((r) => r.p99))} ms vs ${medianOf((rounds[2] ?? []).map((r) => r.p99))} ms healthy, ` +
+        `median round p99 ratio ${medianOf(p99(x)).toFixed(2)} (target <= 1.2), throughput ratio ${medianOf(perRound(x, 2)).toFixed(3)}, failed requests ${failed(x)} (target 0)\n`)
+    }
+    if (baseline !== null) {
+      const ratio = baselineRounds.map((r, i) => (rounds[2]?.[i]?.rps ?? Number.NaN) / r.rps)
+      const delta = baselineRounds.map((r, i) => (rounds[2]?.[i]?.cpuPerRequest ?? Number.NaN) - r.cpuPerRequest)
+      process.stdout.write(`baseline ${baselineMain}: ${table([median(baselineRounds)]).split('\n')[1]}\n`)
+      process.stdout.write(`(c)/(c0) round by round: ${ratio.map((v) => v.toFixed(3)).join(', ')}; median ${medianOf(ratio).toFixed(3)}, CPU per request ${medianOf(delta) >= 0 ? '+' : ''}${medianOf(delta).toFixed(1)} µs against the baseline\n`)
+      baseline.child.kill('SIGTERM')
+    }
+    void guarded; void direct; void proxied; void blackholed; void refused
+    process.stdout.write('\n')
 
-  // Gateway modes: the same tokens, decisions only (no upstream hop), in rounds interleaved
-  // with proxy mode (c) so that all of them see the same machine.
-  const gateways: Array<{ name: string, run: () => Promise<Result> }> = [
-    { name: '(c) proxy mode', run: async () => await load('(c) proxy mode', gatehouseUrl, tokens, gatehouse.child.pid) },
-    { name: '(d) ext_authz HTTP', run: async () => await load('(d) ext_authz HTTP', `${gatehouseUrl}/_gatehouse/ext-authz/bench`, tokens, gatehouse.child.pid) },
-    { name: '(e) forward-auth', run: async () => await load('(e) forward-auth', `${gatehouseUrl}/_gatehouse/auth`, tokens, gatehouse.child.pid, DURATION, { 'x-forwarded-uri': '/bench', 'x-forwarded-method': 'GET' }) }
-  ]
-  const ghz = goBinary(GHZ)
-  if (ghz.path !== null) {
-    const data = join(work, 'check-requests.json')
-    writeFileSync(data, JSON.stringify(tokens.map((token) => ({ attributes: { request: { http: { method: 'GET', path: '/bench', host: 'bench', scheme: 'http', headers: { authorization: `Bearer ${token}` } } } } }))))
-    gateways.push({ name: '(f) ext_authz gRPC', run: async () => await loadGrpc('(f) ext_authz gRPC', ghz.path as string, grpcAddress, data, gatehouse.child.pid) })
+    // Gateway modes: the same tokens, decisions only (no upstream hop), in rounds interleaved
+    // with proxy mode (c) so that all of them see the same machine.
+    const gateways: Array<{ name: string, run: () => Promise<Result> }> = [
+      { name: '(c) proxy mode', run: async () => await load('(c) proxy mode', gatehouseUrl, tokens, gatehouse.child.pid) },
+      { name: '(d) ext_authz HTTP', run: async () => await load('(d) ext_authz HTTP', `${gatehouseUrl}/_gatehouse/ext-authz/bench`, tokens, gatehouse.child.pid) },
+      { name: '(e) forward-auth', run: async () => await load('(e) forward-auth', `${gatehouseUrl}/_gatehouse/auth`, tokens, gatehouse.child.pid, DURATION, { 'x-forwarded-uri': '/bench', 'x-forwarded-method': 'GET' }) }
+    ]
+    const ghz = goBinary(GHZ)
+    if (ghz.path !== null) {
+      const data = join(work, 'check-requests.json')
+      writeFileSync(data, JSON.stringify(tokens.map((token) => ({ attributes: { request: { http: { method: 'GET', path: '/bench', host: 'bench', scheme: 'http', headers: { authorization: `Bearer ${token}` } } } } }))))
+      gateways.push({ name: '(f) ext_authz gRPC', run: async () => await loadGrpc('(f) ext_authz gRPC', ghz.path as string, grpcAddress, data, gatehouse.child.pid) })
+    } else {
+      process.stdout.write(`ext_authz gRPC: not measured (${ghz.reason})\n`)
+    }
+    for (const g of gateways.slice(1)) await g.run() // warm-up
+    const gatewayRounds: Result[][] = gateways.map(() => [])
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [i, g] of gateways.entries()) gatewayRounds[i]?.push(await g.run())
+    }
+    process.stdout.write(`Gateway modes (decisions only, ${CONNECTIONS} connections):\n${table(gatewayRounds.map(median)).replace('req/s', 'dec/s')}\n`)
+    for (const [i, g] of gateways.entries()) {
+      if (i === 0) continue
+      const ratio = medianOf((gatewayRounds[i] ?? []).map((r, k) => r.rps / (gatewayRounds[0]?.[k]?.rps ?? Number.NaN)))
+      const target = g.name.includes('gRPC') ? 3 : 2
+      process.stdout.write(`ratio ${g.name} / proxy mode, median round: ${ratio.toFixed(2)}${g.name.includes('forward') ? '' : `   (target >= ${target})`}\n`)
+    }
+    process.stdout.write('\n')
+
+    await workerRuns(upstreamUrl, keycloak, tokens, main)
+  }
+
+  // Alone, nothing else is left running beside the two measured processes.
+  if (ONLY !== null) for (const p of [gatehouse, bare]) p.child.kill('SIGTERM')
+  await policySizeRuns(upstreamUrl, main, keycloak, tokens)
+
+  if (ONLY === null) {
+    // Cold start: the database already holds the JWKS; Keycloak accepts connections and never answers.
+    gatehouse.child.kill('SIGTERM')
+    await new Promise((resolve) => gatehouse.child.once('exit', resolve))
+    const blackhole = await startFaultProxy({ target: standin.baseUrl, mode: 'blackhole' })
+    const restarted = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig('restart', { upstream: { url: upstreamUrl }, keycloak: { ...keycloak, server: blackhole.url }, database: { path: database } })], proxyCpus)
+    const answer = await fetch(`${String(restarted.first.proxy)}/bench`, { headers: { authorization: `Bearer ${tokens[1]}` } })
+    const firstAnswerAt = performance.now()
+    process.stdout.write(`cold start with Keycloak black-holed: ${(restarted.readyAt - restarted.startedAt).toFixed(0)} ms from spawn to listening, ` +
+      `${(firstAnswerAt - restarted.startedAt).toFixed(0)} ms to the first validated request (status ${answer.status})   (budget <= 500 ms)\n`)
+    await blackhole.close()
+    await fault.close()
+    await standin.close()
+    restarted.child.kill('SIGTERM')
+
+    await accessLineCost()
+    await sessionStores(upstreamUrl, main)
+    await realKeycloakOutage(upstreamUrl, main)
   } else {
-    process.stdout.write(`ext_authz gRPC: not measured (${ghz.reason})\n`)
+    await fault.close()
+    await standin.close()
   }
-  for (const g of gateways.slice(1)) await g.run() // warm-up
-  const gatewayRounds: Result[][] = gateways.map(() => [])
-  for (let round = 0; round < ROUNDS; round++) {
-    for (const [i, g] of gateways.entries()) gatewayRounds[i]?.push(await g.run())
-  }
-  process.stdout.write(`Gateway modes (decisions only, ${CONNECTIONS} connections):\n${table(gatewayRounds.map(median)).replace('req/s', 'dec/s')}\n`)
-  for (const [i, g] of gateways.entries()) {
-    if (i === 0) continue
-    const ratio = medianOf((gatewayRounds[i] ?? []).map((r, k) => r.rps / (gatewayRounds[0]?.[k]?.rps ?? Number.NaN)))
-    const target = g.name.includes('gRPC') ? 3 : 2
-    process.stdout.write(`ratio ${g.name} / proxy mode, median round: ${ratio.toFixed(2)}${g.name.includes('forward') ? '' : `   (target >= ${target})`}\n`)
-  }
-  process.stdout.write('\n')
-
-  await workerRuns(upstreamUrl, keycloak, tokens, main)
-
-  // Cold start: the database already holds the JWKS; Keycloak accepts connections and never answers.
-  gatehouse.child.kill('SIGTERM')
-  await new Promise((resolve) => gatehouse.child.once('exit', resolve))
-  const blackhole = await startFaultProxy({ target: standin.baseUrl, mode: 'blackhole' })
-  const restarted = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig('restart', { upstream: { url: upstreamUrl }, keycloak: { ...keycloak, server: blackhole.url }, database: { path: database } })], proxyCpus)
-  const answer = await fetch(`${String(restarted.first.proxy)}/bench`, { headers: { authorization: `Bearer ${tokens[1]}` } })
-  const firstAnswerAt = performance.now()
-  process.stdout.write(`cold start with Keycloak black-holed: ${(restarted.readyAt - restarted.startedAt).toFixed(0)} ms from spawn to listening, ` +
-    `${(firstAnswerAt - restarted.startedAt).toFixed(0)} ms to the first validated request (status ${answer.status})   (budget <= 500 ms)\n`)
-  await blackhole.close()
-  await fault.close()
-  await standin.close()
-  restarted.child.kill('SIGTERM')
-
-  await accessLineCost()
-  await realKeycloakOutage(upstreamUrl, main)
 } finally {
   for (const child of children) child.kill('SIGTERM')
   rmSync(work, { recursive: true, force: true })
+}
+
+// ---- Policy size (issue 13): the shipped rules against 500 rules, in the same rounds. ----
+
+/**
+ * 500 rules as a large app's policies look: a prefix per service, `:id` parameters, methods,
+ * roles, permissions and groups, a few wildcard rules (any depth then `*.php`, any first
+ * segment then `debug`) that every walk must explore, and 20 roles with inheritance and
+ * group mappings. `GET /bench` matches none of them and falls to the default
+ * (authenticated) after all 500: the most work a first-match lookup can do.
+ */
+function fiveHundredRules (): string {
+  const rules: Array<Record<string, unknown>> = []
+  for (let i = 0; rules.length < 497; i++) {
+    const prefix = `/svc-${i}`
+    switch (i % 5) {
+      case 0: rules.push({ name: `svc-${i} read`, path: `${prefix}/items/:id`, methods: ['GET'], any_roles: [`role-${i % 20}`] }); break
+      case 1: rules.push({ name: `svc-${i} write`, path: `${prefix}/items/:id`, methods: ['PUT', 'DELETE'], permissions: [`svc-${i % 20}:write`] }); break
+      case 2: rules.push({ name: `svc-${i} admin`, paths: [`${prefix}/admin/**`, `/admin/svc-${i}/**`], any_roles: ['admin'] }); break
+      case 3: rules.push({ name: `svc-${i} assets`, path: `${prefix}/public/*.css`, methods: ['GET'], allow: 'public' }); break
+      default: rules.push({ name: `svc-${i} api`, path: `/api/v*/svc-${i}/**`, groups: [`/teams/team-${i % 10}`] })
+    }
+  }
+  rules.push({ name: 'no php', path: '/**/*.php', allow: 'deny' })
+  rules.push({ name: 'no debug', path: '/*/debug/**', allow: 'deny' })
+  rules.push({ name: 'well-known', path: '/.well-known/**', allow: 'public' })
+  const roles = Object.fromEntries(Array.from({ length: 20 }, (_, k) => [`role-${k}`, { permissions: [`svc-${k}:write`], ...(k > 0 ? { inherits: [`role-${k - 1}`] } : {}) }]))
+  const groupRoles = Object.fromEntries(Array.from({ length: 10 }, (_, k) => [`/teams/team-${k}`, [`role-${k * 2}`]]))
+  // No bench user holds these roles (alice is admin, bob user, both undefined here): their
+  // identity headers are the same under both sets, so the runs differ in matching alone.
+  return stringify({ roles, group_roles: groupRoles, rules })
+}
+
+/**
+ * Gatehouse with the shipped policies and with {@link fiveHundredRules}, otherwise configured
+ * alike, measured in alternating runs on the proxy's CPU with the same tokens; prints both and
+ * the difference, median round (target: within 5%).
+ */
+async function policySizeRuns (upstreamUrl: string, main: string, keycloak: Record<string, unknown>, tokens: string[]): Promise<void> {
+  const rounds = Number(process.env.BENCH_POLICY_ROUNDS ?? ROUNDS)
+  const large = join(work, 'policies-500')
+  mkdirSync(large)
+  writeFileSync(join(large, 'app.yaml'), fiveHundredRules())
+  const started: Array<{ name: string, url: string, pid: number | undefined }> = []
+  for (const [name, dir] of [['(g) shipped policies', POLICIES], ['(h) 500 rules', large]] as const) {
+    const db = join(work, `${name.slice(1, 2)}-policies.db`)
+    const proc = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig(`policies-${name.slice(1, 2)}`, { upstream: { url: upstreamUrl }, keycloak, database: { path: db }, policies: { dir } })], proxyCpus)
+    const url = String(proc.first.proxy)
+    for (let i = 0; (await fetch(`${url}/bench`, { headers: { authorization: `Bearer ${tokens[0] as string}` } })).status !== 200; i++) {
+      if (i > 100) throw new Error(`${name}: gatehouse never accepted the bench tokens`)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    started.push({ name, url, pid: proc.child.pid })
+  }
+  for (const g of started) await load(g.name, g.url, tokens, g.pid, 3) // warm-up
+  const results: Result[][] = started.map(() => [])
+  for (let round = 0; round < rounds; round++) {
+    // Alternating which goes first, so neither always runs after the other's load.
+    const order = round % 2 === 0 ? [0, 1] : [1, 0]
+    for (const i of order) {
+      const g = started[i] as (typeof started)[number]
+      results[i]?.push(await load(g.name, g.url, tokens, g.pid))
+    }
+  }
+  const ratio = (results[1] ?? []).map((r, i) => r.rps / (results[0]?.[i]?.rps ?? Number.NaN))
+  const cpu = (results[1] ?? []).map((r, i) => r.cpuPerRequest - (results[0]?.[i]?.cpuPerRequest ?? Number.NaN))
+  process.stdout.write(`Policy size (GET /bench falls to the default after every rule; ${rounds} rounds, ${CONNECTIONS} connections):\n${table(results.map(median))}\n`)
+  process.stdout.write(`(h)/(g) round by round: ${ratio.map((v) => v.toFixed(3)).join(', ')}\n`)
+  process.stdout.write(`500 rules vs the shipped ${POLICY_RULES} rules, median round: ${((medianOf(ratio) - 1) * 100).toFixed(1)}% requests/s, ${medianOf(cpu) >= 0 ? '+' : ''}${medianOf(cpu).toFixed(1)} µs CPU per request   (target: within 5%)\n\n`)
 }
 
 /**
@@ -389,6 +497,75 @@ async function workerRuns (upstreamUrl: string, keycloak: Record<string, unknown
   process.stdout.write(`Workers (${cpus} CPUs shared by the workers${canPin ? `, load generator pinned to CPU ${otherCpus}` : ''}):\n${table(rounds.map(median))}\n`)
   process.stdout.write(`ratio workers 2 / workers 1 requests/s, round by round: ${ratio.map((v) => v.toFixed(3)).join(', ')}; median ${medianOf(ratio).toFixed(3)}\n\n`)
   for (const w of started) w.child.kill('SIGTERM')
+}
+
+/**
+ * Issue 14, a block of its own: the session-cookie path with `store.sessions: redis` against
+ * `sqlite`, in one interleaved run. Two Gatehouses, identical but for the store (local users,
+ * Keycloak nowhere), each asked by one signed-in browser's cookie; a redis-server of our own
+ * for the second. Redis commands are counted with `INFO commandstats` (no MONITOR, which
+ * would slow Redis down) around each round: steady-state round trips per request. Targets:
+ * redis/sqlite throughput >= 0.9, and <= 0.01 Redis round trips per request.
+ */
+async function sessionStores (upstreamUrl: string, main: string): Promise<void> {
+  if (findProgram('redis-server').path === null) {
+    process.stdout.write('session stores: not measured (redis-server is not installed: npm run test:deps)\n')
+    return
+  }
+  // The test fixture, given a teardown list of our own.
+  const teardowns: Array<() => unknown> = []
+  const redis = await startRedis({ teardown: (fn) => { teardowns.push(fn) }, pass: () => {}, fail: () => {} })
+  if (redis === null) return
+  try {
+    const keycloak = { issuer: 'https://sso.example.test/realms/bench', server: `http://127.0.0.1:${await freePort()}`, client_id: 'bench', timeout_ms: 200 }
+    const started: Array<{ name: string, url: string, pid: number | undefined, cookie: string, child: ChildProcess }> = []
+    for (const store of ['sqlite', 'redis'] as const) {
+      const database = join(work, `sessions-${store}.db`)
+      const { db } = openDatabase({ path: database })
+      new UsersRepository(db).create({ username: 'bench', email: null, passwordHash: await hashPassword('bench-password'), roles: [] }, Date.now())
+      db.close()
+      const config = gatehouseConfig(`sessions-${store}`, {
+        upstream: { url: upstreamUrl }, keycloak, auth: { primary: 'local' }, database: { path: database },
+        store: store === 'redis' ? { sessions: 'redis', redis: { url: redis.url, key_prefix: 'bench:' } } : { sessions: 'sqlite' }
+      })
+      const gatehouse = await startProcess([...NODE_FLAGS, main, 'serve', '-c', config], proxyCpus)
+      const url = String(gatehouse.first.proxy)
+      const browser = new BrowserClient()
+      const page = await browser.get(`${url}/_gatehouse/login?form=1&rd=%2Fbench`)
+      await browser.submit(page, { username: 'bench', password: 'bench-password' }, { follow: false })
+      const cookie = browser.cookie(url, 'gatehouse_session')
+      if (cookie === undefined) throw new Error(`no session from the ${store} Gatehouse`)
+      started.push({ name: `(s) session cookie, ${store}`, url, pid: gatehouse.child.pid, cookie: `gatehouse_session=${cookie.value}`, child: gatehouse.child })
+    }
+    const run = async (target: typeof started[number], duration = DURATION): Promise<Result> => {
+      const options = { url: `${target.url}/bench`, connections: CONNECTIONS, pipelining: 1, duration, headers: { cookie: target.cookie } }
+      const cpuBefore = cpuMicros(target.pid)
+      const r = await autocannon(options)
+      return { name: target.name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts, non2xx: r.non2xx, cpuPerRequest: (cpuMicros(target.pid) - cpuBefore) / r.requests.total }
+    }
+    for (const target of started) await run(target, 3) // warm-up
+    const rounds: Result[][] = [[], []]
+    const trips: number[] = []
+    const calls = async (): Promise<number> => Object.entries(await redis.commandCalls()).filter(([name]) => name !== 'info').reduce((n, [, c]) => n + c, 0)
+    for (let round = 0; round < ROUNDS; round++) {
+      rounds[0]?.push(await run(started[0]!))
+      const before = await calls()
+      const result = await run(started[1]!)
+      rounds[1]?.push(result)
+      const requests = result.rps * DURATION
+      trips.push(((await calls()) - before) / Math.max(1, requests))
+    }
+    process.stdout.write(`Session stores (session cookie, ${CONNECTIONS} connections, one session, ${ROUNDS} interleaved rounds):\n${table(rounds.map(median))}\n`)
+    const ratio = (rounds[1] ?? []).map((r, i) => r.rps / (rounds[0]?.[i]?.rps ?? Number.NaN))
+    process.stdout.write(`redis/sqlite round by round: ${ratio.map((v) => v.toFixed(3)).join(', ')}\n`)
+    process.stdout.write(`ratio redis/sqlite requests/s, median round: ${medianOf(ratio).toFixed(3)}   (target >= 0.90)\n`)
+    process.stdout.write(`Redis round trips per request, median round: ${medianOf(trips).toFixed(5)}   (target <= 0.01)\n`)
+    const failed = rounds.flat().reduce((n, r) => n + r.errors + r.non2xx, 0)
+    process.stdout.write(`failed requests: ${failed} (target 0)\n\n`)
+    for (const target of started) target.child.kill('SIGTERM')
+  } finally {
+    for (const fn of teardowns) await fn()
+  }
 }
 
 /**

@@ -12,6 +12,8 @@ export interface AccessEntry {
   decision: Decision['kind'] | 'none'
   reason: DecisionReason | null
   rule: string | null
+  /** For a caller a rule's conditions refused: what was missing (`any of roles admin`). Null or absent otherwise. */
+  missing?: string | null
   authMode: AuthMode | 'none'
   user: string | null
   /** The client address as `server.trust_proxy` lets Fastify read it: behind a trusted proxy, whatever X-Forwarded-For said. */
@@ -47,13 +49,14 @@ export function createAccessLog (destination: DestinationStream): AccessLog {
       const ms = Date.now()
       if (ms !== now) { now = ms; time = String(ms) }
       // Every string a client or an operator can spell (the request id, method, path, rule,
-      // user and address: with `trust_proxy`, Fastify takes the address from X-Forwarded-For
-      // as sent) goes through jsonString, directly or through the cache. Decisions, reasons
-      // and modes are literals checked at compile time (LITERALS_ARE_PLAIN); numbers are
-      // finite or null.
+      // user, what was missing and address: with `trust_proxy`, Fastify takes the address from
+      // X-Forwarded-For as sent) goes through jsonString, directly or through the cache.
+      // Decisions, reasons and modes are literals checked at compile time (LITERALS_ARE_PLAIN);
+      // numbers are finite or null.
       destination.write(`{"level":30,"time":${time},"service":"gatehouse","module":"access","reqId":${jsonString(e.reqId)},` +
         `"method":${repeated.get(e.method)},"path":${jsonString(e.path)},"status":${jsonNumber(e.status)},"decision":"${e.decision}",` +
-        `"reason":${e.reason === null ? 'null' : `"${e.reason}"`},"rule":${e.rule === null ? 'null' : repeated.get(e.rule)},"auth_mode":"${e.authMode}",` +
+        `"reason":${e.reason === null ? 'null' : `"${e.reason}"`},"rule":${e.rule === null ? 'null' : repeated.get(e.rule)},` +
+        `"missing":${e.missing == null ? 'null' : repeated.get(e.missing)},"auth_mode":"${e.authMode}",` +
         `"user":${e.user === null ? 'null' : repeated.get(e.user)},"ip":${repeated.get(e.ip)},"latency_ms":${jsonNumber(e.latencyMs)},"msg":"request"}\n`)
     }
   }
@@ -103,7 +106,7 @@ export function accessLogVia (log: Logger): AccessLog {
   const child = log.child({ module: 'access' })
   return {
     write: (e) => child.info({
-      reqId: e.reqId, method: e.method, path: e.path, status: e.status, decision: e.decision, reason: e.reason, rule: e.rule,
+      reqId: e.reqId, method: e.method, path: e.path, status: e.status, decision: e.decision, reason: e.reason, rule: e.rule, missing: e.missing ?? null,
       auth_mode: e.authMode, user: e.user, ip: e.ip, latency_ms: e.latencyMs
     }, 'request')
   }

@@ -9,11 +9,17 @@ import { accessLogVia, type AccessLog } from './access-log.ts'
 import { droppedLogLines } from './log.ts'
 import { adminPlugin } from './admin/plugin.ts'
 import { statusReport, type StatusReport } from './admin/status.ts'
+import { Operations } from './admin/operations.ts'
+import { createMailer } from './notify/mailer.ts'
+import { mailerOutbox, PasswordResetService } from './session/password-reset.ts'
+import { PasswordResetRepository } from './store/password-resets.ts'
 import { loadPolicies, type PolicySet } from './authz/policy.ts'
+import { PolicyStore } from './authz/policy-store.ts'
 import { cachedMaterialUsable, ModeTracker } from './breaker/mode.ts'
-import { createDecider, createIdentifier, type Decide, type DeciderDeps } from './decision/decide.ts'
+import { createDecider, createIdentifier, type Decide, type DeciderDeps, type PolicySource, type SessionLookup } from './decision/decide.ts'
 import type { ClaimsReader } from './keycloak/claims.ts'
 import { createKeycloakClient, type KeycloakClient } from './keycloak/client.ts'
+import type { JwksManager } from './keycloak/jwks.ts'
 import { AccessTokenVerifier } from './keycloak/verify-token.ts'
 import { createMetrics, type HotPathMetrics, type Metrics } from './metrics/registry.ts'
 import { createProxyServer, genericErrorHandler } from './proxy/server.ts'
@@ -32,7 +38,8 @@ import { sessionRoutes } from './session/routes.ts'
 import { SessionService } from './session/service.ts'
 import { AuditLogRepository } from './store/audit-log.ts'
 import { KeyRing } from './store/crypto.ts'
-import { LoginAttemptsRepository } from './store/login-attempts.ts'
+import { openSessionStore } from './store/open-session-store.ts'
+import type { SessionStore } from './store/session-store.ts'
 import { TokenCacheRepository } from './store/token-cache.ts'
 import { UsersRepository } from './store/users.ts'
 import { configuredDelivery } from './service-token/deliver.ts'
@@ -59,6 +66,8 @@ export interface AppDeps {
    * summed (see cluster/worker.ts). The registry alone when absent.
    */
   metricsSource?: (registry: Registry) => () => Promise<string>
+  /** The session store; the one `store.sessions` names when absent. */
+  sessionStore?: SessionStore
 }
 
 /** A built, not yet listening, Gatehouse. */
@@ -74,17 +83,22 @@ export interface App {
   verifier: AccessTokenVerifier
   mode: ModeTracker
   metrics: Metrics & HotPathMetrics
-  policy: PolicySet
+  /** The policy set in force (the store's current one). */
+  readonly policy: PolicySet
+  /** The policies, reloadable: SIGHUP and the directory watch call {@link PolicyStore.reload}. */
+  policies: PolicyStore
   sessions: SessionService
   /** Service tokens (issue 16): the request-side check, reports, automatic rotation. */
   serviceTokens: ServiceTokenService
   login: LoginService
   sync: SyncParts
   oidc: OidcClient
-  status: () => StatusReport
+  /** The last hour, alerts and the daily digest (tests drive it with their clock). */
+  operations: Operations
+  status: () => Promise<StatusReport>
   /**
    * Loads the stored JWKS (synchronously, before this returns) and starts background work:
-   * JWKS refreshes and health checks. Never waits on Keycloak; the returned promise settles
+   * JWKS refreshes, health checks and (with `policies.watch`) the policy directory watch. Never waits on Keycloak; the returned promise settles
    * after the first health round and the first JWKS refresh.
    */
   start: () => Promise<void>
@@ -101,8 +115,11 @@ export function buildApp (config: Config, deps: AppDeps): App {
   const log = deps.log
   const startedAt = clock.now()
   const metrics = createMetrics()
-  const policy = deps.policy ?? loadPolicies(resolve(config.base_dir, config.policies.dir), config.policies.default)
+  const loadConfigured = (): PolicySet => loadPolicies(resolve(config.base_dir, config.policies.dir), config.policies.default)
+  const policy = deps.policy ?? loadConfigured()
   for (const warning of policy.warnings) log.warn({ dir: config.policies.dir }, warning)
+  const policies = new PolicyStore(policy, { load: loadConfigured, clock, log: log.child({ module: 'policy' }), debounceMs: config.policies.reload_debounce_ms })
+  policies.onReload((outcome) => { metrics.policyReloads.inc({ result: outcome.result }) })
 
   let mode: ModeTracker | undefined
   const keycloak = createKeycloakClient(config, { db: deps.db, clock, log, metrics, afterHealthRound: () => mode?.evaluate() })
@@ -140,35 +157,24 @@ export function buildApp (config: Config, deps: AppDeps): App {
     circuits: () => pool.status().map((s) => ({ server: s.server, state: s.state }))
   })
 
-  const clientIds = [config.keycloak.client_id, ...config.keycloak.audiences]
-  const claims: ClaimsReader = { mapping: config.claims, clientIds }
-  const verifier = new AccessTokenVerifier({
-    jwks,
-    issuer: config.keycloak.issuer,
-    clientIds,
-    audiences: config.tokens.audiences,
-    algorithms: config.tokens.algorithms,
-    clockSkewSeconds: config.tokens.clock_skew_seconds,
-    cacheMaxEntries: config.tokens.cache_max_entries,
-    clock,
-    metrics
-  })
+  const verifier = tokenVerifier(config, jwks, clock, metrics)
+  const claims = claimsReader(config)
   // Tokens of a key Keycloak withdrew are forgotten at once, not at their exp (issue 9 item 8).
   jwks.onKeysWithdrawn((kids) => { verifier.forgetKeys(kids) })
   const oidc = oidcClientFor(config, keycloak, clock, { clientId: config.keycloak.client_id, clientSecret: config.keycloak.client_secret }, log.child({ module: 'oidc' }))
   const sessionLog = log.child({ module: 'session' })
-  const sessions = new SessionService({ config, db: deps.db, tokens: tokenCache, pool, oidc, clock, log: sessionLog, metrics, claims })
+  const store = deps.sessionStore ?? openSessionStore(config, { db: deps.db, ring, clock, log: log.child({ module: 'store' }) })
+  const sessions = new SessionService({ config, store, pool, oidc, clock, log: sessionLog, metrics, claims })
   const users = new UsersRepository(deps.db)
-  const attempts = new LoginAttemptsRepository(deps.db)
   const audit = new AuditLogRepository(deps.db)
-  const sync = createSync(config, { db: deps.db, ring, keycloak, clock, log: log.child({ module: 'sync' }), metrics })
+  const sync = createSync(config, { db: deps.db, ring, keycloak, clock, log: log.child({ module: 'sync' }), metrics, ...(store.syncOrder !== undefined ? { order: store.syncOrder } : {}) })
   const { queue } = sync
   // A queued write goes to Keycloak at once when it is reachable (the worker's next cycle is now).
   const queued = (): void => { if (config.sync.enabled && config.keycloak.kind === 'keycloak') sync.worker.kick() }
-  const login = new LoginService({ config, users, attempts, audit, pool, oidc, clock, log: log.child({ module: 'login' }), claims, logins: metrics.loginsTotal })
+  const login = new LoginService({ config, users, attempts: store, audit, pool, oidc, clock, log: log.child({ module: 'login' }), claims, logins: metrics.loginsTotal })
   const passwords = new PasswordChanger({
     config, users, audit, queue, pool, oidc, login, clock, log: sessionLog, queued,
-    endOtherSessions: (session) => sessions.endWhere({ username: session.username }, 'password_changed', session.id).length
+    endOtherSessions: async (session) => (await sessions.endWhere({ username: session.username }, 'password_changed', session.id)).length
   })
   const serviceTokens = new ServiceTokenService({
     db: deps.db,
@@ -180,19 +186,17 @@ export function buildApp (config: Config, deps: AppDeps): App {
   })
   const jar = new CookieJar(config.secrets.cookie_keys, config.session.cookie_name)
   metrics.bind({
-    cachedTokens: () => tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs),
-    sessionsActive: () => sessions.repository.countByMode(),
+    cachedTokens: () => sessions.countUsableTokens(),
+    sessionsActive: () => sessions.countByMode(),
+    storeMode: () => store.health(),
     syncQueue: () => queue.depth(clock.now()),
     serviceTokens: () => serviceTokens.counts(),
     serviceTokenExpiries: () => serviceTokens.expiries()
   })
 
-  const deciderDeps: DeciderDeps = {
-    policy,
+  const deciderDeps = deciderDepsFor(config, {
+    policy: policies,
     verifier,
-    headers: config.headers,
-    claims,
-    prefix: config.server.prefix,
     log: log.child({ module: 'decision' }),
     record: metrics.recordDecision,
     ...(config.service_tokens.enabled ? { serviceTokens } : {}),
@@ -202,13 +206,34 @@ export function buildApp (config: Config, deps: AppDeps): App {
         return secret === null ? null : (await sessions.identify(secret))?.identity ?? null
       }
     }
-  }
+  })
   const decide = createDecider(deciderDeps)
   // The headers no client may send the app: stripped by the proxy, removed by Envoy.
   const spoofable = spoofableHeaders(config.headers)
 
+  // Outgoing e-mail (alerts, password reset); null without smtp.host.
+  const mailer = createMailer(config.smtp)
+  const resets = config.password_reset.enabled
+    ? new PasswordResetService({
+      config,
+      resets: new PasswordResetRepository(deps.db),
+      users,
+      audit,
+      queue,
+      queued,
+      // Written to work whether endWhere returns the ended ids or a promise of them.
+      endSessions: async (username) => (await sessions.endWhere({ username }, 'password_reset')).length,
+      outbox: mailerOutbox(mailer === null ? null : (message) => mailer.send(message), log.child({ module: 'password_reset' }), metrics.passwordResets),
+      clock,
+      log: log.child({ module: 'password_reset' }),
+      metrics: metrics.passwordResets
+    })
+    : undefined
+  const operations = new Operations({ config, db: deps.db, clock, log, metrics, pool, mode: tracker, queue, audit, mailer, status: () => status(), alerting: deps.worker?.leader !== false })
+  metrics.bind({ alertsFiring: () => operations.firingByAlert() })
+
   let closing = false
-  const status = (): StatusReport => statusReport({
+  const status = (): Promise<StatusReport> => statusReport({
     config,
     clock,
     startedAt,
@@ -217,25 +242,37 @@ export function buildApp (config: Config, deps: AppDeps): App {
     verifier,
     databasePath: databaseFile(config),
     schemaVersion: () => schemaVersion(deps.db),
-    sessions: () => ({ active: sessions.repository.countByMode(), cachedTokens: tokenCache.countUsable(clock.now(), keycloak.gracePeriodMs) }),
+    sessions: async () => ({ active: await sessions.countByMode(), cachedTokens: await sessions.countUsableTokens() }),
+    store: () => store.health(),
     sync: () => queue.stats(clock.now()),
     clientAuth: () => oidc.clientAuth,
     worker: deps.worker?.slot ?? null,
-    serviceTokens: () => serviceTokens.status()
+    serviceTokens: () => serviceTokens.status(),
+    policy: () => policies.status(),
+    operations: () => operations.report()
   })
 
   const accessLog = config.log.access_log ? (deps.accessLog === undefined ? accessLogVia(log) : deps.accessLog) : null
   // Every HTTP entry point under the prefix, in one place; each only translates to and from
   // decide(). (The proxy itself is the catch-all; gRPC has a listener of its own, below.)
   const routes = async (fastify: FastifyInstance): Promise<void> => {
-    await sessionRoutes(fastify, { config, sessions, login, passwords, oidc, pool, jwks, jar, ring, audit, queue, queued, identify: createIdentifier(deciderDeps), clock, log: sessionLog })
+    await sessionRoutes(fastify, { config, sessions, login, passwords, oidc, pool, jwks, jar, ring, audit, queue, queued, identify: createIdentifier(deciderDeps), clock, log: sessionLog, ...(resets !== undefined ? { resets } : {}) })
     await fastify.register(forwardAuthRoutes, { config, decide })
     await fastify.register(extAuthzHttpRoutes, { config, decide, spoofable })
   }
   const proxy = createProxyServer({ config, decide, spoofable, log: log.child({ module: 'proxy' }), metrics, accessLog, routes })
   const admin = Fastify({ loggerInstance: log.child({ module: 'admin' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
   admin.setErrorHandler(genericErrorHandler)
-  void admin.register(adminPlugin, { metrics, db: deps.db, clock, status, closing: () => closing, ...(deps.metricsSource !== undefined ? { metricsText: deps.metricsSource(metrics.registry) } : {}) })
+  void admin.register(adminPlugin, {
+    metrics,
+    db: deps.db,
+    clock,
+    status,
+    closing: () => closing,
+    refreshSeconds: config.admin.dashboard_refresh_seconds,
+    resetBreakers: () => { const reset = pool.resetBreakers(); tracker.evaluate(); return reset },
+    ...(deps.metricsSource !== undefined ? { metricsText: deps.metricsSource(metrics.registry) } : {})
+  })
   const listeners: Listener[] = [
     fastifyListener('proxy', proxy, config.server),
     fastifyListener('admin', admin, config.admin)
@@ -255,26 +292,72 @@ export function buildApp (config: Config, deps: AppDeps): App {
     verifier,
     mode: tracker,
     metrics,
-    policy,
+    get policy () { return policies.current },
+    policies,
     sessions,
     serviceTokens,
     login,
     sync,
     oidc,
+    operations,
     status,
     start: () => {
       const keys = jwks.start()
       sessions.start()
       serviceTokens.start({ rotate: deps.worker?.leader !== false })
+      operations.start()
+      const shared = store.start()
       if (config.sync.enabled && config.keycloak.kind === 'keycloak' && deps.worker?.leader !== false) sync.worker.start()
-      return Promise.all([keys, keycloak.health.start()]).then(() => tracker.settle())
+      if (config.policies.watch) policies.watch()
+      return Promise.all([keys, keycloak.health.start(), shared]).then(() => tracker.settle())
     },
     close: async () => {
       closing = true
+      policies.close()
       jwks.stop()
       keycloak.health.stop()
       await Promise.allSettled(listeners.map(async (listener) => { await listener.close() }))
-      await Promise.all([sessions.stop(), sync.worker.stop(), serviceTokens.stop()])
+      await Promise.all([sessions.stop(), sync.worker.stop(), operations.stop(), serviceTokens.stop()])
+      mailer?.close()
+      await store.close()
     }
+  }
+}
+
+/** How claims become identities under `config`: `claims.*`, and the client ids whose client roles count. */
+export function claimsReader (config: Config): ClaimsReader {
+  return { mapping: config.claims, clientIds: [config.keycloak.client_id, ...config.keycloak.audiences] }
+}
+
+/** The bearer-token verifier `serve` uses, over `jwks`; `policy check --token` uses the same one. */
+export function tokenVerifier (config: Config, jwks: JwksManager, clock: Clock, metrics: HotPathMetrics): AccessTokenVerifier {
+  return new AccessTokenVerifier({
+    jwks,
+    issuer: config.keycloak.issuer,
+    clientIds: claimsReader(config).clientIds,
+    audiences: config.tokens.audiences,
+    algorithms: config.tokens.algorithms,
+    clockSkewSeconds: config.tokens.clock_skew_seconds,
+    cacheMaxEntries: config.tokens.cache_max_entries,
+    clock,
+    metrics
+  })
+}
+
+/**
+ * The decision function's dependencies under `config`, given where policies, tokens and
+ * sessions come from: what {@link buildApp} passes to `createDecider`, and what `policy check`
+ * passes with a synthetic identity source, so both decide with the very same function.
+ */
+export function deciderDepsFor (config: Config, parts: { policy: PolicySource, verifier: AccessTokenVerifier, log: Logger, sessions?: SessionLookup, record?: DeciderDeps['record'] }): DeciderDeps {
+  return {
+    policy: parts.policy,
+    verifier: parts.verifier,
+    headers: config.headers,
+    claims: claimsReader(config),
+    prefix: config.server.prefix,
+    log: parts.log,
+    ...(parts.record !== undefined ? { record: parts.record } : {}),
+    ...(parts.sessions !== undefined ? { sessions: parts.sessions } : {})
   }
 }

@@ -6,9 +6,12 @@ import type { KeycloakClient } from '../keycloak/client.ts'
 import type { DiscoveryStatus } from '../keycloak/metadata.ts'
 import type { ClientAuthState } from '../keycloak/oidc.ts'
 import type { AccessTokenVerifier } from '../keycloak/verify-token.ts'
+import type { PolicyStatus } from '../authz/policy-store.ts'
+import type { StoreHealth } from '../store/session-store.ts'
 import type { SyncStats } from '../store/sync-queue.ts'
 import type { ServiceTokenStatus } from '../service-token/service.ts'
 import { VERSION } from '../version.ts'
+import type { OperationsReport } from './operations.ts'
 
 /** One Keycloak server as `/status` reports it. */
 export interface ServerReport {
@@ -26,8 +29,8 @@ export interface ServerReport {
   probe_after: string | null
 }
 
-/** What `/status` reports (the original system's `get_status()`). Field names are snake_case, as in the config. */
-export interface StatusReport {
+/** What every `/status` reports (the original system's `get_status()`). Field names are snake_case, as in the config. */
+export interface StatusReportBase {
   service: 'gatehouse'
   version: string
   environment: string | null
@@ -51,12 +54,25 @@ export interface StatusReport {
   tokens: { verified_cache_entries: number }
   /** Live browser sessions by mode, and session token sets still usable (fresh or in grace). */
   sessions: { active: Record<string, number>, cached_tokens: number }
+  /**
+   * The session store (`store.sessions`): `degraded` while Redis is unreachable and sessions
+   * carry on from the local SQLite copy; `pending_replay` is what waits to be replayed to it.
+   */
+  store: { sessions: StoreHealth['store'], mode: StoreHealth['mode'], reason: string | null, pending_replay: number }
   /** The sync queue: items by status, the oldest unfinished one's age, the latest error. */
   sync: { pending: number, processing: number, failed: number, dead: number, done: number, oldest_pending_seconds: number | null, last_error: SyncStats['lastError'] }
   database: { path: string, schema_version: number }
   /** Service tokens by state, those expiring within `service_tokens.expiry_warning_days`, and their alerts. */
   service_tokens?: ServiceTokenStatus
+  /** The policies in force: version (content hash), when loaded, files, rule and role counts, the last reload. Absent when not known. */
+  policy?: PolicyStatus
 }
+
+/**
+ * What `/status` reports: {@link StatusReportBase}, and from a running instance the last
+ * hour, its alerts and since when the mode holds ({@link OperationsReport}).
+ */
+export type StatusReport = StatusReportBase & Partial<OperationsReport>
 
 /** The parts a status report reads. */
 export interface StatusSources {
@@ -68,7 +84,9 @@ export interface StatusSources {
   verifier: AccessTokenVerifier
   databasePath: string
   schemaVersion: () => number
-  sessions: () => { active: Record<string, number>, cachedTokens: number }
+  sessions: () => Promise<{ active: Record<string, number>, cachedTokens: number }>
+  /** The session store's state. */
+  store: () => StoreHealth
   sync: () => SyncStats
   /** The app client's credentials as Keycloak last judged them; `unknown` when absent. */
   clientAuth?: () => ClientAuthState
@@ -76,14 +94,20 @@ export interface StatusSources {
   worker?: number | null
   /** Service tokens' report; left out of the report when absent. */
   serviceTokens?: () => ServiceTokenStatus
+  /** The policy store's report. */
+  policy?: () => PolicyStatus
+  /** The serve process's last hour, alerts and mode history; absent for `gatehouse status` without an instance. */
+  operations?: () => OperationsReport
 }
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString())
 
 /** Builds the `/status` report. */
-export function statusReport (s: StatusSources): StatusReport {
+export async function statusReport (s: StatusSources): Promise<StatusReport> {
   const { pool, jwks, metadata } = s.keycloak
   const age = jwks.ageSeconds()
+  const sessions = await s.sessions()
+  const store = s.store()
   return {
     service: 'gatehouse',
     version: VERSION,
@@ -123,10 +147,13 @@ export function statusReport (s: StatusSources): StatusReport {
       usable_until: jwks.fetchedAt === null ? null : iso(jwks.fetchedAt + s.keycloak.gracePeriodMs)
     },
     tokens: { verified_cache_entries: s.verifier.cacheSize },
-    sessions: (({ active, cachedTokens }) => ({ active, cached_tokens: cachedTokens }))(s.sessions()),
+    sessions: { active: sessions.active, cached_tokens: sessions.cachedTokens },
+    store: { sessions: store.store, mode: store.mode, reason: store.reason, pending_replay: store.pendingReplay },
     sync: (({ byStatus, oldestPendingSeconds, lastError }) => ({ ...byStatus, oldest_pending_seconds: oldestPendingSeconds, last_error: lastError }))(s.sync()),
     database: { path: s.databasePath, schema_version: s.schemaVersion() },
-    ...(s.serviceTokens !== undefined ? { service_tokens: s.serviceTokens() } : {})
+    ...(s.serviceTokens !== undefined ? { service_tokens: s.serviceTokens() } : {}),
+    ...(s.policy !== undefined ? { policy: s.policy() } : {}),
+    ...s.operations?.()
   }
 }
 

@@ -11,6 +11,8 @@ export interface NormalisedTarget {
 const HEX = /^[0-9A-Fa-f]{2}$/
 // RFC 3986 §2.3: only these may be decoded without changing what a path means.
 const UNRESERVED = /^[A-Za-z0-9\-._~]$/
+// An encoded `%` that a second decoding would turn into another escape.
+const DOUBLE_ENCODED = /%25[0-9A-Fa-f]{2}/
 
 /**
  * Normalises a request target once, so every policy decision is made on one spelling of a
@@ -19,7 +21,7 @@ const UNRESERVED = /^[A-Za-z0-9\-._~]$/
  * A path that cannot be normalised safely is refused with {@link PathError}: an encoded `/`
  * or `\` (the app might decode it into a separator the policy never saw), an encoded NUL,
  * a raw `\` (some servers treat it as `/`), a `;` raw or encoded (path parameters, below),
- * invalid escapes, control characters, a dot segment above the root, or a target that is
+ * a double-encoded escape (`%2561`), invalid escapes, control characters, a dot segment above the root, or a target that is
  * not origin-form. A `;` in the query string is left alone: it is the app's to read.
  */
 export function normaliseTarget (target: string): NormalisedTarget {
@@ -92,6 +94,12 @@ function decodeUnreserved (raw: string): string {
     out += UNRESERVED.test(decoded) ? decoded : `%${hex.toUpperCase()}`
     i += 2
   }
+  // Double encoding (issue 13): `%25` followed by two hex digits is an escape once decoded
+  // (`/%2561dmin` is `/%61dmin`, then `/admin`). Gatehouse decodes once, so a rule would see
+  // one spelling and an app or proxy that decodes again another: refused, as Spring
+  // Security's StrictHttpFirewall refuses an encoded percent. A `%25` that is not followed by
+  // hex digits (`/50%25-off`) cannot become anything else and passes.
+  if (out.includes('%25') && DOUBLE_ENCODED.test(out)) throw new PathError('path contains a double-encoded escape (%25 followed by hex digits)')
   return out
 }
 

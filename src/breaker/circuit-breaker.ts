@@ -115,6 +115,19 @@ export class CircuitBreaker {
     }
   }
 
+  /**
+   * Closes the circuit and forgets its failures, by an operator's hand (`gatehouse doctor
+   * fix`): the next call tests the server, and `failureThreshold` failures open it again.
+   * Returns whether there was anything to reset.
+   */
+  reset (): boolean {
+    if (this.#state === 'closed' && this.#failures === 0) return false
+    this.#failures = 0
+    this.#openedAt = null
+    if (this.#state !== 'closed') this.#move('closed', 'reset')
+    return true
+  }
+
   /** What the breaker remembers. */
   snapshot (): BreakerSnapshot {
     return {

@@ -15,11 +15,14 @@ import { loadForServe, runConfigCommand } from './config-command.ts'
 import { processOutput, type Output } from './output.ts'
 import { startServer } from '../server.ts'
 import { runSessionsCommand } from './sessions-command.ts'
-import { processReloadSignals, processStopSignals, type StopSignals } from './signals.ts'
+import { processReloadSignals, processStopSignals, type ReloadSignals, type StopSignals } from './signals.ts'
 import { runStatusCommand } from './status-command.ts'
 import { runUsersCommand } from './users-command.ts'
 import { runSyncCommand } from './sync-command.ts'
 import { runTokensCommand } from './tokens-command.ts'
+import { runPolicyCommand } from './policy-command.ts'
+import { runDoctorCommand } from './doctor-command.ts'
+import { systemClock, type Clock } from '../clock.ts'
 import { commandSpec, commandUsage, GLOBAL_OPTIONS, mainUsage, OPTIONS, type CommandForm, type CommandSpec, type OptionName } from './usage.ts'
 
 /**
@@ -42,8 +45,12 @@ export interface CliContext {
   progressTty?: boolean
   /** What stops `serve` and `sync start`. Default is SIGTERM or SIGINT to this process. */
   stopSignals?: StopSignals
+  /** What makes `serve` reload its policies. Default is SIGHUP to this process. */
+  reloadSignals?: ReloadSignals
   /** Where `serve` and `sync` write their log lines. Default is standard output. */
   logDestination?: DestinationStream
+  /** The clock `doctor` reads (clock skew against Keycloak). Default is the system clock. */
+  clock?: Clock
 }
 
 /** What the command line asked for, once it is known to be well formed. */
@@ -90,7 +97,7 @@ export async function runCli (argv: string[], context: CliContext): Promise<numb
         return runConfigCommand(sub, { configPath, json, env }, output)
       case 'serve':
         if (args.length > 0) throw new UsageError('usage: gatehouse serve [-c PATH]')
-        return await serve(configPath, env, stopSignals, logDestination)
+        return await serve(configPath, env, stopSignals, context.reloadSignals ?? processReloadSignals, logDestination)
       case 'status':
         if (args.length > 0) throw new UsageError('usage: gatehouse status [--json]')
         return await runStatusCommand(loadForServe(configPath, env).config, json, output)
@@ -101,7 +108,13 @@ export async function runCli (argv: string[], context: CliContext): Promise<numb
           dryRun: values['dry-run'] === true, batchSize: str(values['batch-size']), progressTty: context.progressTty === true
         }, output)
       case 'sessions':
-        return runSessionsCommand(sub, args, { configPath, env, json, all: values.all === true, days: str(values.days) }, output)
+        return await runSessionsCommand(sub, args, { configPath, env, json, all: values.all === true, days: str(values.days) }, output)
+      case 'policy':
+        return await runPolicyCommand(sub, args, {
+          configPath, env, json, stdin: context.stdin ?? process.stdin,
+          user: str(values.user), token: str(values.token), roles: str(values.roles), groups: str(values.groups),
+          email: str(values.email), method: str(values.method), path: str(values.path), host: str(values.host)
+        }, output)
       case 'sync':
         return await runSyncCommand(sub, args, {
           config: loadForServe(configPath, env).config, json, days: str(values.days), allDead: values['all-dead'] === true,
@@ -112,6 +125,8 @@ export async function runCli (argv: string[], context: CliContext): Promise<numb
           configPath, env, json, roles: str(values.roles), description: str(values.description), expiresDays: str(values['expires-days']),
           graceDays: str(values['grace-days']), autoRotateDays: str(values['auto-rotate-days']), previousOnly: values['previous-only'] === true, days: str(values.days)
         }, output)
+      case 'doctor':
+        return await runDoctorCommand(sub, args, { configPath, env, json, clock: context.clock ?? systemClock, stdin: context.stdin ?? process.stdin }, output)
       default:
         // A command in the table without a case here: ours to fix, not the user's.
         throw new Error(`command ${spec.name} is not wired`)
@@ -182,7 +197,8 @@ function checkOptions (tokens: readonly Token[], allowed: readonly OptionName[],
     if (type === 'boolean' && token.inlineValue === true) throw new UsageError(`option ${token.rawName} takes no value; run ${helpHint}`)
     if (type === 'string') {
       // As parseArgs's strict mode: `--email --role x` is a forgotten value, not the email "--role".
-      if (token.value === undefined || (token.inlineValue === false && token.value.startsWith('-'))) {
+      // A lone `-` is a value: standard input, by the usual convention (`--token -`).
+      if (token.value === undefined || (token.inlineValue === false && token.value.startsWith('-') && token.value !== '-')) {
         throw new UsageError(`option ${token.rawName} needs a value${token.value === undefined ? '' : ` (to give one starting with -, write ${token.rawName}=${token.value})`}; run ${helpHint}`)
       }
     }
@@ -197,10 +213,10 @@ function andList (items: string[]): string {
   return items.length <= 1 ? (items[0] ?? '') : `${items.slice(0, -1).join(', ')} and ${items.at(-1) ?? ''}`
 }
 
-async function serve (configPath: string, env: NodeJS.ProcessEnv, stopSignals: StopSignals, destination: DestinationStream | undefined): Promise<number> {
+async function serve (configPath: string, env: NodeJS.ProcessEnv, stopSignals: StopSignals, reloadSignals: ReloadSignals, destination: DestinationStream | undefined): Promise<number> {
   const { config, policy } = loadForServe(configPath, env)
   const role = workerRole(env)
-  if (role === null && config.server.workers > 1) return await serveCluster(config, stopSignals, destination)
+  if (role === null && config.server.workers > 1) return await serveCluster(config, stopSignals, reloadSignals, destination)
   // A worker shares standard output with the others: writes stay below PIPE_BUF so that no two
   // workers' lines are ever interleaved mid-line.
   const { log, access } = createLoggers({
@@ -216,11 +232,15 @@ async function serve (configPath: string, env: NodeJS.ProcessEnv, stopSignals: S
   })
   if (role !== null) announceListening(server.urls)
   const stops = role === null ? stopSignals : workerStopSignals(stopSignals)
-  // Policies are read at start-up; a SIGHUP passed on by the primary must not end a worker.
-  const offReload = role === null ? () => {} : onReloadMessage(() => { log.info('SIGHUP: nothing to reload; restart the workers to read the policies again') })
+  // SIGHUP reloads the policies (the configuration file itself is read at start only); a
+  // worker also reloads when the primary passes a SIGHUP on.
+  const reload = (): void => { server.app.policies.reload('signal') }
+  const offSignal = reloadSignals(reload)
+  const offMessage = role === null ? () => {} : onReloadMessage(reload)
   return await new Promise<number>((resolve) => {
     stops((signal) => {
-      offReload()
+      offSignal()
+      offMessage()
       log.warn({ signal }, 'shutting down')
       // Lines still queued must reach standard output before the process exits.
       const done = (code: number): void => log.flush(() => resolve(code))
@@ -233,12 +253,12 @@ async function serve (configPath: string, env: NodeJS.ProcessEnv, stopSignals: S
  * `server.workers` > 1: the database is opened (and migrated) here once, before any worker
  * can race another to a migration, then this process becomes the cluster's primary.
  */
-async function serveCluster (config: Config, stopSignals: StopSignals, destination: DestinationStream | undefined): Promise<number> {
+async function serveCluster (config: Config, stopSignals: StopSignals, reloadSignals: ReloadSignals, destination: DestinationStream | undefined): Promise<number> {
   const log = createLogger({ level: config.log.level, fields: { worker: 0, pid: process.pid }, maxWriteBytes: PIPE_BUF_BYTES, ...(destination !== undefined ? { destination } : {}) })
   const { db, migration } = openConfiguredDatabase(config)
   db.close()
   if (migration.applied.length > 0) log.info({ from: migration.from, to: migration.to, applied: migration.applied }, 'database migrated')
-  const code = await runPrimary({ workers: config.server.workers, log, stopSignals, reloadSignals: processReloadSignals, shutdownTimeoutMs: config.server.shutdown_timeout_ms })
+  const code = await runPrimary({ workers: config.server.workers, log, stopSignals, reloadSignals, shutdownTimeoutMs: config.server.shutdown_timeout_ms })
   return await new Promise<number>((resolve) => log.flush(() => resolve(code)))
 }
 

@@ -2,15 +2,15 @@ import { systemClock, type Clock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
 import { UsageError } from '../errors.ts'
 import { AuditLogRepository } from '../store/audit-log.ts'
+import type { SessionService } from '../session/service.ts'
 import { KeyRing } from '../store/crypto.ts'
 import { openConfiguredDatabase, type Db } from '../store/db.ts'
-import { LoginAttemptsRepository } from '../store/login-attempts.ts'
-import { SessionsRepository, type SessionMode, type SessionRecord } from '../store/sessions.ts'
+import type { SessionMode, SessionRecord } from '../store/sessions.ts'
 import { SyncQueueRepository } from '../store/sync-queue.ts'
-import { TokenCacheRepository } from '../store/token-cache.ts'
 import { UsersRepository } from '../store/users.ts'
 import { loadForServe } from './config-command.ts'
 import { emit, formatTable, type Output } from './output.ts'
+import { withSessionService } from './session-access.ts'
 
 /** Ended sessions older than this many days are purged by `sessions cleanup` without `--days`. Default is 30. */
 export const DEFAULT_CLEANUP_DAYS = 30
@@ -89,32 +89,32 @@ export function sessionView (session: SessionRecord, idleMs: number): SessionVie
   }
 }
 
-/** `gatehouse sessions list|invalidate|logout-user|cleanup|metrics`. */
-export function runSessionsCommand (sub: string | undefined, args: string[], options: SessionsCommandOptions, output: Output): number {
+/** `gatehouse sessions list|invalidate|logout-user|cleanup|metrics`, through the session service. */
+export async function runSessionsCommand (sub: string | undefined, args: string[], options: SessionsCommandOptions, output: Output): Promise<number> {
   // Which options each subcommand takes is checked by run.ts against usage.ts.
   switch (sub) {
     case 'list':
       if (args.length > 1) throw new UsageError('usage: gatehouse sessions list [USER] [--all] [--json]')
-      return withStore(options, (store) => list(store, args[0]?.trim(), options, output))
+      return await withStore(options, (store) => list(store, args[0]?.trim(), options, output))
     case 'invalidate': {
       const id = args[0]?.trim()
       if (args.length !== 1 || id === undefined || id.length === 0) throw new UsageError('usage: gatehouse sessions invalidate ID')
-      return withStore(options, (store) => invalidate(store, id, options, output))
+      return await withStore(options, (store) => invalidate(store, id, options, output))
     }
     case 'logout-user': {
       const username = args[0]?.trim()
       if (args.length !== 1 || username === undefined || username.length === 0) throw new UsageError('usage: gatehouse sessions logout-user USER')
-      return withStore(options, (store) => logoutUser(store, username, options, output))
+      return await withStore(options, (store) => logoutUser(store, username, options, output))
     }
     case 'cleanup': {
       if (args.length !== 0) throw new UsageError('usage: gatehouse sessions cleanup [--days N]')
       if (options.days !== undefined && !/^\d+$/.test(options.days.trim())) throw new UsageError(`--days expects a whole number of days, received ${JSON.stringify(options.days)}`)
       const days = options.days === undefined ? DEFAULT_CLEANUP_DAYS : Number(options.days)
-      return withStore(options, (store) => cleanup(store, days, options, output))
+      return await withStore(options, (store) => cleanup(store, days, options, output))
     }
     case 'metrics':
       if (args.length !== 0) throw new UsageError('usage: gatehouse sessions metrics [--json]')
-      return withStore(options, (store) => metrics(store, options, output))
+      return await withStore(options, (store) => metrics(store, options, output))
     default:
       throw new UsageError(`unknown sessions subcommand ${JSON.stringify(sub ?? '')}: use list, invalidate, logout-user, cleanup or metrics`)
   }
@@ -123,27 +123,26 @@ export function runSessionsCommand (sub: string | undefined, args: string[], opt
 interface Store {
   config: Config
   db: Db
-  sessions: SessionsRepository
-  tokens: TokenCacheRepository
+  sessions: SessionService
   sync: SyncQueueRepository
   audit: AuditLogRepository
   clock: Clock
 }
 
-function withStore (options: SessionsCommandOptions, fn: (store: Store) => number): number {
+async function withStore (options: SessionsCommandOptions, fn: (store: Store) => Promise<number>): Promise<number> {
   const { config } = loadForServe(options.configPath, options.env)
   const { db } = openConfiguredDatabase(config)
+  const clock = options.clock ?? systemClock
   try {
     const ring = new KeyRing(config.secrets.encryption_keys)
-    return fn({
+    return await withSessionService(config, db, clock, async (sessions) => await fn({
       config,
       db,
-      sessions: new SessionsRepository(db),
-      tokens: new TokenCacheRepository(db, ring),
+      sessions,
       sync: new SyncQueueRepository(db, ring),
       audit: new AuditLogRepository(db),
-      clock: options.clock ?? systemClock
-    })
+      clock
+    }))
   } finally {
     db.close()
   }
@@ -156,9 +155,9 @@ function canonicalUsername (store: Store, given: string): string {
   return new UsersRepository(store.db).find(given)?.username ?? given
 }
 
-function list (store: Store, given: string | undefined, options: SessionsCommandOptions, output: Output): number {
+async function list (store: Store, given: string | undefined, options: SessionsCommandOptions, output: Output): Promise<number> {
   const username = given === undefined ? undefined : canonicalUsername(store, given)
-  const sessions = store.sessions.list({ ...(username !== undefined ? { username } : {}), includeEnded: options.all === true })
+  const sessions = await store.sessions.list({ ...(username !== undefined ? { username } : {}), includeEnded: options.all === true })
   const views = sessions.map((s) => sessionView(s, idleMsOf(store.config)))
   emit(output, options.json, views, () => views.length === 0
     ? `no ${options.all === true ? '' : 'live '}sessions${username !== undefined ? ` of ${username}` : ''}`
@@ -166,39 +165,37 @@ function list (store: Store, given: string | undefined, options: SessionsCommand
   return 0
 }
 
-function invalidate (store: Store, id: string, options: SessionsCommandOptions, output: Output): number {
-  const session = store.sessions.find(id)
+async function invalidate (store: Store, id: string, options: SessionsCommandOptions, output: Output): Promise<number> {
+  const session = await store.sessions.find(id)
   if (session === null) return fail(output, `no such session ${JSON.stringify(id)}`)
   const now = store.clock.now()
-  const ended = store.db.transaction(() => {
-    if (!store.sessions.end(id, 'invalidated', now)) return false
-    store.audit.append({ actor: session.username, action: 'session_invalidated', result: 'success', authMode: session.mode, reason: 'invalidated', detail: { via: 'cli', session_id: id } }, now)
-    return true
-  })()
-  if (!ended) return fail(output, `session ${id} already ended (${store.sessions.find(id)?.endReason ?? 'no reason recorded'})`)
+  if (!await store.sessions.end(id, 'invalidated')) return fail(output, `session ${id} already ended (${(await store.sessions.find(id))?.endReason ?? 'no reason recorded'})`)
+  store.audit.append({ actor: session.username, action: 'session_invalidated', result: 'success', authMode: session.mode, reason: 'invalidated', detail: { via: 'cli', session_id: id } }, now)
   emit(output, options.json, { id, username: session.username, ended_at: new Date(now).toISOString() }, () => `invalidated session ${id} of ${session.username}`)
   return 0
 }
 
-function logoutUser (store: Store, given: string, options: SessionsCommandOptions, output: Output): number {
+async function logoutUser (store: Store, given: string, options: SessionsCommandOptions, output: Output): Promise<number> {
   const username = canonicalUsername(store, given)
   // Known: a local user or cached credential, or anyone who ever had a session here (a
   // Keycloak user needs no row). A typo must not read as "had no live sessions".
-  if (new UsersRepository(store.db).find(username) === null && store.sessions.list({ username, includeEnded: true }).length === 0) {
+  if (new UsersRepository(store.db).find(username) === null && (await store.sessions.list({ username, includeEnded: true })).length === 0) {
     return fail(output, `no such user ${JSON.stringify(given)}: no local user and no session of that name`)
   }
   const now = store.clock.now()
+  const live = await store.sessions.list({ username })
+  // By name, so a session that began on another replica a moment ago ends too.
+  const endedIds = await store.sessions.endWhere({ username }, 'logout_user')
+  const ended = [...live.map((s) => s.id).filter((id) => endedIds.includes(id)), ...endedIds.filter((id) => !live.some((s) => s.id === id))]
   const result = store.db.transaction(() => {
-    const live = store.sessions.list({ username })
-    for (const session of live) store.sessions.end(session.id, 'logout_user', now)
     // Keycloak sessions end too, when the sync worker replays this (Admin API: POST /users/{id}/logout);
     // a generic provider has no such API, so only Gatehouse's sessions end.
     const subjects = store.config.keycloak.kind === 'keycloak' ? [...new Set(live.map((s) => s.subject).filter((s) => s !== null))] : []
     const queued = subjects.map((subject) => store.sync.enqueue({ username, operation: 'logout_user', payload: { keycloak_id: subject, sid: null } }, now))
-    if (live.length > 0) {
-      store.audit.append({ actor: username, action: 'session_invalidated', result: 'success', reason: 'logout_user', detail: { via: 'cli', session_ids: live.map((s) => s.id), keycloak_logout_queued: queued.length > 0 } }, now)
+    if (ended.length > 0) {
+      store.audit.append({ actor: username, action: 'session_invalidated', result: 'success', reason: 'logout_user', detail: { via: 'cli', session_ids: ended, keycloak_logout_queued: queued.length > 0 } }, now)
     }
-    return { ended: live.map((s) => s.id), queued }
+    return { ended, queued }
   })()
   emit(output, options.json, { username, ended_sessions: result.ended, keycloak_logout_queued: result.queued.length > 0, sync_items: result.queued }, () => {
     const ended = result.ended.length === 0 ? `${username} had no live sessions` : `ended ${result.ended.length} session${result.ended.length === 1 ? '' : 's'} of ${username}`
@@ -207,21 +204,19 @@ function logoutUser (store: Store, given: string, options: SessionsCommandOption
   return 0
 }
 
-function cleanup (store: Store, days: number, options: SessionsCommandOptions, output: Output): number {
+async function cleanup (store: Store, days: number, options: SessionsCommandOptions, output: Output): Promise<number> {
   const now = store.clock.now()
-  const { session, keycloak, security } = store.config
-  const report = store.db.transaction((): CleanupReport => {
-    let expired = store.sessions.expire(now, idleMsOf(store.config))
-    // expires_at was fixed at login; a since-shortened absolute timeout applies to older sessions too.
-    for (const s of store.sessions.list()) {
-      if (s.createdAt + session.absolute_timeout_hours * HOUR <= now && store.sessions.end(s.id, 'expired', now)) expired++
-    }
-    // Tokens first: their rows go with their sessions (ON DELETE CASCADE) and would go uncounted.
-    const purgedTokens = store.tokens.cleanup(now, keycloak.resilience.token_grace_period_hours * HOUR)
-    const purgedSessions = store.sessions.purge(now, days * DAY)
-    const purgedAttempts = new LoginAttemptsRepository(store.db).purge(now - security.window_minutes * MINUTE)
-    return { expired_sessions: expired, purged_sessions: purgedSessions, purged_tokens: purgedTokens, purged_login_attempts: purgedAttempts, days }
-  })()
+  const { session, security } = store.config
+  let expired = await store.sessions.expire()
+  // expires_at was fixed at login; a since-shortened absolute timeout applies to older sessions too.
+  for (const s of await store.sessions.list()) {
+    if (s.createdAt + session.absolute_timeout_hours * HOUR <= now && await store.sessions.end(s.id, 'expired')) expired++
+  }
+  // Tokens first: their rows go with their sessions (ON DELETE CASCADE) and would go uncounted.
+  const purgedTokens = await store.sessions.cleanupTokens()
+  const purgedSessions = await store.sessions.purge(days * DAY)
+  const purgedAttempts = await store.sessions.store.purgeAttempts(now - security.window_minutes * MINUTE)
+  const report: CleanupReport = { expired_sessions: expired, purged_sessions: purgedSessions, purged_tokens: purgedTokens, purged_login_attempts: purgedAttempts, days }
   const plural = (n: number, one: string, many: string): string => `${n} ${n === 1 ? one : many}`
   emit(output, options.json, report, () => [
     `ended ${plural(report.expired_sessions, 'expired session', 'expired sessions')}`,
@@ -232,8 +227,8 @@ function cleanup (store: Store, days: number, options: SessionsCommandOptions, o
   return 0
 }
 
-function metrics (store: Store, options: SessionsCommandOptions, output: Output): number {
-  const byMode = store.sessions.countByMode()
+async function metrics (store: Store, options: SessionsCommandOptions, output: Output): Promise<number> {
+  const byMode = await store.sessions.countByMode()
   const report: SessionMetrics = {
     active_sessions: { ...byMode, total: byMode.keycloak + byMode.cached + byMode.local },
     logins_last_hour: store.audit.loginCounts(store.clock.now() - HOUR)

@@ -2,7 +2,6 @@ import { existsSync } from 'node:fs'
 import { statusReport, type StatusReport } from '../admin/status.ts'
 import { cachedMaterialUsable, ModeTracker } from '../breaker/mode.ts'
 import { KeyRing } from '../store/crypto.ts'
-import { SessionsRepository } from '../store/sessions.ts'
 import { SyncQueueRepository } from '../store/sync-queue.ts'
 import { TokenCacheRepository } from '../store/token-cache.ts'
 import { systemClock } from '../clock.ts'
@@ -13,6 +12,7 @@ import { createLogger } from '../log.ts'
 import { createMetrics } from '../metrics/registry.ts'
 import { databaseFile, openDatabase, schemaVersion } from '../store/db.ts'
 import { emit, formatTable, type Output } from './output.ts'
+import { withSessionService } from './session-access.ts'
 import { STATUS_EXIT_CODES } from './usage.ts'
 
 /** Where a status report came from. */
@@ -59,7 +59,13 @@ async function offlineStatus (config: Config): Promise<{ report: StatusReport, s
       cachedCredentialsUsable: () => cachedMaterialUsable(keycloak.jwks.ageSeconds(), keycloak.gracePeriodMs, usableTokens)
     }, log)
     const verifier = new AccessTokenVerifier({ jwks: keycloak.jwks, issuer: config.keycloak.issuer, clientIds: [config.keycloak.client_id], algorithms: config.tokens.algorithms, clockSkewSeconds: 0, cacheMaxEntries: 0, clock, metrics })
-    const report = statusReport({ config, clock, startedAt: clock.now(), keycloak, mode: mode.mode, verifier, databasePath: found ? file : '(no database yet)', schemaVersion: () => schemaVersion(db), sessions: () => ({ active: new SessionsRepository(db).countByMode(), cachedTokens: usableTokens() }), sync: () => new SyncQueueRepository(db, ring).stats(clock.now()) })
+    // Through the configured session store: with Redis, the counts are every replica's.
+    const report = await withSessionService(config, db, clock, async (sessions) => await statusReport({
+      config, clock, startedAt: clock.now(), keycloak, mode: mode.mode, verifier, databasePath: found ? file : '(no database yet)', schemaVersion: () => schemaVersion(db),
+      sessions: async () => ({ active: await sessions.countByMode(), cachedTokens: await sessions.countUsableTokens() }),
+      store: () => sessions.store.health(),
+      sync: () => new SyncQueueRepository(db, ring).stats(clock.now())
+    }))
     return { report, source: { kind: 'offline', database: found ? file : null } }
   } finally {
     db.close()
@@ -69,12 +75,18 @@ async function offlineStatus (config: Config): Promise<{ report: StatusReport, s
 /**
  * `gatehouse status`: the picture an SRE wants during an incident, as a table or JSON. Exits
  * with the mode's code ({@link STATUS_EXIT_CODES}: 0 normal, 3 degraded, 4 offline), so a
- * script or a probe can act on it without parsing the report.
+ * script or a probe can act on it without parsing the report; a degraded session store (Redis
+ * unreachable, SQLite carrying sessions) is degraded too, though Keycloak is fine.
  */
 export async function runStatusCommand (config: Config, json: boolean, output: Output): Promise<number> {
   const { report, source } = await collectStatus(config)
   emit(output, json, { ...report, source }, () => formatStatus(report, source))
-  return STATUS_EXIT_CODES[report.mode]
+  return STATUS_EXIT_CODES[statusMode(report)]
+}
+
+/** The mode `gatehouse status` exits with: Keycloak's, made at least degraded by a degraded session store. */
+export function statusMode (report: StatusReport): StatusReport['mode'] {
+  return report.mode === 'normal' && report.store.mode === 'degraded' ? 'degraded' : report.mode
 }
 
 const ago = (iso: string | null): string => {
@@ -110,6 +122,7 @@ export function formatStatus (report: StatusReport, source: StatusSource): strin
     `jwks:      ${j.keys} key${j.keys === 1 ? '' : 's'}${j.keys > 0 ? ` (${j.key_ids.join(', ')})` : ''}; fetched ${ago(j.fetched_at)}${j.source !== null ? ` from ${j.source}` : ''}; usable until ${j.usable_until ?? '-'}`,
     `sync:      ${report.sync.pending} pending, ${report.sync.failed} failed, ${report.sync.dead} dead${report.sync.oldest_pending_seconds !== null ? `; oldest ${report.sync.oldest_pending_seconds}s` : ''}${report.sync.last_error !== null ? `; last error: ${report.sync.last_error.error}` : ''}`,
     `sessions:  ${Object.entries(report.sessions.active).map(([mode, n]) => `${n} ${mode}`).join(', ')}; ${report.sessions.cached_tokens} cached token set${report.sessions.cached_tokens === 1 ? '' : 's'} usable`,
+    `store:     ${report.store.sessions} ${report.store.mode}${report.store.mode === 'degraded' ? ` (${report.store.reason ?? 'unreachable'}; ${report.store.pending_replay} writes to replay)` : ''}`,
     `database:  ${report.database.path} (schema ${report.database.schema_version})`
   ].join('\n')
 }

@@ -3,6 +3,7 @@ import { VERSION } from '../version.ts'
 import { DEFAULT_CLEANUP_DAYS } from './sessions-command.ts'
 import { DEFAULT_SYNC_CLEANUP_DAYS } from './sync-command.ts'
 import { DEFAULT_TOKENS_CLEANUP_DAYS } from './tokens-command.ts'
+import { POLICY_CHECK_REFUSED } from './policy-command.ts'
 
 /**
  * The command line's grammar in one table: every command, its subcommands, the options each
@@ -22,7 +23,13 @@ export const OPTIONS = {
   'all-dead': { type: 'boolean' },
   'dry-run': { type: 'boolean' },
   'batch-size': { type: 'string' },
+  user: { type: 'string' },
+  token: { type: 'string' },
   roles: { type: 'string' },
+  groups: { type: 'string' },
+  method: { type: 'string' },
+  path: { type: 'string' },
+  host: { type: 'string' },
   description: { type: 'string' },
   'expires-days': { type: 'string' },
   'grace-days': { type: 'string' },
@@ -67,7 +74,7 @@ export const STATUS_EXIT_CODES = { normal: 0, degraded: 3, offline: 4 } as const
 
 /** Every command, in the order `gatehouse --help` lists them. */
 export const COMMANDS: readonly CommandSpec[] = [
-  { name: 'serve', forms: [{ sub: null, usage: 'serve', summary: 'run the proxy and admin listeners; SIGTERM or SIGINT stops them gracefully', options: [] }] },
+  { name: 'serve', forms: [{ sub: null, usage: 'serve', summary: 'run the proxy and admin listeners; SIGTERM or SIGINT stops them gracefully,\nSIGHUP reloads the policies', options: [] }] },
   {
     name: 'config',
     forms: [
@@ -78,7 +85,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'status',
     forms: [{ sub: null, usage: 'status', summary: 'mode, Keycloak servers and circuits, JWKS: from the running instance\'s\nadmin listener, else from the database and live health checks', options: ['json'] }],
-    notes: `exit codes of status: ${STATUS_EXIT_CODES.normal} mode normal, ${STATUS_EXIT_CODES.degraded} degraded, ${STATUS_EXIT_CODES.offline} offline (the report is printed in every case);\n1 the status could not be read, 2 invalid usage or configuration`
+    notes: `exit codes of status: ${STATUS_EXIT_CODES.normal} mode normal, ${STATUS_EXIT_CODES.degraded} degraded (Keycloak's mode, or the session store), ${STATUS_EXIT_CODES.offline} offline (the report is printed in every case);\n1 the status could not be read, 2 invalid usage or configuration`
   },
   {
     name: 'users',
@@ -119,6 +126,26 @@ export const COMMANDS: readonly CommandSpec[] = [
       { sub: 'revoke', usage: 'tokens revoke NAME [--previous-only]', summary: 'refuse the token from the next request on (every process on the database);\n--previous-only: end the previous token\'s grace period now', options: ['json', 'previous-only'] },
       { sub: 'list', usage: 'tokens list', summary: 'name, id, state, roles, created, expires, last used, live previous token\n(never a secret)', options: ['json'] },
       { sub: 'cleanup', usage: 'tokens cleanup [--days N]', summary: `forget previous tokens past their grace period; purge tokens revoked or\nexpired more than N days ago (default ${DEFAULT_TOKENS_CLEANUP_DAYS})`, options: ['json', 'days'] }
+    ]
+  },
+  {
+    name: 'policy',
+    forms: [
+      { sub: 'validate', usage: 'policy validate [DIR]', summary: 'check the policies (policies.dir, or DIR) as serve loads them: every problem\nwith its file and line (exit 2 on problems)', options: ['json'] },
+      {
+        sub: 'check',
+        usage: 'policy check --user U | --token JWT | --roles a,b [--groups g,h] [--email E] --path P [--method M] [--host H]',
+        summary: `decide a request as the running server would (the same decide()), and print\nthe decision, the rule, what was missing, the roles and permissions and where\neach came from; --user reads a local user or a live session, --token - reads\nthe token from standard input; exit ${POLICY_CHECK_REFUSED} when the request would not pass`,
+        options: ['json', 'user', 'token', 'roles', 'groups', 'email', 'method', 'path', 'host']
+      }
+    ]
+  },
+  {
+    name: 'doctor',
+    forms: [
+      { sub: 'diagnose', usage: 'doctor diagnose', summary: 'check config, database, permissions, each Keycloak server (reachability,\nissuer, clock skew), client credentials, JWKS, sync queue, policies, e-mail\nand the running instance: a pass, warn or fail line each, with the fix\n(exit 1 when a check failed)', options: ['json'] },
+      { sub: 'fix', usage: 'doctor fix', summary: 'apply the safe fixes: create the database and missing tables, give back\nexpired sync leases, reset the running instance\'s circuits, remove\nexpired tokens', options: ['json'] },
+      { sub: 'test-auth', usage: 'doctor test-auth USER', summary: 'walk USER through every layer (local, Keycloak, token cache, sync queue)\nand say which would let them in now; a password piped on standard input\nis checked too (exit 1 when nothing would)', options: ['json'] }
     ]
   },
   { name: 'version', forms: [{ sub: null, usage: 'version', summary: 'print the version (as --version does)', options: [] }] },

@@ -6,12 +6,12 @@ import { NotKeycloakError, UsageError } from '../errors.ts'
 import { hashPassword, passwordProblem, verifyPassword } from '../session/passwords.ts'
 import { AuditLogRepository } from '../store/audit-log.ts'
 import { openConfiguredDatabase, type Db } from '../store/db.ts'
-import { SessionsRepository } from '../store/sessions.ts'
 import { UsersRepository, type UserRecord } from '../store/users.ts'
 import { loadForServe } from './config-command.ts'
 import { migrateToKeycloak } from '../sync/migrate.ts'
 import { openSync } from './sync-command.ts'
 import { emit, formatTable, type Output } from './output.ts'
+import { withSessionService } from './session-access.ts'
 
 /** Longest user name `users add` accepts, in characters. */
 export const MAX_USERNAME_LENGTH = 128
@@ -117,7 +117,7 @@ export async function runUsersCommand (sub: string | undefined, args: string[], 
       return await withStore(options, async (store) => {
         if (sub === 'add') return await addUser(store, { username, email, roles, groups }, options, output)
         if (sub === 'passwd') return await changePassword(store, username, options, output)
-        return setEnabled(store, username, sub === 'enable', options, output)
+        return await setEnabled(store, username, sub === 'enable', options, output)
       })
     }
     case 'list': {
@@ -218,18 +218,17 @@ async function changePassword (store: Store, username: string, options: UsersCom
   return 0
 }
 
-function setEnabled (store: Store, username: string, enabled: boolean, options: UsersCommandOptions, output: Output): number {
+async function setEnabled (store: Store, username: string, enabled: boolean, options: UsersCommandOptions, output: Output): Promise<number> {
   const user = store.users.find(username)
   if (user === null) return fail(output, `no such user ${JSON.stringify(username)}`)
   const now = store.clock.now()
-  let ended: string[] = []
   store.db.transaction(() => {
     store.users.setEnabled(user.username, enabled, now)
     store.audit.append({ actor: user.username, action: enabled ? 'user_enabled' : 'user_disabled', result: 'success', detail: { via: 'cli' } }, now)
-    // A disabled user is out now, not when their sessions expire (a running server sees it
-    // within its session cache's few seconds).
-    if (!enabled) ended = new SessionsRepository(store.db).endWhere({ username: user.username }, 'user_disabled', now)
   })()
+  // A disabled user is out now, not when their sessions expire: through the session service,
+  // so every running sidecar (every replica, with Redis) drops them at once.
+  const ended = enabled ? [] : await withSessionService(store.config, store.db, store.clock, async (sessions) => await sessions.endWhere({ username: user.username }, 'user_disabled'))
   emit(output, options.json, { username: user.username, enabled, sessions_ended: ended.length }, () => {
     const done = `${enabled ? 'enabled' : 'disabled'} user ${user.username}`
     return ended.length > 0 ? `${done}; ended ${ended.length} live session${ended.length === 1 ? '' : 's'}` : done

@@ -43,6 +43,7 @@ export const DEFAULT_CLOCK_SKEW_SECONDS = 30
 export const DEFAULT_TOKEN_CACHE_MAX_ENTRIES = 10_000
 export const DEFAULT_POLICIES_DIR = './policies'
 export const DEFAULT_POLICY = 'authenticated'
+export const DEFAULT_POLICY_RELOAD_DEBOUNCE_MS = 250
 export const DEFAULT_DATABASE_PATH = './data/gatehouse.db'
 export const DEFAULT_BUSY_TIMEOUT_MS = 5000
 export const DEFAULT_LOG_LEVEL = 'info'
@@ -52,6 +53,7 @@ export const DEFAULT_HEADERS = {
   email: 'X-Auth-Request-Email',
   groups: 'X-Auth-Request-Groups',
   roles: 'X-Auth-Request-Roles',
+  permissions: 'X-Auth-Request-Permissions',
   mode: 'X-Auth-Request-Mode',
   access_token: 'X-Auth-Request-Access-Token'
 } as const
@@ -97,9 +99,12 @@ export const ServerSchema = Type.Object({
   public_url: Type.Optional(HttpUrl('The URL browsers use to reach the app through Gatehouse (`https://app.example.com`): the OIDC redirect URI and logout return address are built from it. Default is the scheme and Host of each request (as trust_proxy allows); set it in production.'))
 }, { additionalProperties: false, default: {}, description: 'The proxy listener.' })
 
+export const DEFAULT_DASHBOARD_REFRESH_SECONDS = 10
+
 export const AdminSchema = Type.Object({
   host: Type.String({ minLength: 1, default: DEFAULT_ADMIN_HOST, description: `Address the admin listener (metrics, health, status) binds. Default is ${DEFAULT_ADMIN_HOST}: keep it off public interfaces.` }),
-  port: Port(DEFAULT_ADMIN_PORT, `Port of the admin listener (0 picks a free one). Default is ${DEFAULT_ADMIN_PORT}.`)
+  port: Port(DEFAULT_ADMIN_PORT, `Port of the admin listener (0 picks a free one). Default is ${DEFAULT_ADMIN_PORT}.`),
+  dashboard_refresh_seconds: Type.Integer({ minimum: 1, maximum: 3600, default: DEFAULT_DASHBOARD_REFRESH_SECONDS, description: `How often /status.html reloads itself, in seconds. Default is ${DEFAULT_DASHBOARD_REFRESH_SECONDS}.` })
 }, { additionalProperties: false, default: {}, description: 'The admin listener: never proxied, never behind authentication.' })
 
 export const DEFAULT_GRPC_HOST = '0.0.0.0'
@@ -227,6 +232,7 @@ export const ClaimsSchema = Type.Object({
   }),
   username: Type.String({ minLength: 1, default: 'preferred_username', description: 'Claim path of the user name (headers.preferred_username). Default is preferred_username.' }),
   email: Type.String({ minLength: 1, default: 'email', description: 'Claim path of the e-mail address. Default is email.' }),
+  email_verified: Type.String({ minLength: 1, default: 'email_verified', description: 'Claim path of whether the e-mail address is verified (true, or the string "true"); only a verified address satisfies a policy\'s emails or email_domains. Default is email_verified.' }),
   name: Type.String({ minLength: 1, default: 'name', description: 'Claim path of the display name (userinfo). Default is name.' }),
   groups: Type.String({ minLength: 1, default: 'groups', description: 'Claim path of the group list (Keycloak\'s group-membership mapper, or any flat list). Default is groups.' }),
   roles: Type.Array(Type.String({ minLength: 1 }), {
@@ -241,7 +247,8 @@ export const HeadersSchema = Type.Object({
   preferred_username: HeaderName(DEFAULT_HEADERS.preferred_username, `Carries \`preferred_username\`. Default is ${DEFAULT_HEADERS.preferred_username}.`),
   email: HeaderName(DEFAULT_HEADERS.email, `Carries \`email\`. Default is ${DEFAULT_HEADERS.email}.`),
   groups: HeaderName(DEFAULT_HEADERS.groups, `Carries \`groups\`, comma-separated. Default is ${DEFAULT_HEADERS.groups}.`),
-  roles: HeaderName(DEFAULT_HEADERS.roles, `Carries the roles, comma-separated: realm roles as named, client roles as \`client:role\`. Default is ${DEFAULT_HEADERS.roles}.`),
+  roles: HeaderName(DEFAULT_HEADERS.roles, `Carries the roles, comma-separated and expanded by the policies (mapped, from groups, inherited): realm roles as named, client roles as \`client:role\`. Default is ${DEFAULT_HEADERS.roles}.`),
+  permissions: HeaderName(DEFAULT_HEADERS.permissions, `Carries the permissions the roles grant under the policies' \`roles:\`, comma-separated. Default is ${DEFAULT_HEADERS.permissions}.`),
   mode: HeaderName(DEFAULT_HEADERS.mode, `Carries how the caller was authenticated: keycloak, cached, local, token or service (a Gatehouse service token). Default is ${DEFAULT_HEADERS.mode}.`),
   access_token: HeaderName(DEFAULT_HEADERS.access_token, `Carries the access token when \`pass_access_token\` is on. Default is ${DEFAULT_HEADERS.access_token}.`),
   pass_access_token: Type.Boolean({ default: false, description: 'Send the caller\'s access token to the app in the access_token header. Default is false.' }),
@@ -252,18 +259,61 @@ export const HeadersSchema = Type.Object({
 export const POLICY_DEFAULTS = ['public', 'authenticated', 'deny'] as const
 
 export const PoliciesSchema = Type.Object({
-  dir: Type.String({ minLength: 1, default: DEFAULT_POLICIES_DIR, description: `Directory of policy files (*.yaml), read in name order, relative to the config file. Default is ${DEFAULT_POLICIES_DIR}.` }),
+  dir: Type.String({ minLength: 1, default: DEFAULT_POLICIES_DIR, description: `Directory of policy files (*.yaml and *.yml, merged in name order; see policies/README.md), relative to the config file. Default is ${DEFAULT_POLICIES_DIR}.` }),
   default: Type.Union(POLICY_DEFAULTS.map((p) => Type.Literal(p)), {
     default: DEFAULT_POLICY,
     'x-expected': 'public, authenticated or deny',
     description: `What a route no rule matches requires: public, authenticated or deny. Default is ${DEFAULT_POLICY}.`
-  })
-}, { additionalProperties: false, default: {}, description: 'Route rules (DESIGN §2).' })
+  }),
+  watch: Type.Boolean({ default: true, description: 'Reload the policies when a file in dir changes (serve; SIGHUP reloads them too). A set that fails validation is rejected whole and the running one stays. Default is true.' }),
+  reload_debounce_ms: Type.Integer({ minimum: 0, maximum: 60_000, default: DEFAULT_POLICY_RELOAD_DEBOUNCE_MS, description: `How long changes to the files must settle before a watched reload, in milliseconds (an editor's save is several events). Default is ${DEFAULT_POLICY_RELOAD_DEBOUNCE_MS}.` })
+}, { additionalProperties: false, default: {}, description: 'Route rules, roles and mappings (DESIGN §2; policies/README.md).' })
 
 export const DatabaseSchema = Type.Object({
   path: Type.String({ minLength: 1, default: DEFAULT_DATABASE_PATH, description: `SQLite file, relative to the config file; \`:memory:\` for a throw-away store. Default is ${DEFAULT_DATABASE_PATH}.` }),
   busy_timeout_ms: Type.Integer({ minimum: 0, default: DEFAULT_BUSY_TIMEOUT_MS, description: `How long a write waits for another writer's lock, in milliseconds. Default is ${DEFAULT_BUSY_TIMEOUT_MS}.` })
 }, { additionalProperties: false, default: {}, description: 'The local store: users, sessions, token and JWKS caches, sync queue, audit log.' })
+
+export const DEFAULT_STORE_SESSIONS = 'sqlite'
+export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379'
+export const DEFAULT_REDIS_KEY_PREFIX = 'gatehouse:'
+export const DEFAULT_REDIS_CONNECT_TIMEOUT_MS = 1000
+export const DEFAULT_REDIS_COMMAND_TIMEOUT_MS = 250
+export const DEFAULT_REDIS_FAILURE_THRESHOLD = 3
+export const DEFAULT_REDIS_COOLDOWN_SECONDS = 5
+
+export const RedisSentinelSchema = Type.Object({
+  host: Type.String({ minLength: 1, description: 'A Sentinel\'s host name or address. Required.' }),
+  port: Port(26379, 'The Sentinel\'s port. Default is 26379.')
+}, { additionalProperties: false, description: 'One Redis Sentinel.' })
+
+export const RedisSchema = Type.Object({
+  url: Type.String({
+    pattern: '^rediss?://',
+    default: DEFAULT_REDIS_URL,
+    'x-expected': 'a redis:// or rediss:// URL',
+    description: `Where Redis is: \`redis://host:port/db\`, or \`rediss://\` for TLS (the system's CA store verifies the server). Without sentinels, the server itself; with them, only the database number and TLS are read from it. Default is ${DEFAULT_REDIS_URL}.`
+  }),
+  username: Type.Optional(Type.String({ minLength: 1, description: 'Redis ACL user (AUTH username password); from the environment: `${REDIS_USERNAME}`. Default is none (the default user).' })),
+  password: Type.Optional(Secret('The ACL user\'s password (or requirepass); from the environment: `${REDIS_PASSWORD}`. Default is none.')),
+  key_prefix: Type.String({ minLength: 1, default: DEFAULT_REDIS_KEY_PREFIX, description: `Put before every key and channel, so several apps share one Redis; give each app its own (e.g. \`gatehouse:billing:\`). Default is ${DEFAULT_REDIS_KEY_PREFIX}.` }),
+  connect_timeout_ms: Type.Integer({ minimum: 1, default: DEFAULT_REDIS_CONNECT_TIMEOUT_MS, description: `How long a connection attempt may take, and how long start-up waits for Redis before carrying on from SQLite, in milliseconds. Default is ${DEFAULT_REDIS_CONNECT_TIMEOUT_MS}.` }),
+  command_timeout_ms: Type.Integer({ minimum: 1, default: DEFAULT_REDIS_COMMAND_TIMEOUT_MS, description: `The deadline of one Redis command, in milliseconds: a request never waits longer on Redis, and a timeout counts toward the circuit breaker. Default is ${DEFAULT_REDIS_COMMAND_TIMEOUT_MS}.` }),
+  failure_threshold: Type.Integer({ minimum: 1, default: DEFAULT_REDIS_FAILURE_THRESHOLD, description: `Consecutive failed Redis commands that open its circuit: then nothing waits on Redis, and sessions carry on from SQLite. Default is ${DEFAULT_REDIS_FAILURE_THRESHOLD}.` }),
+  cooldown_seconds: Type.Integer({ minimum: 1, default: DEFAULT_REDIS_COOLDOWN_SECONDS, description: `How long an open Redis circuit waits before one probe, in seconds (a reconnect closes it at once). Default is ${DEFAULT_REDIS_COOLDOWN_SECONDS}.` }),
+  sentinels: Type.Array(RedisSentinelSchema, { default: [], description: 'Redis Sentinels to ask for the primary of `name` (and again after a failover). Default is none: `url` is the server.' }),
+  name: Type.Optional(Type.String({ minLength: 1, description: 'The Sentinel master group name (`sentinel monitor NAME …`). Required with sentinels.' })),
+  sentinel_password: Type.Optional(Secret('The Sentinels\' own password (`requirepass` in sentinel.conf), when they have one. Default is none.'))
+}, { additionalProperties: false, default: {}, description: 'Redis, when store.sessions is redis.' })
+
+export const StoreSchema = Type.Object({
+  sessions: Type.Union([Type.Literal('sqlite'), Type.Literal('redis')], {
+    default: DEFAULT_STORE_SESSIONS,
+    'x-expected': 'sqlite or redis',
+    description: `Where sessions, their cached tokens, revocations, lockout counters and refresh locks live: \`sqlite\` (this sidecar's file; one replica) or \`redis\` (shared by every replica of the app; the SQLite file stays the local copy that carries sessions while Redis is unreachable). Default is ${DEFAULT_STORE_SESSIONS}.`
+  }),
+  redis: RedisSchema
+}, { additionalProperties: false, default: {}, description: 'The session store (issue 14): one sidecar, or several replicas sharing Redis.' })
 
 /** Log levels pino knows. */
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -378,6 +428,75 @@ export const SecretsSchema = Type.Object({
   cookie_keys: Type.Array(Secret('At least 32 characters.'), { minItems: 1, description: 'Keys signing cookies and CSRF tokens: the first signs, every one verifies. Required; keep them in the environment.' })
 }, { additionalProperties: false, description: 'Key rings. Required.' })
 
+export const DEFAULT_SMTP_PORT = 587
+export const DEFAULT_SMTP_TIMEOUT_MS = 10_000
+
+export const SmtpSchema = Type.Object({
+  host: Type.Optional(Type.String({ minLength: 1, description: 'The SMTP server e-mail is sent through (alerts.email, password_reset). Default is none: no e-mail is sent.' })),
+  port: Type.Integer({ minimum: 1, maximum: 65535, default: DEFAULT_SMTP_PORT, description: `Its port: 587 for submission with STARTTLS, 465 for implicit TLS, 25 for a local relay. Default is ${DEFAULT_SMTP_PORT}.` }),
+  tls: Type.Union([Type.Literal('starttls'), Type.Literal('implicit'), Type.Literal('none')], {
+    default: 'starttls',
+    'x-expected': 'starttls, implicit or none',
+    description: 'starttls: upgrade with STARTTLS and refuse to send without it (RFC 3207); implicit: TLS from the first byte (port 465, RFC 8314); none: plain text, for a relay on the same host only. Default is starttls.'
+  }),
+  username: Type.Optional(Type.String({ minLength: 1, description: 'User name for SMTP AUTH. Default is none (no AUTH).' })),
+  password: Type.Optional(Secret('Password for SMTP AUTH; use ${VAR} substitution. Default is none.')),
+  from: Type.Optional(Type.String({ minLength: 3, description: 'The From address of every message, e.g. `Gatehouse <gatehouse@example.com>`. Required when e-mail is sent. Default is none.' })),
+  timeout_ms: Type.Integer({ minimum: 100, default: DEFAULT_SMTP_TIMEOUT_MS, description: `Deadline of each SMTP connection, greeting and command, in milliseconds. Default is ${DEFAULT_SMTP_TIMEOUT_MS} (10 seconds).` })
+}, { additionalProperties: false, default: {}, description: 'Outgoing e-mail (nodemailer), shared by alerts and password reset.' })
+
+export const DEFAULT_ALERT_INTERVAL_SECONDS = 60
+export const DEFAULT_ALERT_REPEAT_MINUTES = 60
+export const DEFAULT_CIRCUIT_OPEN_MINUTES = 5
+export const DEFAULT_SYNC_QUEUE_WARNING = 100
+export const DEFAULT_SYNC_QUEUE_CRITICAL = 1000
+export const DEFAULT_FAILED_SYNC_THRESHOLD = 10
+export const DEFAULT_REFRESH_FAILURE_RATE = 0.2
+export const DEFAULT_REFRESH_MIN_ATTEMPTS = 20
+export const DEFAULT_WEBHOOK_TIMEOUT_MS = 5000
+
+export const AlertWebhookSchema = Type.Object({
+  enabled: Type.Boolean({ default: false, description: 'POST each alert, resolution and digest as JSON to url: a Slack-compatible payload (`text` and `attachments`, which Slack, Mattermost and Rocket.Chat incoming webhooks read) with the alert itself under `gatehouse`. Default is false.' }),
+  url: Type.Optional(HttpUrl('Where to POST; an incoming-webhook URL carries its own secret, so use ${VAR} substitution. Required when enabled. Default is none.', { 'x-secret': true })),
+  timeout_ms: Type.Integer({ minimum: 100, default: DEFAULT_WEBHOOK_TIMEOUT_MS, description: `Deadline of one POST, in milliseconds; a failed one is logged and counted, and the alert is not sent again before its repeat interval. Default is ${DEFAULT_WEBHOOK_TIMEOUT_MS}.` })
+}, { additionalProperties: false, default: {}, description: 'The webhook channel.' })
+
+export const AlertEmailSchema = Type.Object({
+  enabled: Type.Boolean({ default: false, description: 'Send each alert, resolution and digest by e-mail through smtp. Default is false.' }),
+  to: Type.Array(Type.String({ minLength: 3 }), { default: [], description: 'Recipients. Required (at least one) when enabled. Default is none.' }),
+  subject_prefix: Type.String({ default: '[Gatehouse]', description: 'Put before every subject, for mail filters. Default is [Gatehouse].' })
+}, { additionalProperties: false, default: {}, description: 'The e-mail channel.' })
+
+export const AlertsSchema = Type.Object({
+  enabled: Type.Boolean({ default: false, description: 'Evaluate the alert conditions inside serve and notify the channels below. Each sidecar alerts for itself: with many replicas prefer the Prometheus rules in deploy/prometheus/alerts.yaml. Default is false.' }),
+  evaluation_interval_seconds: Type.Integer({ minimum: 5, default: DEFAULT_ALERT_INTERVAL_SECONDS, description: `How often the conditions are evaluated, in seconds. Default is ${DEFAULT_ALERT_INTERVAL_SECONDS}.` }),
+  repeat_interval_minutes: Type.Integer({ minimum: 1, default: DEFAULT_ALERT_REPEAT_MINUTES, description: `A firing alert is sent again after this many minutes while it lasts; its resolution is sent once. Default is ${DEFAULT_ALERT_REPEAT_MINUTES}.` }),
+  circuit_open_minutes_threshold: Type.Integer({ minimum: 1, default: DEFAULT_CIRCUIT_OPEN_MINUTES, description: `A Keycloak server whose circuit has been open (or half-open) this long fires circuit_open; it resolves when the server answers again. Default is ${DEFAULT_CIRCUIT_OPEN_MINUTES}.` }),
+  sync_queue_warning_threshold: Type.Integer({ minimum: 1, default: DEFAULT_SYNC_QUEUE_WARNING, description: `Unfinished sync items (pending, processing, failed) above which sync_queue fires as a warning. Default is ${DEFAULT_SYNC_QUEUE_WARNING}.` }),
+  sync_queue_critical_threshold: Type.Integer({ minimum: 1, default: DEFAULT_SYNC_QUEUE_CRITICAL, description: `Unfinished sync items above which sync_queue is critical. Default is ${DEFAULT_SYNC_QUEUE_CRITICAL}.` }),
+  failed_sync_threshold: Type.Integer({ minimum: 0, default: DEFAULT_FAILED_SYNC_THRESHOLD, description: `Sync items that failed or died in the last hour above which sync_failures fires. Default is ${DEFAULT_FAILED_SYNC_THRESHOLD}.` }),
+  token_refresh_failure_rate_threshold: Type.Number({ minimum: 0, maximum: 1, default: DEFAULT_REFRESH_FAILURE_RATE, description: `Share of session token refreshes in the last 15 minutes that failed (anything but success; sessions without a refresh token are not counted) above which token_refresh_failures fires. Default is ${DEFAULT_REFRESH_FAILURE_RATE}.` }),
+  token_refresh_min_attempts: Type.Integer({ minimum: 1, default: DEFAULT_REFRESH_MIN_ATTEMPTS, description: `Refreshes the last 15 minutes must hold before the failure rate is judged, so that one failure of two is not an alert. Default is ${DEFAULT_REFRESH_MIN_ATTEMPTS}.` }),
+  daily_digest_time: Type.Optional(Type.String({ pattern: '^([01][0-9]|2[0-3]):[0-5][0-9]$', 'x-expected': 'a time of day HH:MM (24-hour)', description: 'Send a digest of the last 24 hours (mode, alerts, logins, sync queue, keys) every day at this time in alerts.timezone, e.g. 08:00. Default is none: no digest.' })),
+  timezone: Type.String({ minLength: 1, default: 'UTC', description: 'IANA time zone of daily_digest_time and of the times in messages (`Europe/Berlin`); UTC is always shown beside them. Default is UTC.' }),
+  webhook: AlertWebhookSchema,
+  email: AlertEmailSchema
+}, { additionalProperties: false, default: {}, description: 'Alerts from the sidecar itself: conditions, channels, deduplication and a daily digest. State (firing, last sent) is kept in SQLite, so a restart does not send them again.' })
+
+export const DEFAULT_RESET_TOKEN_TTL_MINUTES = 30
+export const DEFAULT_RESET_PER_USER = 3
+export const DEFAULT_RESET_PER_IP = 10
+export const DEFAULT_RESET_WINDOW_MINUTES = 60
+
+export const PasswordResetSchema = Type.Object({
+  enabled: Type.Boolean({ default: false, description: 'Offer "Forgot your password?" to local users (auth.primary local, or local break-glass users): a link sent by e-mail through smtp, valid once, sets a new password; with auth.primary local the new password is queued for Keycloak. Needs smtp.host, smtp.from and server.public_url (links are never built from a request\'s Host). Default is false.' }),
+  token_ttl_minutes: Type.Integer({ minimum: 1, maximum: 1440, default: DEFAULT_RESET_TOKEN_TTL_MINUTES, description: `How long a reset link works, in minutes; it works once. Default is ${DEFAULT_RESET_TOKEN_TTL_MINUTES}.` }),
+  max_requests_per_user: Type.Integer({ minimum: 1, default: DEFAULT_RESET_PER_USER, description: `Reset requests for one user name or address within window_minutes; more are answered 429. Default is ${DEFAULT_RESET_PER_USER}.` }),
+  max_requests_per_ip: Type.Integer({ minimum: 1, default: DEFAULT_RESET_PER_IP, description: `Reset requests from one client address within window_minutes. Default is ${DEFAULT_RESET_PER_IP}.` }),
+  window_minutes: Type.Integer({ minimum: 1, default: DEFAULT_RESET_WINDOW_MINUTES, description: `The window reset requests are counted in, in minutes. Default is ${DEFAULT_RESET_WINDOW_MINUTES}.` }),
+  subject: Type.String({ minLength: 1, default: 'Reset your password', description: 'Subject of the reset e-mail. Default is "Reset your password".' })
+}, { additionalProperties: false, default: {}, description: 'Password reset by e-mail (`{prefix}/password-reset`).' })
+
 const sections = {
   server: ServerSchema,
   admin: AdminSchema,
@@ -388,6 +507,7 @@ const sections = {
   headers: HeadersSchema,
   policies: PoliciesSchema,
   database: DatabaseSchema,
+  store: StoreSchema,
   log: LogSchema,
   feature_flags: FeatureFlagsSchema,
   auth: AuthSchema,
@@ -399,6 +519,9 @@ const sections = {
   ext_authz: ExtAuthzSchema,
   forward_auth: ForwardAuthSchema,
   service_tokens: ServiceTokensSchema,
+  smtp: SmtpSchema,
+  alerts: AlertsSchema,
+  password_reset: PasswordResetSchema,
   secrets: SecretsSchema
 }
 

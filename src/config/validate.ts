@@ -30,6 +30,17 @@ export function schemaAjv (extra: Options = {}): Ajv {
  * function for it when there is one (`config/precompiled.ts`).
  */
 export function compileValidator (schema: TSchema, compiled?: ValidateFunction): SchemaValidator {
+  const validate = compilePointedValidator(schema, compiled)
+  return (data) => validate(data).map((p) => p.problem)
+}
+
+/** As {@link SchemaValidator}, each problem with the JSON pointer of the value it is about (policy files give its line). */
+export interface PointedValidator {
+  (data: unknown): Array<{ problem: ConfigProblem, pointer: string }>
+}
+
+/** As {@link compileValidator}, keeping each problem's JSON pointer. */
+export function compilePointedValidator (schema: TSchema, compiled?: ValidateFunction): PointedValidator {
   const validate = compiled ?? schemaAjv().compile(prepareSchema(schema))
   return (data) => (validate(data) ? [] : formatErrors(validate, data))
 }
@@ -136,17 +147,19 @@ function article (word: string): string {
   return /^[aeiou]/.test(word) ? 'an' : 'a'
 }
 
-function formatErrors (validate: ValidateFunction, data: unknown): ConfigProblem[] {
+function formatErrors (validate: ValidateFunction, data: unknown): Array<{ problem: ConfigProblem, pointer: string }> {
   const errors = validate.errors ?? []
   // A union reports every branch's failure plus its own; keep only the union's line.
   const unions = errors.filter((e) => e.keyword === 'anyOf').map((e) => e.schemaPath + '/')
-  const problems: ConfigProblem[] = []
+  const problems: Array<{ problem: ConfigProblem, pointer: string }> = []
   const seen = new Set<string>()
   for (const error of errors) {
     if (unions.some((prefix) => error.schemaPath.startsWith(prefix))) continue
     const p = error.params as Record<string, unknown>
     let problem: ConfigProblem
+    let pointer = error.instancePath
     if (error.keyword === 'additionalProperties') {
+      pointer += `/${String(p.additionalProperty).replace(/~/g, '~0').replace(/\//g, '~1')}`
       problem = { path: pointerToPath(error.instancePath, String(p.additionalProperty)), expected: expectation(error), received: 'an unknown key' }
     } else if (error.keyword === 'required') {
       problem = { path: pointerToPath(error.instancePath, String(p.missingProperty)), expected: expectation(error), received: 'nothing' }
@@ -157,7 +170,7 @@ function formatErrors (validate: ValidateFunction, data: unknown): ConfigProblem
     const key = `${problem.path}\u0000${problem.expected}`
     if (!seen.has(key)) {
       seen.add(key)
-      problems.push(problem)
+      problems.push({ problem, pointer })
     }
   }
   return problems
@@ -170,10 +183,14 @@ interface CrossFieldInput {
   local_auth?: { cached_credentials_days?: number }
   keycloak?: { issuer?: string, provider?: string, realm?: string, server?: string, client_auth_method?: string, client_secret?: string, client_private_key?: string, ha?: { enabled?: boolean, servers?: Array<{ server?: string }> } }
   upstream?: { url?: string }
-  server?: { port?: number, host?: string, trust_proxy?: boolean | string[] }
+  server?: { port?: number, host?: string, trust_proxy?: boolean | string[], public_url?: string }
   admin?: { port?: number, host?: string }
+  smtp?: { host?: string, from?: string }
+  alerts?: { sync_queue_warning_threshold?: number, sync_queue_critical_threshold?: number, timezone?: string, webhook?: { enabled?: boolean, url?: string }, email?: { enabled?: boolean, to?: string[] } }
+  password_reset?: { enabled?: boolean }
   grpc?: { enabled?: boolean, port?: number, host?: string }
   forward_auth?: { trusted_proxies?: string[] }
+  store?: { sessions?: string, redis?: { url?: string, sentinels?: unknown[], name?: string } }
 }
 
 /**
@@ -253,12 +270,59 @@ export function crossFieldProblems (input: Record<string, unknown>, explicit: Re
   const collide = (x: { port?: number, host?: string } | undefined, y: { port?: number, host?: string } | undefined): boolean =>
     x?.port !== undefined && x.port !== 0 && x.port === y?.port && (x.host === y.host || x.host === '0.0.0.0' || y.host === '0.0.0.0')
   if (collide(s, a)) problems.push({ path: 'admin.port', expected: 'a port other than server.port', received: renderValue(a?.port) })
+  const redis = config.store?.redis
+  if (redis?.url !== undefined && parseUrl(redis.url) === null) problems.push({ path: 'store.redis.url', expected: 'a redis:// or rediss:// URL', received: '[redacted]' })
+  if ((redis?.sentinels?.length ?? 0) > 0 && redis?.name === undefined) problems.push({ path: 'store.redis.name', expected: 'the Sentinel master group name when store.redis.sentinels are given', received: 'nothing' })
   const g = config.grpc
   if (g?.enabled === true) {
     if (collide(g, s)) problems.push({ path: 'grpc.port', expected: 'a port other than server.port', received: renderValue(g.port) })
     if (collide(g, a)) problems.push({ path: 'grpc.port', expected: 'a port other than admin.port', received: renderValue(g.port) })
   }
+  problems.push(...notificationProblems(config))
   return problems
+}
+
+// Alerts and password reset: what each channel needs before it can send anything.
+function notificationProblems (config: CrossFieldInput): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  const alerts = config.alerts
+  const mailNeeded = (why: string): void => {
+    if (config.smtp?.host === undefined) problems.push({ path: 'smtp.host', expected: `an SMTP server when ${why}`, received: 'nothing' })
+    if (config.smtp?.from === undefined) problems.push({ path: 'smtp.from', expected: `a From address when ${why}`, received: 'nothing' })
+  }
+  if (alerts?.webhook?.enabled === true && alerts.webhook.url === undefined) {
+    problems.push({ path: 'alerts.webhook.url', expected: 'a URL when alerts.webhook.enabled is true', received: 'nothing' })
+  }
+  if (alerts?.email?.enabled === true) {
+    if ((alerts.email.to ?? []).length === 0) problems.push({ path: 'alerts.email.to', expected: 'at least one recipient when alerts.email.enabled is true', received: 'an empty list' })
+    mailNeeded('alerts.email.enabled is true')
+  }
+  const warning = alerts?.sync_queue_warning_threshold
+  const critical = alerts?.sync_queue_critical_threshold
+  if (warning !== undefined && critical !== undefined && critical < warning) {
+    problems.push({ path: 'alerts.sync_queue_critical_threshold', expected: `a number at least alerts.sync_queue_warning_threshold (${warning})`, received: renderValue(critical) })
+  }
+  if (alerts?.timezone !== undefined && !validTimeZone(alerts.timezone)) {
+    problems.push({ path: 'alerts.timezone', expected: 'an IANA time zone such as UTC or Europe/Berlin', received: renderValue(alerts.timezone) })
+  }
+  if (config.password_reset?.enabled === true) {
+    mailNeeded('password_reset.enabled is true')
+    // Reset links are built from public_url alone: a link built from the request's Host header
+    // would let anyone who can send a request name the host the token is mailed to (password
+    // reset poisoning, OWASP Forgot Password Cheat Sheet).
+    if (config.server?.public_url === undefined) problems.push({ path: 'server.public_url', expected: 'the public URL of the app when password_reset.enabled is true (reset links are built from it)', received: 'nothing' })
+  }
+  return problems
+}
+
+/** Whether `zone` is a time zone this runtime knows (IANA names, through Intl). */
+export function validTimeZone (zone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-GB', { timeZone: zone }).format(0)
+    return true
+  } catch {
+    return false
+  }
 }
 
 /** The names proxy-addr (Fastify's `trustProxy`) expands to ranges: loopback, link-local, private. */

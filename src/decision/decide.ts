@@ -5,7 +5,9 @@ import type { Identity } from '../identity.ts'
 import { identityFromClaims, type ClaimsReader } from '../keycloak/claims.ts'
 import type { AccessTokenVerifier, TokenRejection, VerifiedToken } from '../keycloak/verify-token.ts'
 import { normaliseTarget } from '../authz/normalise-path.ts'
-import { matchRule, satisfies, type PolicyRule, type PolicySet } from '../authz/policy.ts'
+import { matchRule, type PolicyRule, type PolicySet } from '../authz/policy.ts'
+import { shortfall, type ShortfallReason } from '../authz/requirements.ts'
+import { expandIdentity, type Access } from '../authz/roles.ts'
 import { identityHeaders } from './identity-headers.ts'
 import { isServiceToken, type ServiceTokenOutcome, type ServiceTokenRejection } from '../service-token/service.ts'
 
@@ -22,6 +24,11 @@ export interface RequestFacts {
   headers: Readonly<Record<string, string | string[] | undefined>>
   /** Client address, for logs and lockout. */
   ip?: string
+  /**
+   * The host the request was for, as rules with `hosts` compare it (port and case as sent).
+   * Default is the `host` header (the proxy's Host; Envoy's original Host or `http.host`).
+   */
+  host?: string
   /**
    * The scheme the client used to reach the origin (the proxy's trusted protocol, Envoy's
    * `x-forwarded-proto`): which spelling of the session cookie is read. Default is `http`.
@@ -40,11 +47,13 @@ export type DecisionReason =
   | 'public'
   | 'authenticated'
   | 'role_granted'
+  /** Allowed by a rule whose conditions go beyond roles (permissions, groups, e-mail). */
+  | 'requirements_met'
   | 'no_credentials'
   | 'bad_path'
   | 'reserved_path'
   | 'denied_by_policy'
-  | 'missing_role'
+  | ShortfallReason
   | 'internal_error'
   | `token_${TokenRejection | ServiceTokenRejection}`
 
@@ -69,12 +78,15 @@ export type Decision =
     identity: Identity | null
     headers: Record<string, string>
     body: { error: string, error_description?: string }
+    /** For a caller the rule's conditions refuse: what is missing (`any of roles admin`), as the access line records it. */
+    missing?: string
   }
   | { kind: 'redirect', reason: DecisionReason, location: string, rule: string }
 
 /** Everything `decide()` needs, built once by `buildApp`. */
 export interface DeciderDeps {
-  policy: PolicySet
+  /** The policies in force, read once per decision (a PolicyStore swaps them on reload). */
+  policy: PolicySource
   verifier: AccessTokenVerifier
   headers: HeadersConfig
   /** How claims become an identity (`claims.*`, and the client ids whose client roles count). */
@@ -88,6 +100,11 @@ export interface DeciderDeps {
   serviceTokens?: ServiceTokenLookup
   /** Counts each decision, by entry point and kind, with the seconds it took. */
   record?: (entry: EntryPoint, kind: Decision['kind'], seconds: number) => void
+}
+
+/** Where `decide()` finds the policy set in force. */
+export interface PolicySource {
+  readonly current: PolicySet
 }
 
 /** How `decide()` reads a session cookie (the session service, behind the cookie jar). */
@@ -140,7 +157,9 @@ async function decideUnsafe (deps: DeciderDeps, memo: Memo, facts: RequestFacts)
     return deny(404, 'reserved_path', null, null, { error: 'not_found' })
   }
 
-  const rule = matchRule(deps.policy, facts.method, path)
+  // One set decides the whole request, even when a reload lands while it waits on a session.
+  const policy = deps.policy.current
+  const rule = matchRule(policy, facts.method, path, facts.host ?? single(facts.headers.host))
   const target = path + query
   if (rule.requirement.kind === 'public') {
     return { kind: 'allow', reason: 'public', target, rule: rule.name, identity: null, headers: {} }
@@ -149,7 +168,7 @@ async function decideUnsafe (deps: DeciderDeps, memo: Memo, facts: RequestFacts)
     return deny(403, 'denied_by_policy', rule.name, null, { error: 'forbidden' })
   }
 
-  const caller = await authenticate(deps, memo, facts.headers, facts.entry, facts.scheme, facts.ip)
+  const caller = await authenticate(deps, policy, memo, facts.headers, facts.entry, facts.scheme, facts.ip)
   if (caller.refused === 'no_credentials') {
     if ((facts.redirectBrowsers ?? facts.entry === 'proxy') && isBrowserNavigation(facts)) {
       return { kind: 'redirect', reason: 'no_credentials', location: `${deps.prefix}/login?rd=${encodeURIComponent(target)}`, rule: rule.name }
@@ -165,12 +184,12 @@ async function decideUnsafe (deps: DeciderDeps, memo: Memo, facts: RequestFacts)
       'www-authenticate': `Bearer realm="${REALM}", error="invalid_token", error_description="${caller.detail.replace(/["\\]/g, '')}"`
     })
   }
-  return authorised(rule, target, caller.identity, caller.headers)
+  return authorised(rule, target, caller)
 }
 
 /** Who a request's credentials say it is, with the headers the app gets; or why there is nobody. */
 type Caller =
-  | { refused?: undefined, identity: Identity, headers: Record<string, string> }
+  | { refused?: undefined, identity: Identity, headers: Record<string, string>, access: Access }
   | { refused: 'no_credentials' }
   | { refused: TokenRejection | ServiceTokenRejection, detail: string }
 
@@ -179,11 +198,11 @@ type Caller =
  * bearer token first, else the session cookie. Successes are the memoised entries themselves,
  * so the request path allocates nothing for a known token or session.
  */
-async function authenticate (deps: DeciderDeps, memo: Memo, headers: RequestFacts['headers'], entry: EntryPoint, scheme: string | undefined, ip?: string): Promise<Caller> {
+async function authenticate (deps: DeciderDeps, policy: PolicySet, memo: Memo, headers: RequestFacts['headers'], entry: EntryPoint, scheme: string | undefined, ip?: string): Promise<Caller> {
   const token = bearerToken(headers.authorization)
   if (token === null) {
     const identity = await deps.sessions?.identify(headers.cookie, scheme) ?? null
-    return identity === null ? { refused: 'no_credentials' } : sessionHeaders(memo, identity, deps)
+    return identity === null ? { refused: 'no_credentials' } : sessionHeaders(memo, identity, policy, deps)
   }
   // DESIGN §2: a service token is recognised by its prefix before any JWT parsing.
   if (deps.serviceTokens !== undefined && isServiceToken(token)) {
@@ -192,14 +211,14 @@ async function authenticate (deps: DeciderDeps, memo: Memo, headers: RequestFact
       deps.log.debug({ reason: service.reason, detail: service.detail, entry }, 'service token refused')
       return { refused: service.reason, detail: service.detail }
     }
-    return sessionHeaders(memo, service.identity, deps)
+    return sessionHeaders(memo, service.identity, policy, deps)
   }
   const outcome = deps.verifier.remembered(token) ?? await deps.verifier.verify(token)
   if (!outcome.ok) {
     deps.log.debug({ reason: outcome.reason, detail: outcome.detail, entry }, 'access token refused')
     return { refused: outcome.reason, detail: outcome.detail }
   }
-  return derived(memo, outcome.token, token, deps)
+  return derived(memo, outcome.token, token, policy, deps)
 }
 
 /**
@@ -209,18 +228,20 @@ async function authenticate (deps: DeciderDeps, memo: Memo, headers: RequestFact
 export function createIdentifier (deps: DeciderDeps): (headers: RequestFacts['headers'], scheme: string | undefined) => Promise<Identity | null> {
   const memo: Memo = new WeakMap()
   return async (headers, scheme) => {
-    const caller = await authenticate(deps, memo, headers, 'proxy', scheme)
+    const caller = await authenticate(deps, deps.policy.current, memo, headers, 'proxy', scheme)
     return caller.refused === undefined ? caller.identity : null
   }
 }
 
-function authorised (rule: PolicyRule, target: string, identity: Identity, headers: Record<string, string>): Decision {
-  if (!satisfies(rule.requirement, identity.roles)) {
-    return deny(403, 'missing_role', rule.name, identity, { error: 'forbidden' })
+function authorised (rule: PolicyRule, target: string, caller: Extract<Caller, { refused?: undefined }>): Decision {
+  const { identity, headers, access } = caller
+  const missing = shortfall(rule.requirement, access)
+  if (missing !== null) {
+    return { kind: 'deny', status: 403, reason: missing.reason, rule: rule.name, identity, headers: {}, body: { error: 'forbidden' }, missing: missing.missing }
   }
   return {
     kind: 'allow',
-    reason: rule.requirement.kind === 'authenticated' ? 'authenticated' : 'role_granted',
+    reason: rule.granted,
     target,
     rule: rule.name,
     identity,
@@ -238,28 +259,37 @@ function isBrowserNavigation (facts: RequestFacts): boolean {
   return typeof accept === 'string' && accept.includes('text/html')
 }
 
-type Memo = WeakMap<object, { identity: Identity, headers: Record<string, string> }>
+/** An identity as decided on: roles expanded under one policy set, its headers, its access. */
+interface Authorisable { policy: PolicySet, identity: Identity, headers: Record<string, string>, access: Access }
 
-// A session hands out the same frozen identity object until something in it changes.
-function sessionHeaders (memo: Memo, identity: Identity, deps: DeciderDeps): { identity: Identity, headers: Record<string, string> } {
+type Memo = WeakMap<object, Authorisable>
+
+// A session hands out the same frozen identity object until something in it changes; its
+// roles are expanded once per policy set (a reload expands them again, at the next request).
+function sessionHeaders (memo: Memo, identity: Identity, policy: PolicySet, deps: DeciderDeps): Authorisable {
   let entry = memo.get(identity)
-  if (entry === undefined) {
-    entry = { identity, headers: Object.freeze(identityHeaders(identity, deps.headers)) }
+  if (entry === undefined || entry.policy !== policy) {
+    entry = authorisable(identity, policy, deps)
     memo.set(identity, entry)
   }
   return entry
 }
 
-// The identity and headers a token yields never change: worked out once per verified token,
-// which the verifier's cache hands back as the same object on every hit. Frozen, as shared.
-function derived (memo: Memo, verified: VerifiedToken, token: string, deps: DeciderDeps): { identity: Identity, headers: Record<string, string> } {
+// The identity and headers a token yields never change under one policy set: worked out once
+// per verified token, which the verifier's cache hands back as the same object on every hit.
+// So the bearer path pays for role expansion once per token, not per request. Frozen, as shared.
+function derived (memo: Memo, verified: VerifiedToken, token: string, policy: PolicySet, deps: DeciderDeps): Authorisable {
   let entry = memo.get(verified)
-  if (entry === undefined) {
-    const identity = Object.freeze(identityFromClaims(verified.claims, deps.claims, token))
-    entry = { identity, headers: Object.freeze(identityHeaders(identity, deps.headers)) }
+  if (entry === undefined || entry.policy !== policy) {
+    entry = authorisable(identityFromClaims(verified.claims, deps.claims, token), policy, deps)
     memo.set(verified, entry)
   }
   return entry
+}
+
+function authorisable (raw: Identity, policy: PolicySet, deps: DeciderDeps): Authorisable {
+  const { identity, access } = expandIdentity(raw, policy.roles)
+  return { policy, identity, headers: Object.freeze(identityHeaders(identity, deps.headers)), access }
 }
 
 function deny (
@@ -271,6 +301,10 @@ function deny (
   headers: Record<string, string> = {}
 ): Decision {
   return { kind: 'deny', status, reason, rule, identity, headers, body }
+}
+
+function single (value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value
 }
 
 /**

@@ -19,6 +19,7 @@ export function identityHeaders (identity: Identity, config: HeadersConfig): Rec
   set(config.email, identity.email)
   set(config.groups, identity.groups.join(','))
   set(config.roles, identity.roles.join(','))
+  set(config.permissions, identity.permissions?.join(',') ?? null)
   set(config.mode, identity.authMode)
   if (config.pass_access_token) set(config.access_token, identity.accessToken)
   if (config.pass_authorization_header && identity.accessToken !== null) out.authorization = `Bearer ${identity.accessToken}`
@@ -52,7 +53,7 @@ export interface SpoofableHeaders {
  * `X-Auth-Request-*` family, and `Authorization` only when Gatehouse sets it itself.
  */
 export function spoofableHeaders (config: HeadersConfig): SpoofableHeaders {
-  const canonical = new Set([config.user, config.preferred_username, config.email, config.groups, config.roles, config.mode, config.access_token].map(normaliseHeaderName))
+  const canonical = new Set([config.user, config.preferred_username, config.email, config.groups, config.roles, config.permissions, config.mode, config.access_token].map(normaliseHeaderName))
   if (config.pass_authorization_header) canonical.add('authorization')
   const names = Object.freeze([...canonical].flatMap((name) => name.includes('-') ? [name, name.replaceAll('-', '_')] : [name]))
   // Called for every header of every request: names from Node are already lower-case, so

@@ -122,6 +122,7 @@ function createCheck (deps: ExtAuthzGrpcDeps, checkResponse: (answer: EnvoyAnswe
         decision: decision.kind,
         reason: decision.reason,
         rule: decision.rule,
+        missing: decision.kind === 'deny' ? decision.missing ?? null : null,
         authMode: identity?.authMode ?? 'none',
         user: identity?.user ?? null,
         ip,

@@ -10,6 +10,7 @@ export interface KeycloakClaims extends JWTPayload {
   sid?: string
   preferred_username?: string
   email?: string
+  email_verified?: boolean
   realm_access?: { roles?: unknown }
   resource_access?: Record<string, { roles?: unknown } | undefined>
   groups?: unknown
@@ -21,6 +22,8 @@ export interface ClaimMapping {
   user: 'sub' | 'preferred_username' | 'email'
   username: string
   email: string
+  /** Claim path of whether the e-mail address is verified (`email_verified`). */
+  email_verified: string
   name: string
   groups: string
   /** Role claim paths; `{client}` stands for each accepted client id, whose roles are named `client:role`. */
@@ -32,6 +35,7 @@ export const KEYCLOAK_CLAIMS: ClaimMapping = Object.freeze({
   user: 'sub',
   username: 'preferred_username',
   email: 'email',
+  email_verified: 'email_verified',
   name: 'name',
   groups: 'groups',
   roles: Object.freeze(['realm_access.roles', 'resource_access.{client}.roles'])
@@ -91,10 +95,13 @@ export function identityFromClaims (claims: Record<string, unknown>, reader: Cla
   const preferredUsername = text(m.username)
   const email = text(m.email)
   const user = m.user === 'sub' ? sub : (m.user === 'email' ? email : preferredUsername) ?? sub
+  // OIDC Core §5.1 makes it a boolean; Amazon Cognito sends the string "true", which means the same.
+  const verified = claimAt(claims, m.email_verified)
   return {
     user,
     preferredUsername,
     email,
+    emailVerified: email !== null && (verified === true || verified === 'true'),
     groups: stringList(claimAt(claims, m.groups)),
     roles: rolesFromClaims(claims, reader),
     authMode: 'token',
@@ -103,7 +110,15 @@ export function identityFromClaims (claims: Record<string, unknown>, reader: Cla
   }
 }
 
+// Role and group names as the identity carries them. The app reads them from comma-separated
+// headers (X-Auth-Request-Roles, -Groups), so a name holding a comma would reach it as two
+// (`user,admin` as user and admin); one holding a control character could not be sent at all.
+// Such names are dropped here, once: no policy can name them either (policy.ts allows neither
+// in a role or group), so no Gatehouse decision changes, and the app sees only names it can
+// tell apart.
+const LISTABLE_NAME = /^[^,\u0000-\u001f\u007f]+$/
+
 function stringList (value: unknown): string[] {
-  if (typeof value === 'string') return value === '' ? [] : [value]
-  return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : []
+  const list = typeof value === 'string' ? [value] : Array.isArray(value) ? value : []
+  return list.filter((v): v is string => typeof v === 'string' && LISTABLE_NAME.test(v))
 }

@@ -187,6 +187,19 @@ export class KeycloakPool {
     return this.#servers.map((s) => ({ server: s.server, priority: s.priority, weight: s.weight, ...s.breaker.snapshot() }))
   }
 
+  /**
+   * Resets every circuit that is open, half-open or counting failures (see
+   * {@link CircuitBreaker.reset}); returns the servers reset. Logged once, at warn.
+   */
+  resetBreakers (): string[] {
+    const reset = this.#servers.filter((s) => s.breaker.reset()).map((s) => s.server)
+    if (reset.length > 0) {
+      this.#log.warn({ servers: reset }, 'keycloak circuits reset by an operator')
+      this.#changed()
+    }
+    return reset
+  }
+
   /** Server base URLs in configuration order. */
   get servers (): string[] {
     return this.#servers.map((s) => s.server)
@@ -232,7 +245,7 @@ export class KeycloakPool {
     // Breaker transitions are news: once each, at warn (HOUSE-STYLE §5).
     if (t.to === 'open') this.#log.warn({ server, from: t.from, failures: t.failures, kind: t.kind }, 'keycloak circuit opened; server skipped until its cooldown passes')
     else if (t.to === 'half_open') this.#log.warn({ server }, 'keycloak circuit half-open; probing the server')
-    else this.#log.warn({ server, from: t.from }, 'keycloak circuit closed; server back in use')
+    else if (t.kind !== 'reset') this.#log.warn({ server, from: t.from }, 'keycloak circuit closed; server back in use')
   }
 
   #observe (state: ServerState, operation: KeycloakOperation, started: number, result: string): void {

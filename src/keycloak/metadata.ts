@@ -177,10 +177,18 @@ export class ProviderMetadata {
 
 /** GETs a server's discovery document: the health check, and where the endpoints come from. */
 export async function fetchDiscovery (target: CallTarget): Promise<Record<string, unknown>> {
+  return (await fetchDiscoveryAnswer(target)).document
+}
+
+/**
+ * {@link fetchDiscovery}, with the answer's `Date` header (RFC 9110 §6.6.1: the server's clock
+ * when it answered, to the second), which `doctor diagnose` reads the clock skew from.
+ */
+export async function fetchDiscoveryAnswer (target: CallTarget): Promise<{ document: Record<string, unknown>, date: string | null }> {
   const response = await keycloakFetch(target.discovery, { headers: { accept: 'application/json' } }, target)
   const body = await readJson(response, target)
   if (body === null || typeof body !== 'object' || typeof (body as { issuer?: unknown }).issuer !== 'string') {
     throw new KeycloakUnavailable('bad_response', 'the provider\'s discovery document has no issuer', { server: target.server })
   }
-  return body as Record<string, unknown>
+  return { document: body as Record<string, unknown>, date: response.headers.get('date') }
 }

@@ -42,6 +42,8 @@ export interface Metrics {
   cachedTokens: Gauge
   /** Live sessions by mode. */
   sessionsActive: Gauge<'mode'>
+  /** The session store in use and its mode: 1 for the mode in force, 0 for the other. */
+  storeMode: Gauge<'store' | 'mode'>
   /** Logins by mode and result (success, bad_credentials, locked…). */
   loginsTotal: Counter<'mode' | 'result'>
   /** Sync queue items by status. */
@@ -56,7 +58,18 @@ export interface Metrics {
   serviceTokens: Gauge<'state'>
   /** When each service token not revoked expires, in seconds since the epoch. */
   serviceTokenExpiry: Gauge<'name'>
+  /** Policy reloads (file watch, SIGHUP) by result: success, failure (rejected; the running set stays), unchanged. */
+  policyReloads: Counter<'result'>
+  /** Alert and digest notifications by channel (webhook, email) and result (sent, failed). */
+  alertNotifications: Counter<'channel' | 'result'>
+  /** Alert instances firing now, by alert name. */
+  alertsFiring: Gauge<'alert'>
+  /** Password reset requests and completions by result. */
+  passwordResets: Counter<'result'>
 }
+
+/** The `result` values of `gatehouse_policy_reloads_total`. */
+export const POLICY_RELOAD_RESULTS = ['success', 'failure', 'unchanged'] as const
 
 /** Values of `gatehouse_circuit_state`. */
 export const CIRCUIT_STATE_VALUES = { closed: 0, half_open: 1, open: 2 } as const
@@ -69,6 +82,8 @@ export type UpstreamErrorKind = typeof UPSTREAM_ERROR_KINDS[number]
 
 /** The `state` values of `gatehouse_service_tokens`. */
 export const SERVICE_TOKEN_STATES = ['active', 'expiring', 'expired', 'revoked', 'in_grace'] as const
+/** The modes `gatehouse_store_mode` reports: `degraded` while Redis is unreachable and SQLite carries sessions, or Redis refuses the store's commands. */
+export const STORE_MODES = ['normal', 'degraded'] as const
 
 /** The modes `gatehouse_mode` reports. */
 export const MODES = ['normal', 'degraded', 'offline'] as const
@@ -93,10 +108,12 @@ export interface GaugeSources {
   mode: () => typeof MODES[number]
   /** Each server's circuit state. */
   circuits: () => Array<{ server: string, state: keyof typeof CIRCUIT_STATE_VALUES }>
-  /** Usable cached token sets. */
-  cachedTokens: () => number
+  /** Usable cached token sets (read from the session store, so possibly asynchronously). */
+  cachedTokens: () => number | Promise<number>
   /** Live sessions by mode. */
-  sessionsActive: () => Record<string, number>
+  sessionsActive: () => Record<string, number> | Promise<Record<string, number>>
+  /** The session store (`sqlite` or `redis`) and its mode. */
+  storeMode: () => { store: string, mode: typeof STORE_MODES[number] }
   /** Sync queue items by status, and the oldest unfinished one's age. */
   syncQueue: () => { byStatus: Record<string, number>, oldestPendingSeconds: number | null }
   /** Log lines dropped since the process started (never decreases). */
@@ -105,6 +122,8 @@ export interface GaugeSources {
   serviceTokens: () => Record<string, number>
   /** Each service token not revoked and its expiry (ms since the epoch). */
   serviceTokenExpiries: () => Array<{ name: string, expiresAt: number }>
+  /** Firing alert instances by alert name (every known alert, 0 when none fires). */
+  alertsFiring: () => Record<string, number>
 }
 
 /** Values of the `code` label of `gatehouse_requests_total`, indexed by status / 100. */
@@ -261,8 +280,8 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
       name: 'gatehouse_cached_tokens',
       help: 'Sessions\' Keycloak token sets still usable: fresh, or inside the grace period.',
       registers,
-      collect () {
-        this.set(bound.cachedTokens?.() ?? 0)
+      async collect () {
+        this.set(await bound.cachedTokens?.() ?? 0)
       }
     }),
     sessionsActive: new Gauge({
@@ -270,8 +289,19 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
       help: 'Live browser sessions, by authentication mode.',
       labelNames: ['mode'] as const,
       registers,
+      async collect () {
+        for (const [mode, n] of Object.entries(await bound.sessionsActive?.() ?? {})) this.set({ mode }, n)
+      }
+    }),
+    storeMode: new Gauge({
+      name: 'gatehouse_store_mode',
+      help: 'The session store (sqlite or redis) and its mode: 1 for the mode in force (normal, degraded), 0 for the other.',
+      labelNames: ['store', 'mode'] as const,
+      registers,
       collect () {
-        for (const [mode, n] of Object.entries(bound.sessionsActive?.() ?? {})) this.set({ mode }, n)
+        const current = bound.storeMode?.()
+        if (current === undefined) return
+        for (const mode of STORE_MODES) this.set({ store: current.store, mode }, mode === current.mode ? 1 : 0)
       }
     }),
     loginsTotal: new Counter({
@@ -329,6 +359,33 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
         this.reset()
         for (const { name, expiresAt } of bound.serviceTokenExpiries?.() ?? []) this.set({ name }, Math.floor(expiresAt / 1000))
       }
+    }),
+    policyReloads: new Counter({
+      name: 'gatehouse_policy_reloads_total',
+      help: 'Policy reloads (file watch, SIGHUP), by result: success, failure (rejected whole; the running policies stay), unchanged.',
+      labelNames: ['result'] as const,
+      registers
+    }),
+    alertNotifications: new Counter({
+      name: 'gatehouse_alert_notifications_total',
+      help: 'Alert and digest notifications, by channel (webhook, email) and result (sent, failed).',
+      labelNames: ['channel', 'result'] as const,
+      registers
+    }),
+    alertsFiring: new Gauge({
+      name: 'gatehouse_alerts_firing',
+      help: 'Alert instances firing now (alerts.enabled), by alert name.',
+      labelNames: ['alert'] as const,
+      registers,
+      collect () {
+        for (const [alert, n] of Object.entries(bound.alertsFiring?.() ?? {})) this.set({ alert }, n)
+      }
+    }),
+    passwordResets: new Counter({
+      name: 'gatehouse_password_resets_total',
+      help: 'Password reset requests and completions, by result.',
+      labelNames: ['result'] as const,
+      registers
     })
   }
   metrics.buildInfo.set({ version: VERSION }, 1)
@@ -339,6 +396,8 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
     child.inc(0)
     return [kind, child]
   }))
+  // At 0 from the start, so that an alert on increase() sees the first failed reload.
+  for (const result of POLICY_RELOAD_RESULTS) metrics.policyReloads.inc({ result }, 0)
   const add = (pending: Map<string, number>, key: string): void => { pending.set(key, (pending.get(key) ?? 0) + 1) }
   return {
     ...metrics,

@@ -98,6 +98,7 @@ function recordRequest (request: FastifyRequest, reply: FastifyReply, metrics: H
     decision: kind,
     reason: decision?.reason ?? null,
     rule: decision?.rule ?? null,
+    missing: decision?.kind === 'deny' ? decision.missing ?? null : null,
     authMode,
     user: identity?.user ?? null,
     ip: request.ip,

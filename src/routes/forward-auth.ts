@@ -20,6 +20,8 @@ interface Described {
   method: string
   target: string
   scheme: string
+  /** The host the request was for (rules with `hosts`): X-Forwarded-Host from a trusted gateway, else Host. */
+  host: string | undefined
 }
 
 /**
@@ -45,15 +47,16 @@ export async function forwardAuthRoutes (scope: FastifyInstance, deps: ForwardAu
 
   const describe = (request: FastifyRequest): Described => {
     const h = request.headers
-    const own = { method: request.method, target: request.url, scheme: request.protocol }
+    const own = { method: request.method, target: request.url, scheme: request.protocol, host: single(h.host) }
     if (!trusted(request.socket.remoteAddress ?? '', 0)) return { flavour: 'self', ...own }
+    const host = single(h['x-forwarded-host']) ?? own.host
     const originalUri = single(h['x-original-uri'])
     if (originalUri !== undefined) {
-      return { flavour: 'nginx', method: single(h['x-original-method']) ?? 'GET', target: originalUri, scheme: single(h['x-forwarded-proto']) ?? own.scheme }
+      return { flavour: 'nginx', method: single(h['x-original-method']) ?? 'GET', target: originalUri, scheme: single(h['x-forwarded-proto']) ?? own.scheme, host }
     }
     const forwardedUri = single(h['x-forwarded-uri'])
     if (forwardedUri !== undefined) {
-      return { flavour: 'traefik', method: single(h['x-forwarded-method']) ?? 'GET', target: forwardedUri, scheme: single(h['x-forwarded-proto']) ?? own.scheme }
+      return { flavour: 'traefik', method: single(h['x-forwarded-method']) ?? 'GET', target: forwardedUri, scheme: single(h['x-forwarded-proto']) ?? own.scheme, host }
     }
     return { flavour: 'self', ...own }
   }
@@ -67,6 +70,7 @@ export async function forwardAuthRoutes (scope: FastifyInstance, deps: ForwardAu
       headers: request.headers,
       ip: request.ip,
       scheme: described.scheme,
+      ...(described.host !== undefined ? { host: described.host } : {}),
       redirectBrowsers: described.flavour === 'traefik'
     }
     const decision = await decide(facts)

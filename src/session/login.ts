@@ -6,7 +6,7 @@ import type { ClaimsReader } from '../keycloak/claims.ts'
 import type { KeycloakPool } from '../keycloak/failover.ts'
 import { clientAuthRefused, type OidcClient, type TokenSet } from '../keycloak/oidc.ts'
 import type { AuditLogRepository } from '../store/audit-log.ts'
-import type { FailureWindow, LoginAttemptsRepository, Reservation } from '../store/login-attempts.ts'
+import { lockoutLeft, type AttemptReservation, type AttemptResult, type LockoutPolicy, type SessionStore } from '../store/session-store.ts'
 import type { SessionMode } from '../store/sessions.ts'
 import type { UserRecord, UsersRepository } from '../store/users.ts'
 import { localLoginAllowed } from './local-allow.ts'
@@ -25,7 +25,8 @@ export type LoginOutcome =
 export interface LoginDeps {
   config: Config
   users: UsersRepository
-  attempts: LoginAttemptsRepository
+  /** The lockout counters: the session store's, shared by every replica when it is Redis. */
+  attempts: Pick<SessionStore, 'reserveAttempt' | 'settleAttempt' | 'failures'>
   audit: AuditLogRepository
   pool: KeycloakPool
   oidc: OidcClient
@@ -62,7 +63,7 @@ export class LoginService {
    */
   async login (username: string, password: string, ip: string | null): Promise<LoginOutcome> {
     const name = username.trim()
-    const reservation = this.reserve(name, ip)
+    const reservation = await this.reserve(name, ip)
     if ('lockedForSeconds' in reservation) {
       this.#audit(name, ip, 'lockout', 'failure', null, 'locked')
       this.#deps.logins.inc({ mode: 'none', result: 'locked' })
@@ -71,7 +72,7 @@ export class LoginService {
     const outcome = name === '' || password === ''
       ? { ok: false as const, reason: 'bad_credentials' as const, status: 401 as const, message: BAD_CREDENTIALS }
       : this.#deps.config.auth.primary === 'local' ? await this.#localPrimary(name, password) : await this.#keycloakPrimary(name, password)
-    this.#record(reservation.id, name, ip, outcome)
+    await this.#record(reservation.id, name, ip, outcome)
     return outcome
   }
 
@@ -80,16 +81,16 @@ export class LoginService {
    * unless the user or the address is locked out (then nothing is counted). Settle it with
    * {@link settle} once the check is done.
    */
-  reserve (username: string, ip: string | null): Reservation {
+  async reserve (username: string, ip: string | null): Promise<AttemptReservation> {
     const { security } = this.#deps.config
     const now = this.#deps.clock.now()
     const since = now - Math.max(security.window_minutes, security.lockout_minutes) * 60_000
-    return this.#deps.attempts.reserve({ username, ip, channel: 'form' }, now, since, (windows) => lockoutLeft(windows, security, now))
+    return await this.#deps.attempts.reserveAttempt({ username, ip, channel: 'form' }, now, since, lockoutPolicy(security))
   }
 
-  /** Settles a reserved attempt (see {@link LoginAttemptsRepository.settle}). */
-  settle (id: number, result: 'success' | 'failure' | 'void'): void {
-    this.#deps.attempts.settle(id, result)
+  /** Settles a reserved attempt (see {@link SessionStore.settleAttempt}). */
+  async settle (id: string, result: AttemptResult): Promise<void> {
+    await this.#deps.attempts.settleAttempt(id, result)
   }
 
   /**
@@ -113,13 +114,11 @@ export class LoginService {
    * `max_failed_attempts` failures within `window_minutes` lock for `lockout_minutes` after
    * the last of them.
    */
-  lockedFor (username: string, ip: string | null): number | null {
+  async lockedFor (username: string, ip: string | null): Promise<number | null> {
     const { security } = this.#deps.config
     const now = this.#deps.clock.now()
     const since = now - Math.max(security.window_minutes, security.lockout_minutes) * 60_000
-    const windows = [this.#deps.attempts.userFailures(username, since)]
-    if (ip !== null) windows.push(this.#deps.attempts.ipFailures(ip, since))
-    return lockoutLeft(windows, security, now)
+    return lockoutLeft(await this.#deps.attempts.failures(username, ip, since), lockoutPolicy(security), now)
   }
 
   // local: the local password decides; Keycloak is asked for tokens best-effort.
@@ -146,7 +145,9 @@ export class LoginService {
       try {
         const tokens = await oidc.passwordGrant(username, password)
         const identity = storedIdentityOf(tokens, this.#deps.claims)
-        await this.cacheCredential(username, password, { keycloakId: subjectOf(tokens), email: identity.email, roles: identity.roles, groups: identity.groups })
+        // Only a verified address is kept: a cached credential's e-mail counts as verified
+        // offline (localIdentityOf), so policies' emails rules decide as they did online.
+        await this.cacheCredential(username, password, { keycloakId: subjectOf(tokens), email: identity.emailVerified === true ? identity.email : null, roles: identity.roles, groups: identity.groups })
         return { ok: true, session: this.#keycloakSession(tokens, false, username) }
       } catch (err) {
         if (err instanceof KeycloakRejected && err.oauthError === 'invalid_grant') {
@@ -231,21 +232,13 @@ export class LoginService {
     if (!localLoginAllowed(this.#deps.config.local_auth.allow, user.roles)) {
       return { ok: false, reason: 'local_not_allowed', status: 403, message: 'Single sign-on is unavailable, and your account may not sign in without it. Try again when it is back.' }
     }
-    const identity: StoredIdentity = {
-      // Keycloak users keep their `sub`, so the app sees the same user in every mode.
-      user: user.source === 'keycloak' && user.keycloakId !== null ? user.keycloakId : user.username,
-      preferredUsername: user.username,
-      email: user.email,
-      groups: user.groups,
-      roles: user.roles
-    }
-    return { ok: true, session: { username: user.username, subject: user.keycloakId, mode, identity, tokens: null, localBasis: true } }
+    return { ok: true, session: { username: user.username, subject: user.keycloakId, mode, identity: localIdentityOf(user), tokens: null, localBasis: true } }
   }
 
-  #record (attemptId: number, username: string, ip: string | null, outcome: LoginOutcome): void {
+  async #record (attemptId: string, username: string, ip: string | null, outcome: LoginOutcome): Promise<void> {
     const { config, logins } = this.#deps
     // No password was judged when nothing could vouch for one (Keycloak away, offline mode off).
-    this.settle(attemptId, outcome.ok ? 'success' : outcome.reason === 'unavailable' ? 'void' : 'failure')
+    await this.settle(attemptId, outcome.ok ? 'success' : outcome.reason === 'unavailable' ? 'void' : 'failure')
     if (outcome.ok) {
       logins.inc({ mode: outcome.session.mode, result: 'success' })
       this.#audit(username, ip, 'login', 'success', outcome.session.mode, null)
@@ -253,7 +246,7 @@ export class LoginService {
     }
     logins.inc({ mode: 'none', result: outcome.reason })
     this.#audit(username, ip, 'login', 'failure', null, outcome.reason)
-    if (outcome.reason === 'bad_credentials' && this.lockedFor(username, ip) !== null) {
+    if (outcome.reason === 'bad_credentials' && await this.lockedFor(username, ip) !== null) {
       this.#audit(username, ip, 'lockout', 'success', null, `${config.security.max_failed_attempts} failed attempts`)
     }
   }
@@ -263,12 +256,28 @@ export class LoginService {
   }
 }
 
-function lockoutLeft (windows: FailureWindow[], security: Config['security'], now: number): number | null {
-  let until = 0
-  for (const w of windows) {
-    if (w.count >= security.max_failed_attempts && w.latest !== null) until = Math.max(until, w.latest + security.lockout_minutes * 60_000)
+/** The lockout rule of `security`: `max_failed_attempts` failures lock for `lockout_minutes` after the latest. */
+export function lockoutPolicy (security: Config['security']): LockoutPolicy {
+  return { maxFailures: security.max_failed_attempts, lockoutMs: security.lockout_minutes * 60_000 }
+}
+
+/**
+ * The identity a local or cached-credential login stands for: the roles and groups stored for
+ * the user (for a Keycloak user, those of their last online login), so policies decide offline
+ * exactly as online. The e-mail counts as verified: an operator set a local user's, and a
+ * cached credential keeps only an address Keycloak had verified. `policy check --user` reads
+ * users through this too.
+ */
+export function localIdentityOf (user: UserRecord): StoredIdentity {
+  return {
+    // Keycloak users keep their `sub`, so the app sees the same user in every mode.
+    user: user.source === 'keycloak' && user.keycloakId !== null ? user.keycloakId : user.username,
+    preferredUsername: user.username,
+    email: user.email,
+    emailVerified: user.email !== null,
+    groups: user.groups,
+    roles: user.roles
   }
-  return until > now ? Math.ceil((until - now) / 1000) : null
 }
 
 /** The message people see while Keycloak refuses Gatehouse's own client credentials. */

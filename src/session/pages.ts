@@ -42,8 +42,8 @@ function messages (m: { notice?: string | undefined, error?: string | undefined,
   ].join('\n')
 }
 
-/** The local login form. */
-export function loginPage (p: { action: string, rd: string, csrf: string, username?: string, notice?: string, error?: string }): Page {
+/** The local login form; with `resetHref`, a "Forgot your password?" link under it. */
+export function loginPage (p: { action: string, rd: string, csrf: string, username?: string, notice?: string, error?: string, resetHref?: string }): Page {
   return page('Sign in', `${messages(p)}
 <form method="post" action="${escapeHtml(p.action)}">
 <input type="hidden" name="csrf" value="${escapeHtml(p.csrf)}">
@@ -53,6 +53,32 @@ export function loginPage (p: { action: string, rd: string, csrf: string, userna
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">Sign in</button>
+</form>${p.resetHref === undefined ? '' : `\n<p><a href="${escapeHtml(p.resetHref)}">Forgot your password?</a></p>`}`)
+}
+
+/** The password reset request form: a user name or an e-mail address. */
+export function resetRequestPage (p: { action: string, csrf: string, error?: string, ok?: string }): Page {
+  return page('Reset your password', `${messages(p)}
+<p>Enter your user name or e-mail address. If your account can reset its password here, a link is sent to its e-mail address.</p>
+<form method="post" action="${escapeHtml(p.action)}">
+<input type="hidden" name="csrf" value="${escapeHtml(p.csrf)}">
+<label for="identifier">User name or e-mail address</label>
+<input id="identifier" name="identifier" type="text" autocomplete="username" required maxlength="256">
+<button type="submit">Send the link</button>
+</form>`)
+}
+
+/** The new-password form a reset link opens. */
+export function resetPasswordPage (p: { action: string, csrf: string, token: string, minLength: number, error?: string }): Page {
+  return page('Choose a new password', `${messages(p)}
+<form method="post" action="${escapeHtml(p.action)}">
+<input type="hidden" name="csrf" value="${escapeHtml(p.csrf)}">
+<input type="hidden" name="token" value="${escapeHtml(p.token)}">
+<label for="new">New password (at least ${p.minLength} characters)</label>
+<input id="new" name="new" type="password" autocomplete="new-password" required minlength="${p.minLength}">
+<label for="confirm">New password again</label>
+<input id="confirm" name="confirm" type="password" autocomplete="new-password" required>
+<button type="submit">Set the password</button>
 </form>`)
 }
 

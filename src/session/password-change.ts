@@ -30,7 +30,7 @@ export interface PasswordChangeDeps {
   /** Called after a write was queued for Keycloak (the sync worker replays it now if it can). */
   queued: () => void
   /** Ends every other live session of the person (and their cached tokens); returns how many. */
-  endOtherSessions: (session: SessionRecord) => number
+  endOtherSessions: (session: SessionRecord) => Promise<number>
 }
 
 const WRONG_CURRENT = 'The current password is not correct.'
@@ -62,12 +62,12 @@ export class PasswordChanger {
     const problem = passwordProblem(next, username, config.local_auth.password_policy)
     if (problem !== null) return this.#refused(session, ip, 400, problem, 'policy')
     if (config.local_auth.password_policy.not_current && next === current) return this.#refused(session, ip, 400, 'The new password must differ from the current one.', 'policy')
-    const reservation = login.reserve(username, ip)
+    const reservation = await login.reserve(username, ip)
     if ('lockedForSeconds' in reservation) return { ok: false, status: 429, message: 'Too many failed attempts. Try again later.', retryAfterSeconds: reservation.lockedForSeconds }
     const outcome = await this.#change(session, current, next, ip)
-    login.settle(reservation.id, outcome.ok ? 'success' : outcome.status === 401 ? 'failure' : 'void')
+    await login.settle(reservation.id, outcome.ok ? 'success' : outcome.status === 401 ? 'failure' : 'void')
     if (outcome.ok && config.session.end_others_on_password_change) {
-      const ended = this.#deps.endOtherSessions(session)
+      const ended = await this.#deps.endOtherSessions(session)
       if (ended > 0) this.#deps.log.info({ user: username, sessions: ended }, 'password changed: other sessions ended')
     }
     return outcome

@@ -20,6 +20,8 @@ import { loginPage, logoutPage, messagePage, passwordPage, type Page } from './p
 import type { PasswordChanger } from './password-change.ts'
 import { safeReturnPath } from './return-to.ts'
 import type { NewSession, SessionService } from './service.ts'
+import type { PasswordResetService } from './password-reset.ts'
+import { passwordResetRoutes } from '../routes/password-reset.ts'
 
 /** What the sidecar's own routes need. */
 export interface SessionRoutesDeps {
@@ -40,6 +42,8 @@ export interface SessionRoutesDeps {
   identify: (headers: FastifyRequest['headers'], scheme: string) => Promise<Identity | null>
   clock: Clock
   log: Logger
+  /** Password reset by e-mail, when `password_reset.enabled`. */
+  resets?: PasswordResetService
 }
 
 interface LoginTransaction {
@@ -121,13 +125,14 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
       csrf: csrfToken(request, reply),
       ...(options.username !== undefined ? { username: options.username } : {}),
       ...(notice !== undefined && notice !== options.error ? { notice } : {}),
-      ...(options.error !== undefined ? { error: options.error } : {})
+      ...(options.error !== undefined ? { error: options.error } : {}),
+      ...(deps.resets !== undefined ? { resetHref: `${prefix}/password-reset` } : {})
     }))
   }
 
-  const currentSession = (request: FastifyRequest): ReturnType<SessionService['peek']> => {
+  const currentSession = async (request: FastifyRequest): Promise<Awaited<ReturnType<SessionService['peek']>>> => {
     const secret = jar.sessionSecret(request.headers.cookie, secure(request))
-    return secret === null ? null : sessions.peek(secret)
+    return secret === null ? null : await sessions.peek(secret)
   }
 
   fastify.get(`${prefix}/login`, async (request, reply) => {
@@ -173,7 +178,7 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
       log.warn({ reqId: request.id, reason: (err as Error).message }, 'code exchange refused')
       return send(reply, 400, messagePage('Sign-in failed', 'Single sign-on could not be completed.', restart))
     }
-    startSession(request, reply, deps.login.completeSso(tokens, request.ip))
+    await startSession(request, reply, deps.login.completeSso(tokens, request.ip))
     return reply.redirect(tx.rd, 302)
   })
 
@@ -187,15 +192,15 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
       if (outcome.retryAfterSeconds !== undefined) void reply.header('retry-after', String(outcome.retryAfterSeconds))
       return renderLogin(request, reply, outcome.status, { rd, username, error: outcome.message })
     }
-    startSession(request, reply, outcome.session)
+    await startSession(request, reply, outcome.session)
     return reply.redirect(rd, 303)
   })
 
-  function startSession (request: FastifyRequest, reply: FastifyReply, input: Omit<NewSession, 'ip' | 'userAgent'>): void {
+  async function startSession (request: FastifyRequest, reply: FastifyReply, input: Omit<NewSession, 'ip' | 'userAgent'>): Promise<void> {
     // A fresh secret on every login: a secret planted before it (session fixation) is dropped.
-    const previous = currentSession(request)
-    if (previous !== null) sessions.end(previous.record.id, 'replaced')
-    const { secret } = sessions.create({ ...input, ip: request.ip, userAgent: request.headers['user-agent'] ?? null })
+    const previous = await currentSession(request)
+    if (previous !== null) await sessions.end(previous.record.id, 'replaced')
+    const { secret } = await sessions.create({ ...input, ip: request.ip, userAgent: request.headers['user-agent'] ?? null })
     setCookie(request, reply, names(request).session, jar.sign(secret), { maxAge: Math.floor(config.session.absolute_timeout_hours * 3600), sameSite: 'lax' })
   }
 
@@ -219,11 +224,11 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
   fastify.post(`${prefix}/logout`, async (request, reply) => {
     if (!csrfValid(request)) return forbidden(reply, request)
     const rd = safeReturnPath((request.body as Form | undefined)?.rd)
-    const current = currentSession(request)
+    const current = await currentSession(request)
     clearCookie(request, reply, names(request).session)
     if (current === null) return reply.redirect(rd, 303)
     const { record, tokens } = current
-    sessions.end(record.id, 'logout')
+    await sessions.end(record.id, 'logout')
     deps.audit.append({ actor: record.username, action: 'logout', result: 'success', authMode: record.mode, ip: request.ip }, deps.clock.now())
     const keycloakPart = record.subject !== null && (tokens !== null || record.keycloakSid !== null)
     if (!keycloakPart) return reply.redirect(rd, 303)
@@ -268,9 +273,9 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
     // By sid; when no session has it, the subject's sessions that recorded no sid (made from
     // tokens without one). Never sessions holding another sid: those are other Keycloak
     // sessions of the person, still live at Keycloak (§2.7).
-    let ended = target.sid !== null ? sessions.endWhere({ keycloakSid: target.sid }, 'backchannel_logout') : []
+    let ended = target.sid !== null ? await sessions.endWhere({ keycloakSid: target.sid }, 'backchannel_logout') : []
     const by = ended.length > 0 || target.sub === null ? 'sid' : 'sub'
-    if (by === 'sub') ended = sessions.endWhere({ subject: target.sub as string, sidless: target.sid !== null }, 'backchannel_logout')
+    if (by === 'sub') ended = await sessions.endWhere({ subject: target.sub as string, sidless: target.sid !== null }, 'backchannel_logout')
     deps.audit.append({ actor: target.sub, action: 'backchannel_logout', result: 'success', reason: by, ip: request.ip, detail: { sessions: ended.length } }, deps.clock.now())
     log.info({ sub: target.sub, sessions: ended.length }, 'back-channel logout')
     return reply.code(200).send()
@@ -316,6 +321,8 @@ export async function sessionRoutes (fastify: FastifyInstance, deps: SessionRout
     }
     return send(reply, 200, passwordPage({ ...base, ok: outcome.message }))
   })
+
+  if (deps.resets !== undefined) await passwordResetRoutes(fastify, { config, resets: deps.resets, pages: { send, csrfToken, csrfValid, forbidden } })
 
   // Anything else under the prefix is ours and unknown: never the app's.
   fastify.all(`${prefix}/*`, async (_request, reply) => reply.code(404).header('cache-control', 'no-store').send({ error: 'not_found' }))

@@ -1,7 +1,7 @@
 import type { Db } from './db.ts'
 
 /** What happened (DESIGN §3: who, when, what, auth mode). */
-export type AuditAction = 'login' | 'logout' | 'password_change' | 'lockout' | 'session_invalidated' | 'backchannel_logout' | 'user_added' | 'user_disabled' | 'user_enabled'
+export type AuditAction = 'login' | 'logout' | 'password_change' | 'lockout' | 'session_invalidated' | 'backchannel_logout' | 'user_added' | 'user_disabled' | 'user_enabled' | 'password_reset_requested' | 'password_reset'
   | 'service_token_created' | 'service_token_rotated' | 'service_token_revoked' | 'service_token_first_use' | 'service_token_lockout'
 
 /** One audit entry. Never holds a secret: no password, token or cookie goes in `detail`. */
@@ -58,5 +58,11 @@ export class AuditLogRepository {
   loginCounts (since: number): Array<{ mode: string, result: string, count: number }> {
     return this.#db.prepare("SELECT coalesce(auth_mode, 'none') AS mode, result, count(*) AS count FROM audit_log WHERE action = 'login' AND at >= ? GROUP BY mode, result ORDER BY mode, result")
       .all(since) as Array<{ mode: string, result: string, count: number }>
+  }
+
+  /** Successful logins since `since`, by minute (ms since the epoch, floored) and mode. */
+  loginsByMinute (since: number): Array<{ minute: number, mode: string, count: number }> {
+    return this.#db.prepare("SELECT (at / 60000) * 60000 AS minute, coalesce(auth_mode, 'none') AS mode, count(*) AS count FROM audit_log WHERE action = 'login' AND result = 'success' AND at >= ? GROUP BY minute, mode ORDER BY minute")
+      .all(since) as Array<{ minute: number, mode: string, count: number }>
   }
 }

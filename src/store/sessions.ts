@@ -141,10 +141,35 @@ export class SessionsRepository {
     this.#db.transaction(() => { for (const [id, at] of touches) update.run(at, id) })()
   }
 
-  /** Changes a live session's mode and identity (a refresh, a fall to cached or local). */
-  update (id: string, mode: SessionMode, identity: SessionRecord['identity'], subject: string | null, keycloakSid: string | null): void {
-    this.#db.prepare('UPDATE sessions SET auth_mode = ?, identity = ?, subject = ?, keycloak_sid = ? WHERE id = ? AND ended_at IS NULL')
-      .run(mode, JSON.stringify(identity), subject, keycloakSid, id)
+  /**
+   * Changes a live session's mode and identity (a refresh, a fall to cached or local). With a
+   * `fence`, only when no larger fence has written to the session; returns whether it changed.
+   */
+  update (id: string, mode: SessionMode, identity: SessionRecord['identity'], subject: string | null, keycloakSid: string | null, fence?: number): boolean {
+    if (fence === undefined) {
+      return this.#db.prepare('UPDATE sessions SET auth_mode = ?, identity = ?, subject = ?, keycloak_sid = ? WHERE id = ? AND ended_at IS NULL')
+        .run(mode, JSON.stringify(identity), subject, keycloakSid, id).changes === 1
+    }
+    return this.#db.prepare('UPDATE sessions SET auth_mode = ?, identity = ?, subject = ?, keycloak_sid = ?, fence = ? WHERE id = ? AND ended_at IS NULL AND fence <= ?')
+      .run(mode, JSON.stringify(identity), subject, keycloakSid, fence, id, fence).changes === 1
+  }
+
+  /**
+   * Writes a copy of a session kept elsewhere (the shared store), as it is there: inserted, or
+   * its changing fields updated. Never revives an ended session, never moves last-seen back.
+   */
+  upsertCopy (session: SessionRecord, secretHash: Buffer): void {
+    this.#db.prepare(`INSERT INTO sessions (id, secret_hash, username, subject, auth_mode, keycloak_sid, identity, ip, user_agent, created_at, last_seen_at, expires_at, ended_at, end_reason, local_basis)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      ON CONFLICT (id) DO UPDATE SET auth_mode = excluded.auth_mode, identity = excluded.identity, subject = excluded.subject, keycloak_sid = excluded.keycloak_sid,
+        last_seen_at = max(last_seen_at, excluded.last_seen_at), ended_at = coalesce(ended_at, excluded.ended_at), end_reason = coalesce(end_reason, excluded.end_reason)`)
+      .run(session.id, secretHash, session.username, session.subject, session.mode, session.keycloakSid, JSON.stringify(session.identity), session.ip, session.userAgent,
+        session.createdAt, session.lastSeenAt, session.expiresAt, session.endedAt, session.endReason, session.localBasis ? 1 : 0)
+  }
+
+  /** The stored SHA-256 of a session's secret, or null. */
+  secretHashOf (id: string): Buffer | null {
+    return (this.#db.prepare('SELECT secret_hash FROM sessions WHERE id = ?').pluck().get(id) as Buffer | undefined) ?? null
   }
 
   /**

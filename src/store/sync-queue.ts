@@ -208,8 +208,8 @@ export class SyncQueueRepository {
   /** Records a failed attempt: retried at `nextAttemptAt`, or dead (secret erased). Fenced like {@link complete}. */
   fail (id: string, owner: string, error: string, now: number, next: { dead: true } | { dead: false, at: number }): boolean {
     const sql = next.dead
-      ? "UPDATE sync_queue SET status = 'dead', processed_at = @now, payload_enc = NULL, last_error = @error, lease_owner = NULL, lease_expires_at = NULL WHERE id = @id AND status = 'processing' AND lease_owner = @owner"
-      : "UPDATE sync_queue SET status = 'failed', next_attempt_at = @at, last_error = @error, lease_owner = NULL, lease_expires_at = NULL WHERE id = @id AND status = 'processing' AND lease_owner = @owner"
+      ? "UPDATE sync_queue SET status = 'dead', processed_at = @now, last_failed_at = @now, payload_enc = NULL, last_error = @error, lease_owner = NULL, lease_expires_at = NULL WHERE id = @id AND status = 'processing' AND lease_owner = @owner"
+      : "UPDATE sync_queue SET status = 'failed', next_attempt_at = @at, last_failed_at = @now, last_error = @error, lease_owner = NULL, lease_expires_at = NULL WHERE id = @id AND status = 'processing' AND lease_owner = @owner"
     return this.#db.prepare(sql).run({ id, owner, now, error: error.slice(0, 500), ...(next.dead ? {} : { at: next.at }) }).changes === 1
   }
 
@@ -261,6 +261,29 @@ export class SyncQueueRepository {
       byOperation: byOperation.map((r) => ({ operation: r.operation, status: r.status, count: r.n })),
       lastError: lastError === undefined ? null : { id: lastError.id, username: lastError.username, operation: lastError.operation, status: lastError.status, error: lastError.last_error }
     }
+  }
+
+  /** Attempts that failed (the item was retried later, or died) since `since`: one per item, its latest. */
+  failedSince (since: number): number {
+    return (this.#db.prepare('SELECT count(*) AS n FROM sync_queue WHERE last_failed_at >= ?').get(since) as { n: number }).n
+  }
+
+  /**
+   * Items held by a worker whose lease has run out (the worker died or hangs): what `doctor
+   * fix` gives back, as the next worker's claim would. Returns how many there are.
+   */
+  expiredLeases (now: number): number {
+    return (this.#db.prepare("SELECT count(*) AS n FROM sync_queue WHERE status = 'processing' AND lease_expires_at <= ?").get(now) as { n: number }).n
+  }
+
+  /**
+   * Gives back every item whose lease ran out, as {@link release} does for one: pending (or
+   * failed, after earlier attempts), the interrupted attempt not counted. Returns how many.
+   */
+  releaseExpiredLeases (now: number): number {
+    return this.#db.prepare(`UPDATE sync_queue SET status = CASE WHEN attempts > 1 THEN 'failed' ELSE 'pending' END, attempts = max(attempts - 1, 0),
+      next_attempt_at = min(next_attempt_at, @now), last_error = coalesce(last_error, 'lease expired: released by doctor fix'), lease_owner = NULL, lease_expires_at = NULL
+      WHERE status = 'processing' AND lease_expires_at <= @now`).run({ now }).changes
   }
 
   /** Unfinished items of one user and operation (for idempotent provisioning). */

@@ -42,7 +42,7 @@ export function oidcClientFor (config: Config, keycloak: KeycloakClient, clock: 
 }
 
 /** Builds the queue, the Admin API client (service account of `keycloak.admin`) and the worker. */
-export function createSync (config: Config, deps: { db: Db, ring: KeyRing, keycloak: KeycloakClient, clock: Clock, log: Logger, metrics: SyncMetrics, onSettled?: SyncWorkerDeps['onSettled'] }): SyncParts {
+export function createSync (config: Config, deps: { db: Db, ring: KeyRing, keycloak: KeycloakClient, clock: Clock, log: Logger, metrics: SyncMetrics, onSettled?: SyncWorkerDeps['onSettled'], order?: SyncWorkerDeps['order'] }): SyncParts {
   const kc = config.keycloak
   const adminOidc = oidcClientFor(config, deps.keycloak, deps.clock, { clientId: kc.admin.client_id ?? kc.client_id, clientSecret: kc.admin.client_secret ?? kc.client_secret }, deps.log)
   const api = new AdminApi({ pool: deps.keycloak.pool, oidc: adminOidc, realm: kc.realm, clock: deps.clock, timeoutMs: kc.timeout_ms })
@@ -56,7 +56,8 @@ export function createSync (config: Config, deps: { db: Db, ring: KeyRing, keycl
     clock: deps.clock,
     log: deps.log,
     metrics: deps.metrics,
-    ...(deps.onSettled !== undefined ? { onSettled: deps.onSettled } : {})
+    ...(deps.onSettled !== undefined ? { onSettled: deps.onSettled } : {}),
+    ...(deps.order !== undefined ? { order: deps.order } : {})
   })
   return { queue, api, worker }
 }

@@ -9,6 +9,7 @@ import type { KeycloakPool } from '../keycloak/failover.ts'
 import type { SyncItem, SyncQueueRepository } from '../store/sync-queue.ts'
 import type { UsersRepository } from '../store/users.ts'
 import { replay } from './operations.ts'
+import { orderKind, type SyncOrder, type SyncTurn } from './order.ts'
 
 /** What one cycle did. */
 export interface CycleResult {
@@ -39,6 +40,8 @@ export interface SyncWorkerDeps {
   owner?: string
   /** Called after each item is settled (progress for `users migrate-to-keycloak`). */
   onSettled?: (item: SyncItem, result: 'done' | 'failed' | 'dead' | 'released', note: string) => void
+  /** Each user's order across replicas (`store.sessions: redis`); absent, this queue's order is the whole order. */
+  order?: SyncOrder
 }
 
 // A cycle drains in rounds (each user's next item becomes claimable once the one before is
@@ -121,6 +124,17 @@ export class SyncWorker {
       // Written with a key no longer in the ring: it can never be replayed.
       return this.#settle(item, 'dead', 'the queued secret cannot be decrypted with the current key ring', started)
     }
+    const turn = await this.#turn(item)
+    if (turn.kind === 'busy') {
+      queue.release(item.id, this.owner, 'another replica is replaying this user\'s items')
+      // Its replay is one Keycloak call: come back in a second, not at the next interval.
+      setTimeout(() => this.kick(), 1000).unref()
+      return this.#settle(item, 'released', 'busy elsewhere', started)
+    }
+    if (turn.kind === 'superseded') {
+      queue.complete(item.id, this.owner, clock.now())
+      return this.#settle(item, 'done', 'superseded by a newer write of this user replayed by another replica', started)
+    }
     try {
       const outcome = await replay(this.#d.api, this.#d.users, item, secret, clock.now())
       queue.complete(item.id, this.owner, clock.now(), outcome.payload)
@@ -136,6 +150,23 @@ export class SyncWorker {
       const level = dead ? 'error' : 'warn'
       log[level]({ item: item.id, user: item.username, operation: item.operation, attempts: item.attempts, reason: message }, dead ? 'sync item dead' : 'sync item failed; will retry')
       return this.#settle(item, dead ? 'dead' : 'failed', message, started)
+    } finally {
+      if (turn.kind === 'apply') await turn.end()
+    }
+  }
+
+  // The user's turn across replicas; without Redis (absent, or unreachable) this queue's own
+  // per-user order decides, as with one replica.
+  async #turn (item: SyncItem): Promise<SyncTurn> {
+    const kind = orderKind(item)
+    const order = this.#d.order
+    const free: SyncTurn = { kind: 'apply', end: async () => {} }
+    if (order === undefined || kind === null) return free
+    try {
+      return await order.begin(item, kind, this.#d.config.sync.lease_seconds * 1000)
+    } catch (err) {
+      this.#d.log.debug({ err, item: item.id }, 'sync order unavailable; replaying in this queue\'s order')
+      return free
     }
   }
 

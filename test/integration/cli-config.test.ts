@@ -72,7 +72,7 @@ t.test('an invalid policy file fails validation with exit 2', async (t) => {
   writeFileSync(path, GOOD.replace('database:', 'policies: { dir: ./policies }\ndatabase:'))
   const result = await runInProcess(['config', 'validate', '-c', path], { env: { APP_SECRET: 's' } })
   t.equal(result.code, 2)
-  t.match(result.stderr, 'a.yaml: rules[0].allow: expected public, authenticated or deny, received string "everyone"')
+  t.match(result.stderr, 'a.yaml (line 3): rules[0].allow: expected public, authenticated or deny, received string "everyone"', 'file, line and key path')
 })
 
 t.test('usage errors exit 2 with one line; --help, --version and version exit 0', async (t) => {

@@ -10,6 +10,7 @@ import { rawRequest } from '../fixtures/http-client.ts'
 import { BrowserClient } from '../fixtures/browser-client.ts'
 import { formLogin } from '../fixtures/sessions.ts'
 import { ENTRY_POINTS, type Asked, type EntryPointClient } from '../fixtures/entry-points.ts'
+import { RBAC_POLICY, RBAC_USERS } from '../fixtures/rbac.ts'
 
 const POLICIES = { 'app.yaml': readFileSync(join(import.meta.dirname, '../../policies/app.yaml'), 'utf8') }
 const IDENTITY = /^x-auth-request-/
@@ -92,6 +93,57 @@ t.test('every case gives the same decision, status and identity headers through 
     t.match(metrics, new RegExp(`gatehouse_decisions_total\\{entrypoint="${client.name}",decision="allow"\\} [1-9]`), `${client.name}: allows counted`)
     t.match(metrics, new RegExp(`gatehouse_decision_duration_seconds_count\\{entrypoint="${client.name}"\\} [1-9]`), `${client.name}: decision time recorded`)
   }
+})
+
+// The second table (issue 13): roles from groups and client roles, inheritance, permissions,
+// all_roles, groups, verified e-mail domains and hosts, asked of every entry point.
+t.test('every entry point applies roles, permissions, groups, e-mail and host requirements identically', async (t) => {
+  const cluster = await startCluster(t, 1, { users: RBAC_USERS })
+  const policy = `${RBAC_POLICY}  - { name: this host, path: /by-host/**, hosts: [app.example.test], allow: public }
+  - { name: another host, path: /other-host/**, hosts: ['*.other.example'], allow: public }
+`
+  const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...cluster.settings(), grpc: { enabled: true, host: '127.0.0.1', port: 0 } }, { 'app.yaml': policy }))
+  await gatehouse.app.keycloak.jwks.refresh('manual')
+  const token = async (user: string): Promise<Record<string, string>> => ({ authorization: `Bearer ${(await cluster.standin.passwordGrant(user, `${user}-password`)).access_token}` })
+  const [pam, bob, carl, una] = await Promise.all(['pam', 'bob', 'carl', 'una'].map(token)) as [Record<string, string>, Record<string, string>, Record<string, string>, Record<string, string>]
+  const host = { host: 'app.example.test' }
+  const cases: Case[] = [
+    { name: 'a group mapped to admin opens the admin area', path: '/admin/settings', headers: pam, expect: { allow: true, status: 200, identity: { 'x-auth-request-permissions': 'users:read,users:write,catalogue:write,catalogue:read', 'x-auth-request-groups': '/platform/admins' } } },
+    { name: 'no mapped group: 403', path: '/admin/settings', headers: bob, expect: { allow: false, status: 403 } },
+    { name: 'a permission through two levels of inheritance', method: 'PUT', path: '/catalogue/7', headers: pam, expect: { allow: true, status: 200 } },
+    { name: 'a permission the roles lack', method: 'PUT', path: '/catalogue/7', headers: bob, expect: { allow: false, status: 403 } },
+    { name: 'a permission a group grants', path: '/catalogue/7', headers: bob, expect: { allow: true, status: 200, identity: { 'x-auth-request-permissions': 'catalogue:read' } } },
+    { name: 'all_roles from a client role and a group', path: '/audit/log', headers: carl, expect: { allow: true, status: 200, identity: { 'x-auth-request-permissions': 'audit:read,catalogue:read' } } },
+    { name: 'all_roles with one missing', path: '/audit/log', headers: bob, expect: { allow: false, status: 403 } },
+    { name: 'groups', path: '/platform/tools', headers: pam, expect: { allow: true, status: 200 } },
+    { name: 'groups, not in one', path: '/platform/tools', headers: carl, expect: { allow: false, status: 403 } },
+    { name: 'a verified e-mail domain', path: '/partners/deals', headers: pam, expect: { allow: true, status: 200 } },
+    { name: 'the domain, unverified', path: '/partners/deals', headers: una, expect: { allow: false, status: 403 } },
+    { name: 'user admin needs a permission even for another spelling', path: '/Admin/Users/1', headers: bob, expect: { allow: false, status: 403 } },
+    { name: 'a rule for this host', path: '/by-host/x', headers: host, expect: { allow: true, status: 200, identity: {} } },
+    { name: 'a rule for another host does not apply', path: '/other-host/x', headers: host, expect: { allow: false, status: 401 } }
+  ]
+  const clients: EntryPointClient[] = ENTRY_POINTS.map((make) => make(gatehouse, cluster.upstream, (fn) => t.teardown(fn)))
+  for (const c of cases) {
+    await t.test(c.name, async (t) => {
+      for (const client of clients) {
+        const before = cluster.upstream.requests.length
+        const got: Asked = await client.ask({ method: c.method ?? 'GET', path: c.path, headers: { ...host, ...c.headers } })
+        t.equal(got.allow, c.expect.allow, `${client.name}: ${c.expect.allow ? 'allowed' : 'denied'}`)
+        t.equal(got.status, c.expect.status, `${client.name}: status`)
+        if (c.expect.identity !== undefined) {
+          const identity = Object.fromEntries(Object.entries(got.identity).filter(([name]) => IDENTITY.test(name)))
+          t.match(identity, c.expect.identity, `${client.name}: identity headers`)
+          if (Object.keys(c.expect.identity).length === 0) t.same(identity, {}, `${client.name}: no identity on a public route`)
+        }
+        if (client.name === 'proxy' && !c.expect.allow) t.equal(cluster.upstream.requests.length, before, 'proxy: the app got nothing')
+      }
+    })
+  }
+  // Each deny was logged with the rule and what was missing, whichever way it came in.
+  const denies = gatehouse.log.entries().filter((e) => e.msg === 'request' && e.decision === 'deny' && e.reason === 'missing_permission')
+  t.ok(denies.length >= 4, 'every entry point logged the missing permission')
+  t.ok(denies.every((e) => e.missing === 'permissions catalogue:write' || e.missing === 'permissions users:write'))
 })
 
 t.test('the gateway endpoints are not the app: a direct request for them never reaches the upstream', async (t) => {

@@ -110,23 +110,27 @@ t.test('a valid token is allowed: OK, identity headers that overwrite, every spo
   t.same([...response.ok_response?.headers_to_remove ?? []].sort(), [
     'x-auth-request-access-token',
     'x-auth-request-anything',
+    'x-auth-request-permissions',
     'x_auth_request_access_token',
     'x_auth_request_email',
     'x_auth_request_groups',
     'x_auth_request_mode',
+    'x_auth_request_permissions',
     'x_auth_request_preferred_username',
     'x_auth_request_roles',
     'x_auth_request_user'
-  ], 'the underscore spellings, the unset access-token header and the forged extra')
+  ], 'the underscore spellings, the unset access-token and permissions headers (no role grants any here) and the forged extra')
 })
 
 t.test('the same token again: the same identity headers; headers_to_remove follows each request', async (t) => {
   const configured = [
     'x-auth-request-access-token',
+    'x-auth-request-permissions',
     'x_auth_request_access_token',
     'x_auth_request_email',
     'x_auth_request_groups',
     'x_auth_request_mode',
+    'x_auth_request_permissions',
     'x_auth_request_preferred_username',
     'x_auth_request_roles',
     'x_auth_request_user'

@@ -78,7 +78,7 @@ t.test('start-up: a generic provider, its endpoints from discovery moved onto th
   const { op, fault, settings } = await rig(t)
   const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), settings))
   await gatehouse.started
-  const status = gatehouse.app.status().keycloak
+  const status = (await gatehouse.app.status()).keycloak
   t.match(status.discovery, { issuer: op.issuer, issuer_matches: true, endpoints_from: 'discovery', server: `${fault.url}/oidc` })
   t.equal(gatehouse.app.keycloak.metadata.endpoints.authorization, op.endpoints.authorization, 'browsers go to the published endpoint')
   t.equal(gatehouse.app.keycloak.metadata.layout.onServer(op.endpoints.token, `${fault.url}/oidc`), `${fault.url}/oidc/token`)
@@ -206,7 +206,7 @@ t.test('a restart while the provider is unreachable: the stored discovery and JW
   await fault.setMode('refuse')
   const gatehouse = await startGatehouse(t, config)
   await gatehouse.started
-  t.match(gatehouse.app.status().keycloak.discovery, { endpoints_from: 'discovery', issuer: op.issuer }, 'discovery from the store')
+  t.match((await gatehouse.app.status()).keycloak.discovery, { endpoints_from: 'discovery', issuer: op.issuer }, 'discovery from the store')
   t.equal((await rawRequest(gatehouse.proxyUrl, '/hello', { headers: { authorization: `Bearer ${await op.mintAccessToken()}` } })).status, 200, 'tokens verify with the stored keys')
   t.equal(upstream.requests.length, 1)
   const login = await new BrowserClient().get(`${gatehouse.proxyUrl}/_gatehouse/login?rd=%2Fhello`)
@@ -221,7 +221,7 @@ t.test('a first start with the provider unreachable: explicit endpoints serve un
   const endpoints = { authorization: op.endpoints.authorization, token: op.endpoints.token, jwks: op.endpoints.jwks, userinfo: op.endpoints.userinfo, end_session: op.endpoints.endSession }
   const gatehouse = await startGatehouse(t, writeConfig(t.testdir(), { ...settings, keycloak: { ...kc, endpoints } }))
   await gatehouse.started
-  t.equal(gatehouse.app.status().keycloak.discovery.endpoints_from, 'config')
+  t.equal((await gatehouse.app.status()).keycloak.discovery.endpoints_from, 'config')
   t.equal(gatehouse.app.keycloak.metadata.endpoints.authorization, op.endpoints.authorization)
   // The provider comes back: the configured JWKS is fetched through the back channel.
   await fault.setMode('pass')

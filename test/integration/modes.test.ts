@@ -105,7 +105,7 @@ t.test('the browser is sent to the public issuer; Gatehouse itself only calls th
   t.equal(gatehouse.app.keycloak.metadata.endpoints.authorization, 'https://sso.example.test/realms/test/protocol/openid-connect/auth', 'the published, public authorization endpoint')
   t.equal(gatehouse.app.keycloak.metadata.layout.onServer(gatehouse.app.keycloak.metadata.endpoints.token as string, cluster.servers[0]?.url ?? ''),
     `${cluster.servers[0]?.url}/realms/test/protocol/openid-connect/token`, 'moved onto the back channel')
-  const status = gatehouse.app.status()
+  const status = await gatehouse.app.status()
   t.same(status.keycloak.discovery.issuer_matches, true)
 })
 
@@ -116,7 +116,7 @@ t.test('a Keycloak that names another issuer is reported, and its tokens are ref
   await gatehouse.started
   const warning = gatehouse.log.entries().find((e) => e.discovered_issuer === cluster.standin.issuer)
   t.match(warning, { level: 40, configured_issuer: wrongIssuer })
-  t.equal(gatehouse.app.status().keycloak.discovery.issuer_matches, false)
+  t.equal((await gatehouse.app.status()).keycloak.discovery.issuer_matches, false)
   const token = (await cluster.standin.passwordGrant('bob', 'bob-password')).access_token
   t.equal((await rawRequest(gatehouse.proxyUrl, '/x', { headers: { authorization: `Bearer ${token}` } })).status, 401)
 })

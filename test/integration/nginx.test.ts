@@ -10,8 +10,9 @@ import { BrowserClient } from '../fixtures/browser-client.ts'
 
 // Real nginx (Debian's package) in front of Gatehouse and the echo app, running the
 // repository's deploy/nginx/gatehouse.conf with only its three addresses changed. The policies
-// are the shipped ones (policies/app.yaml): /public/** public, /admin/** needs the admin role,
-// /actuator/** denied, everything else needs a signed-in caller.
+// are the shipped ones (policies/app.yaml), plus an admin role with one permission: /public/**
+// public, /admin/** needs the admin role, /actuator/** denied, everything else needs a
+// signed-in caller.
 
 const POLICIES = readFileSync(new URL('../../policies/app.yaml', import.meta.url), 'utf8')
 
@@ -22,6 +23,7 @@ const FORGED = {
   'X-Auth-Request-Email': 'mallory@evil.example',
   'X-Auth-Request-Groups': '/root',
   'X-Auth-Request-Roles': 'admin',
+  'X-Auth-Request-Permissions': 'everything',
   'X-Auth-Request-Mode': 'local',
   'X-Auth-Request-Access-Token': 'forged',
   X_Auth_Request_User: 'mallory',
@@ -38,7 +40,8 @@ t.test('nginx auth_request with deploy/nginx/gatehouse.conf', async (t) => {
   t.teardown(() => upstream.close())
   // server.trust_proxy: nginx is on loopback, so its X-Forwarded-For/-Proto are believed on
   // the login pages; forward_auth.trusted_proxies keeps its default, [loopback].
-  const config = writeConfig(t.testdir(), { ...keycloakSettings(standin, upstream.url), server: { trust_proxy: ['loopback'] } }, { 'app.yaml': POLICIES })
+  // Beside them one role with a permission, so X-Auth-Request-Permissions has a value to copy.
+  const config = writeConfig(t.testdir(), { ...keycloakSettings(standin, upstream.url), server: { trust_proxy: ['loopback'] } }, { 'app.yaml': POLICIES, 'roles.yaml': 'roles:\n  admin: { permissions: [reports:read] }\n' })
   const gatehouse = await startGatehouse(t, config)
   await gatehouse.started
   const shipped = readGatehouseConf()
@@ -76,6 +79,7 @@ t.test('nginx auth_request with deploy/nginx/gatehouse.conf', async (t) => {
       'x-auth-request-email': 'alice@example.test',
       'x-auth-request-groups': '/staff/admins',
       'x-auth-request-roles': String(seen.headers['x-auth-request-roles']),
+      'x-auth-request-permissions': 'reports:read',
       'x-auth-request-mode': 'token'
     }, 'exactly the identity Gatehouse answered: no forged value, no access token, no X-Original-URI')
     t.ok(String(seen.headers['x-auth-request-roles']).split(',').includes('admin'))

@@ -76,9 +76,13 @@ t.test('/status.html shows a person the mode and every circuit', async (t) => {
   const res = await fetch(`${gatehouse.adminUrl}/status.html`)
   t.equal(res.status, 200)
   t.equal(res.headers.get('content-type'), 'text/html; charset=utf-8')
-  t.equal(res.headers.get('content-security-policy'), "default-src 'none'; style-src 'unsafe-inline'")
+  const csp = res.headers.get('content-security-policy') ?? ''
+  const nonce = /style-src 'nonce-([^']+)'/.exec(csp)?.[1] ?? ''
+  t.equal(csp, `default-src 'none'; style-src 'nonce-${nonce}'; script-src 'nonce-${nonce}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`, 'a nonce for the one style sheet and script; nothing else')
   const html = await res.text()
   t.match(html, '<title>Gatehouse: normal</title>')
-  t.match(html, `<td>${cluster.servers[0]?.url}</td>`)
+  t.match(html, `<td class="server" data-label="Server">${cluster.servers[0]?.url}</td>`)
   t.match(html, '>closed</span>')
+  t.equal([...html.matchAll(/<(?:style|script)\b[^>]*>/g)].filter((m) => !m[0].includes(`nonce="${nonce}"`)).length, 0, 'every style and script carries the nonce')
+  t.notMatch(html, /\b(?:src|href)="(?:https?:)?\/\//, 'no external asset')
 })

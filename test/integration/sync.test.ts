@@ -75,7 +75,7 @@ t.test('ten password changes for five users during an outage replay once each wh
   const metrics = await (await fetch(`${gatehouse.adminUrl}/metrics`)).text()
   t.match(metrics, /gatehouse_sync_operations_total\{operation="password_change",result="done"\} 5/)
   t.match(metrics, /gatehouse_sync_queue_depth\{status="done"\} 5/)
-  t.match(gatehouse.app.status().sync, { pending: 0, done: 5, failed: 0, dead: 0 })
+  t.match((await gatehouse.app.status()).sync, { pending: 0, done: 5, failed: 0, dead: 0 })
 })
 
 t.test('a poison item dies after max_attempts while other users\' items keep flowing', async (t) => {

@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -107,7 +108,7 @@ t.test('two workers on one port: both answer, share sessions and revocations, su
   const upstream = await startEchoUpstream()
   t.teardown(() => upstream.close())
   const dir = t.testdir()
-  writeConfig(dir, { ...keycloakSettings(standin, upstream.url), server: { workers: 2 }, auth: { primary: 'local' }, log: { level: 'info' }, sync: { enabled: false } })
+  writeConfig(dir, { ...keycloakSettings(standin, upstream.url), server: { workers: 2 }, auth: { primary: 'local' }, log: { level: 'info' }, sync: { enabled: false }, policies: { watch: false } })
   const { db } = openDatabase({ path: join(dir, 'gatehouse.db') })
   await addLocalUser(db, 'carol', 'carol-password')
   db.close()
@@ -144,6 +145,19 @@ t.test('two workers on one port: both answer, share sessions and revocations, su
     t.equal(counterTotal((await rawRequest(cluster.urls.admin, '/metrics')).body, 'gatehouse_requests_total'), proxied, 'the same total from each worker')
   }
   t.match((await rawRequest(cluster.urls.admin, '/metrics')).body, /^gatehouse_build_info\{version="[^"]+"\} 1$/m, 'a gauge is not multiplied by the workers')
+
+  // SIGHUP to the primary: every worker reloads its policies (the file watch is off here).
+  const token = await standin.mintAccessToken({}, { username: 'alice' })
+  const bearer = { authorization: `Bearer ${token}` }
+  const before: number[] = []
+  for (let i = 0; i < 4; i++) before.push((await rawRequest(cluster.urls.proxy, '/closed/x', { headers: bearer })).status)
+  t.same(before, [200, 200, 200, 200], 'open before the reload')
+  writeFileSync(join(dir, 'policies', 'app.yaml'), 'rules:\n  - name: closed\n    paths: [/closed/**]\n    allow: deny\n')
+  cluster.child.kill('SIGHUP')
+  for (const slot of [1, 2]) await cluster.waitFor((l) => l.msg === 'policies reloaded' && l.worker === slot)
+  const closed: number[] = []
+  for (let i = 0; i < 4; i++) closed.push((await rawRequest(cluster.urls.proxy, '/closed/x', { headers: bearer })).status)
+  t.same(closed, [403, 403, 403, 403], 'both workers apply the new policies')
 
   // A worker killed outright is replaced in its slot; the other goes on answering meanwhile.
   const victim = await whoAnswers(cluster.urls.admin)

@@ -51,6 +51,6 @@ export async function browserTests (t: Test, kc: RealKeycloak): Promise<void> {
     await Promise.all([page.waitForLoadState('load'), page.click('#kc-login')])
     t.equal(new URL(page.url()).origin, kc.baseUrl)
     t.match(await page.textContent('body') ?? '', 'Invalid username or password.')
-    t.equal(Object.values(gatehouse.app.status().sessions.active).reduce((a, b) => a + b, 0), 0, 'no session')
+    t.equal(Object.values((await gatehouse.app.status()).sessions.active).reduce((a, b) => a + b, 0), 0, 'no session')
   })
 }

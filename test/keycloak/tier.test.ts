@@ -25,6 +25,7 @@ import { logoutTests } from './logout.ts'
 import { syncTests } from './sync.ts'
 import { keyTests } from './keys.ts'
 import { outageTests } from './outage.ts'
+import { doctorTests } from './doctor.ts'
 
 // The whole tier in one file takes a few minutes; tap's per-file default (package.json) is 120 s.
 t.setTimeout(15 * 60 * 1000)
@@ -41,5 +42,6 @@ if (keycloakTierAvailable(t)) {
   await t.test('logout', (t) => logoutTests(t, kc))
   await t.test('sync queue against the Admin API', (t) => syncTests(t, kc))
   await t.test('key rotation', (t) => keyTests(t, kc))
+  await t.test('doctor', (t) => doctorTests(t, kc))
   await t.test('outage under load', (t) => outageTests(t, kc))
 }

@@ -107,7 +107,7 @@ t.test('21: gatehouse COMMAND --help prints that command\'s usage; --version pri
     }
   }
   const status = await runInProcess(['status', '--help'])
-  t.match(status.stdout, 'exit codes of status: 0 mode normal, 3 degraded, 4 offline')
+  t.match(status.stdout, "exit codes of status: 0 mode normal, 3 degraded (Keycloak's mode, or the session store), 4 offline")
   const version = await runInProcess(['--version'])
   t.same([version.code, version.stdout], [0, `${VERSION}\n`])
 })

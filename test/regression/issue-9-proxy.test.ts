@@ -213,7 +213,7 @@ t.test('12: with trust_proxy, X-Forwarded-For cannot break or extend the access 
   t.same(access.map((e) => e.ip), forged.map(([, ip]) => ip), 'the address is logged as read, as one string')
   for (const entry of access) {
     t.equal(entry.user, null, 'no field was added')
-    t.same(Object.keys(entry), ['level', 'time', 'service', 'module', 'reqId', 'method', 'path', 'status', 'decision', 'reason', 'rule', 'auth_mode', 'user', 'ip', 'latency_ms', 'msg'])
+    t.same(Object.keys(entry), ['level', 'time', 'service', 'module', 'reqId', 'method', 'path', 'status', 'decision', 'reason', 'rule', 'missing', 'auth_mode', 'user', 'ip', 'latency_ms', 'msg'])
   }
   t.notMatch(lines.join('\n'), '"user":"root"')
 })

@@ -128,15 +128,15 @@ t.test('every free field of an access line is escaped: the line stays one JSON o
   const access = createAccessLog({ write: (line: string) => { lines.push(line) } })
   const nasty = ['x","user":"root', 'a\\b', 'line\nbreak', '\u0000\u001f', 'caf\u00e9', '\ud800', '"}{"']
   for (const value of nasty) {
-    access.write({ reqId: value, method: value, path: value, status: 200, decision: 'allow', reason: 'public', rule: value, authMode: 'none', user: value, ip: value, latencyMs: Number.NaN })
+    access.write({ reqId: value, method: value, path: value, status: 200, decision: 'allow', reason: 'public', rule: value, missing: value, authMode: 'none', user: value, ip: value, latencyMs: Number.NaN })
   }
   t.equal(lines.length, nasty.length)
   lines.forEach((line, i) => {
     t.equal(line.indexOf('\n'), line.length - 1, 'one line')
     const entry = JSON.parse(line) as Record<string, unknown>
-    t.same(Object.keys(entry), ['level', 'time', 'service', 'module', 'reqId', 'method', 'path', 'status', 'decision', 'reason', 'rule', 'auth_mode', 'user', 'ip', 'latency_ms', 'msg'])
+    t.same(Object.keys(entry), ['level', 'time', 'service', 'module', 'reqId', 'method', 'path', 'status', 'decision', 'reason', 'rule', 'missing', 'auth_mode', 'user', 'ip', 'latency_ms', 'msg'])
     const expected = nasty[i] === '\ud800' ? '\ufffd' : nasty[i]
-    for (const field of ['reqId', 'method', 'path', 'rule', 'user', 'ip']) {
+    for (const field of ['reqId', 'method', 'path', 'rule', 'missing', 'user', 'ip']) {
       t.equal(entry[field] === '\ud800' ? '\ufffd' : entry[field], expected, `${field} round-trips`)
     }
     t.equal(entry.latency_ms, null, 'NaN is not a JSON number')

@@ -19,7 +19,7 @@ t.test('a trailing slash is kept for the app but ignored for matching', async (t
 t.test('escapes that are not unreserved stay encoded, upper-cased', async (t) => {
   t.equal(normalisePath('/a%20b'), '/a%20B'.replace('B', 'b'))
   t.equal(normalisePath('/a%3fb'), '/a%3Fb')
-  t.equal(normalisePath('/%25%32%66'), '/%252f', 'no double decoding: %25 stays %25')
+  t.equal(normalisePath('/50%25-off'), '/50%25-off', 'an encoded % not followed by hex digits stays %25')
   t.equal(normalisePath('/%2e%2E/x'.replace('/%2e%2E', '/a/%2e%2E')), '/x', 'encoded dot segments are dot segments')
   t.equal(normalisePath('/caf%C3%A9'), '/caf%C3%A9')
 })
@@ -42,7 +42,11 @@ t.test('paths that cannot be normalised safely are refused', async (t) => {
     '/a/b;': 'path contains a ; (path parameter)',
     '/;': 'path contains a ; (path parameter)',
     '/admin%3Bx=1': 'path contains an encoded ; (path parameter)',
-    '/admin%3b/users': 'path contains an encoded ; (path parameter)'
+    '/admin%3b/users': 'path contains an encoded ; (path parameter)',
+    '/%2561dmin': 'path contains a double-encoded escape (%25 followed by hex digits)',
+    '/%25%32%66': 'path contains a double-encoded escape (%25 followed by hex digits)',
+    '/public/%252e%252e/admin': 'path contains a double-encoded escape (%25 followed by hex digits)',
+    '/admin%252fusers': 'path contains a double-encoded escape (%25 followed by hex digits)'
   }
   for (const [raw, message] of Object.entries(cases)) {
     t.throws(() => normalisePath(raw), { code: 'ERR_PATH_INVALID', statusCode: 400, message }, raw)

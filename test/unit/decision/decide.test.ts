@@ -41,7 +41,7 @@ function rig (t: { testdir: () => string }, parts: { verifier?: Partial<FakeVeri
     ...parts.verifier
   }
   const deps: DeciderDeps = {
-    policy: loadPolicies(dir, 'authenticated'),
+    policy: { current: loadPolicies(dir, 'authenticated') },
     verifier: verifier as unknown as AccessTokenVerifier,
     headers: { ...DEFAULT_HEADERS, pass_access_token: false, pass_authorization_header: false },
     claims: { mapping: KEYCLOAK_CLAIMS, clientIds: ['app'] },
@@ -100,4 +100,66 @@ t.test('a public route needs no authentication, so a broken verifier does not to
   t.equal(decision.kind, 'allow')
   t.equal(decision.reason, 'public')
   t.equal(called, 0)
+})
+
+t.test('roles are expanded once per verified token and policy set; a reload expands them again', async (t) => {
+  const dir = t.testdir()
+  mkdirSync(dir, { recursive: true })
+  const write = (inherits: string): void => writeFileSync(join(dir, 'app.yaml'),
+    `roles:\n  admin: { permissions: [users:write], inherits: [${inherits}] }\n  viewer: { permissions: [reports:read] }\n  auditor: { permissions: [audit:read] }\n` +
+    'rules:\n  - { path: /reports/**, permissions: [reports:read] }\n  - { path: /audit/**, permissions: [audit:read] }\n')
+  write('viewer')
+  const source = { current: loadPolicies(dir, 'authenticated') }
+  // One verified-token object, as the verifier's cache hands back on every hit.
+  const outcome = validToken(['admin'])
+  let verifications = 0
+  const deps: DeciderDeps = {
+    policy: source,
+    verifier: { remembered: () => outcome, verify: async () => { verifications++; return outcome } } as unknown as AccessTokenVerifier,
+    headers: { ...DEFAULT_HEADERS, pass_access_token: false, pass_authorization_header: false },
+    claims: { mapping: KEYCLOAK_CLAIMS, clientIds: ['app'] },
+    prefix: '/_gatehouse',
+    log: createLogger({ level: 'silent' })
+  }
+  const decide = createDecider(deps)
+  const first = await decide(facts('/reports/1'))
+  const second = await decide(facts('/reports/2'))
+  t.equal(first.kind, 'allow')
+  t.equal(first.reason, 'requirements_met')
+  if (first.kind !== 'allow' || second.kind !== 'allow') throw new Error('expected allows')
+  t.equal(first.identity, second.identity, 'the same expanded identity object: expansion is not per request')
+  t.equal(first.headers, second.headers)
+  t.same(first.identity?.roles, ['admin', 'viewer'])
+  t.equal(first.headers['x-auth-request-roles'], 'admin,viewer')
+  t.equal(first.headers['x-auth-request-permissions'], 'users:write,reports:read')
+  const audit = await decide(facts('/audit/log'))
+  t.match(audit, { kind: 'deny', status: 403, reason: 'missing_permission', missing: 'permissions audit:read' })
+
+  write('viewer, auditor')
+  source.current = loadPolicies(dir, 'authenticated')
+  const after = await decide(facts('/audit/log'))
+  t.equal(after.kind, 'allow', 'the new set decides the known token')
+  if (after.kind === 'allow') {
+    t.not(after.identity, first.identity, 'expanded again under the new set')
+    t.equal(after.headers['x-auth-request-permissions'], 'users:write,reports:read,audit:read')
+  }
+  t.equal(verifications, 0, 'the token was never verified again: only the expansion was redone')
+})
+
+t.test('a host header decides rules with hosts; facts.host wins over it', async (t) => {
+  const dir = t.testdir()
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(join(dir, 'app.yaml'), 'rules:\n  - { path: /**, hosts: [status.example.com], allow: public }\n')
+  const decide = createDecider({
+    policy: { current: loadPolicies(dir, 'deny') },
+    verifier: { remembered: () => null, verify: async () => validToken([]) } as unknown as AccessTokenVerifier,
+    headers: { ...DEFAULT_HEADERS, pass_access_token: false, pass_authorization_header: false },
+    claims: { mapping: KEYCLOAK_CLAIMS, clientIds: ['app'] },
+    prefix: '/_gatehouse',
+    log: createLogger({ level: 'silent' })
+  })
+  t.equal((await decide({ entry: 'proxy', method: 'GET', target: '/x', headers: { host: 'Status.Example.com:8080' } })).reason, 'public')
+  t.equal((await decide({ entry: 'proxy', method: 'GET', target: '/x', headers: { host: 'app.example.com' } })).reason, 'denied_by_policy')
+  t.equal((await decide({ entry: 'forward_auth', method: 'GET', target: '/x', host: 'status.example.com', headers: { host: 'gatehouse:4180' } })).reason, 'public')
+  t.equal((await decide({ entry: 'proxy', method: 'GET', target: '/x', headers: {} })).reason, 'denied_by_policy', 'no host: no rule with hosts')
 })
