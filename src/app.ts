@@ -16,7 +16,7 @@ import { PasswordResetRepository } from './store/password-resets.ts'
 import { loadPolicies, type PolicySet } from './authz/policy.ts'
 import { PolicyStore } from './authz/policy-store.ts'
 import { cachedMaterialUsable, ModeTracker } from './breaker/mode.ts'
-import { createDecider, createIdentifier, type Decide, type DeciderDeps, type PolicySource, type SessionLookup } from './decision/decide.ts'
+import { createDecider, createIdentifier, type Decide, type DeciderDeps, type PolicySource, type ServiceTokenLookup, type SessionLookup } from './decision/decide.ts'
 import type { ClaimsReader } from './keycloak/claims.ts'
 import { createKeycloakClient, type KeycloakClient } from './keycloak/client.ts'
 import type { JwksManager } from './keycloak/jwks.ts'
@@ -349,7 +349,7 @@ export function tokenVerifier (config: Config, jwks: JwksManager, clock: Clock, 
  * sessions come from: what {@link buildApp} passes to `createDecider`, and what `policy check`
  * passes with a synthetic identity source, so both decide with the very same function.
  */
-export function deciderDepsFor (config: Config, parts: { policy: PolicySource, verifier: AccessTokenVerifier, log: Logger, sessions?: SessionLookup, record?: DeciderDeps['record'] }): DeciderDeps {
+export function deciderDepsFor (config: Config, parts: { policy: PolicySource, verifier: AccessTokenVerifier, log: Logger, sessions?: SessionLookup, serviceTokens?: ServiceTokenLookup, record?: DeciderDeps['record'] }): DeciderDeps {
   return {
     policy: parts.policy,
     verifier: parts.verifier,
@@ -358,6 +358,9 @@ export function deciderDepsFor (config: Config, parts: { policy: PolicySource, v
     prefix: config.server.prefix,
     log: parts.log,
     ...(parts.record !== undefined ? { record: parts.record } : {}),
-    ...(parts.sessions !== undefined ? { sessions: parts.sessions } : {})
+    ...(parts.sessions !== undefined ? { sessions: parts.sessions } : {}),
+    // Lost once in a merge (the spread hid it from the compiler): service tokens were then
+    // refused everywhere as unknown bearer tokens.
+    ...(parts.serviceTokens !== undefined ? { serviceTokens: parts.serviceTokens } : {})
   }
 }
