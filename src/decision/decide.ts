@@ -317,3 +317,14 @@ export function bearerToken (header: string | string[] | undefined): string | nu
   const token = header.slice(7).trim()
   return token !== '' && !token.includes(' ') ? token : null
 }
+
+/**
+ * Whether an `Authorization` header carries a service token (`Bearer ght_...`, well-formed or
+ * not). Such a header is Gatehouse's credential, never the app's: the proxy drops it even with
+ * `headers.pass_authorization_header: false`, and Envoy is told to remove it (issue 16).
+ */
+export function carriesServiceToken (header: string | string[] | undefined): boolean {
+  if (Array.isArray(header)) return header.some((value) => carriesServiceToken(value))
+  const token = bearerToken(header)
+  return token !== null && isServiceToken(token)
+}

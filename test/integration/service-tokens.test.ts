@@ -315,6 +315,27 @@ t.test('service tokens go through proxy, forward-auth and ext_authz (HTTP and gR
   }
 })
 
+t.test('a service token never reaches the app: the proxy drops it, ext_authz tells Envoy to remove it; another Authorization passes', async (t) => {
+  const dir = t.testdir()
+  const gatehouse = await startGatehouse(t, writeConfig(dir, settings({ grpc: { enabled: true, host: '127.0.0.1', port: 0 }, headers: { pass_authorization_header: false } }), POLICIES))
+  const token = await create(cliFor(dir), 'reader', '--roles', 'read')
+  const clients = ENTRY_POINTS.map((make) => make(gatehouse, upstream, (fn) => t.teardown(fn))).filter((c) => c.name !== 'forward_auth')
+  for (const client of clients) {
+    for (const [label, path] of [['an authenticated route', '/hello'], ['a public route (no authentication made)', '/healthz']] as const) {
+      const got = await client.ask({ method: 'GET', path, headers: { Authorization: `Bearer ${token}` } })
+      t.equal(got.status, 200, `${client.name}, ${label}: allowed`)
+      t.equal(got.identity.authorization, undefined, `${client.name}, ${label}: the app never sees the service token`)
+      t.notOk(JSON.stringify(got.identity).includes(token), `${client.name}, ${label}: not under any name`)
+    }
+    // Scheme case does not matter (RFC 6750 §2.1 follows RFC 9110's case-insensitive schemes).
+    const lower = await client.ask({ method: 'GET', path: '/healthz', headers: { Authorization: `bearer ${token}` } })
+    t.equal(lower.identity.authorization, undefined, `${client.name}: bearer in lower case too`)
+    // Any other Authorization is the app's business when pass_authorization_header is false.
+    const basic = await client.ask({ method: 'GET', path: '/healthz', headers: { Authorization: 'Basic YXBwOmFwcA==' } })
+    t.equal(basic.identity.authorization, 'Basic YXBwOmFwcA==', `${client.name}: a Basic header still reaches the app`)
+  }
+})
+
 t.test('the policy roles of a service token are applied as a person\'s are', async (t) => {
   const dir = t.testdir()
   const gatehouse = await startGatehouse(t, writeConfig(dir, settings(), POLICIES))
