@@ -191,7 +191,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
     storeMode: () => store.health(),
     syncQueue: () => queue.depth(clock.now()),
     serviceTokens: () => serviceTokens.counts(),
-    serviceTokenExpiries: () => serviceTokens.expiries()
+    serviceTokenExpiries: () => serviceTokens.expiries(),
+    serviceTokenGraces: () => serviceTokens.graces()
   })
 
   const deciderDeps = deciderDepsFor(config, {
@@ -229,7 +230,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
       metrics: metrics.passwordResets
     })
     : undefined
-  const operations = new Operations({ config, db: deps.db, clock, log, metrics, pool, mode: tracker, queue, audit, mailer, status: () => status(), alerting: deps.worker?.leader !== false })
+  const operations = new Operations({ config, db: deps.db, clock, log, metrics, pool, mode: tracker, queue, audit, mailer, status: () => status(), alerting: deps.worker?.leader !== false,
+    ...(config.service_tokens.enabled ? { serviceTokens: { names: () => serviceTokens.repository.list().map((r) => r.name), serviceTokenAlerts: (now: number) => serviceTokens.serviceTokenAlerts(now) } } : {}) })
   metrics.bind({ alertsFiring: () => operations.firingByAlert() })
 
   let closing = false

@@ -58,6 +58,10 @@ export interface Metrics {
   serviceTokens: Gauge<'state'>
   /** When each service token not revoked expires, in seconds since the epoch. */
   serviceTokenExpiry: Gauge<'name'>
+  /** When the grace period of each live previous token ends, in seconds since the epoch. */
+  serviceTokenGraceEnd: Gauge<'name'>
+  /** When each live previous token was last used through this process's file, in seconds since the epoch. */
+  serviceTokenPreviousLastUsed: Gauge<'name'>
   /** Policy reloads (file watch, SIGHUP) by result: success, failure (rejected; the running set stays), unchanged. */
   policyReloads: Counter<'result'>
   /** Alert and digest notifications by channel (webhook, email) and result (sent, failed). */
@@ -122,6 +126,8 @@ export interface GaugeSources {
   serviceTokens: () => Record<string, number>
   /** Each service token not revoked and its expiry (ms since the epoch). */
   serviceTokenExpiries: () => Array<{ name: string, expiresAt: number }>
+  /** Each previous token still inside its grace period: when that ends, and its last use (ms), if any. */
+  serviceTokenGraces: () => Array<{ name: string, validUntil: number, lastUsedAt: number | null }>
   /** Firing alert instances by alert name (every known alert, 0 when none fires). */
   alertsFiring: () => Record<string, number>
 }
@@ -358,6 +364,26 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
         // Reset first: a revoked or purged token's series must go, not stay at its last value.
         this.reset()
         for (const { name, expiresAt } of bound.serviceTokenExpiries?.() ?? []) this.set({ name }, Math.floor(expiresAt / 1000))
+      }
+    }),
+    serviceTokenGraceEnd: new Gauge({
+      name: 'gatehouse_service_token_grace_end_timestamp_seconds',
+      help: 'When the grace period of each previous (rotated) service token still valid ends, in seconds since the epoch.',
+      labelNames: ['name'] as const,
+      registers,
+      collect () {
+        this.reset()
+        for (const { name, validUntil } of bound.serviceTokenGraces?.() ?? []) this.set({ name }, Math.floor(validUntil / 1000))
+      }
+    }),
+    serviceTokenPreviousLastUsed: new Gauge({
+      name: 'gatehouse_service_token_previous_last_used_timestamp_seconds',
+      help: 'When each previous service token still inside its grace period was last used (as this sidecar saw it), in seconds since the epoch; no series before its first use.',
+      labelNames: ['name'] as const,
+      registers,
+      collect () {
+        this.reset()
+        for (const { name, lastUsedAt } of bound.serviceTokenGraces?.() ?? []) if (lastUsedAt !== null) this.set({ name }, Math.floor(lastUsedAt / 1000))
       }
     }),
     policyReloads: new Counter({

@@ -380,6 +380,17 @@ export class ServiceTokenService {
     return this.#repo.list().filter((r) => r.revokedAt === null).map((r) => ({ name: r.name, expiresAt: r.expiresAt }))
   }
 
+  /** Previous tokens still inside their grace period, with their last use (queued uses too), for the grace metrics. */
+  graces (now: number = this.#deps.clock.now()): Array<{ name: string, validUntil: number, lastUsedAt: number | null }> {
+    return this.#repo.list()
+      .filter((r) => r.revokedAt === null && r.previousId !== null && (r.previousValidUntil ?? 0) > now)
+      .map((r) => {
+        const pending = this.#uses.get(r.previousId as string)?.at ?? 0
+        const last = Math.max(r.previousLastUsedAt ?? 0, pending)
+        return { name: r.name, validUntil: r.previousValidUntil as number, lastUsedAt: last > 0 ? last : null }
+      })
+  }
+
   /** What `/status` reports. */
   status (): ServiceTokenStatus {
     const now = this.#deps.clock.now()

@@ -402,4 +402,11 @@ t.test('metrics and /status: tokens by state, each expiry, the ones near expiry 
   t.same(status.service_tokens.expiring.map((e) => e.name), ['soon'])
   t.same(status.service_tokens.alerts.map((a) => [a.kind, a.name]), [['expiring', 'soon']])
   t.ok(soon.startsWith('ght_'))
+
+  // The dashboard and `gatehouse status` (which asks the running instance) name it too.
+  const page = await (await fetch(`${gatehouse.adminUrl}/status.html`)).text()
+  t.match(page, /<tbody id="service-tokens-expiring"><tr><td data-label="Token">soon<\/td>/)
+  t.match(page, /id="service-token-counts">2 active · 1 expiring · 0 expired · 1 revoked · 1 in grace</)
+  const text = await runInProcess(['status', '-c', join(dir, 'config.yaml')])
+  t.match(text.stdout, /^tokens: {4}3 live, 1 revoked, 0 expired; expiring soon: soon \(\d{4}-/m)
 })
