@@ -39,6 +39,8 @@ import { SessionService } from './session/service.ts'
 import { AuditLogRepository } from './store/audit-log.ts'
 import { KeyRing } from './store/crypto.ts'
 import { openSessionStore } from './store/open-session-store.ts'
+import { RedisServiceTokenShare } from './store/redis-service-tokens.ts'
+import { RedisSessionStore } from './store/redis-session-store.ts'
 import type { SessionStore } from './store/session-store.ts'
 import { TokenCacheRepository } from './store/token-cache.ts'
 import { UsersRepository } from './store/users.ts'
@@ -182,7 +184,9 @@ export function buildApp (config: Config, deps: AppDeps): App {
     log: log.child({ module: 'service-tokens' }),
     audit,
     config: config.service_tokens,
-    delivery: configuredDelivery(config.service_tokens.auto_rotate, config.base_dir)
+    delivery: configuredDelivery(config.service_tokens.auto_rotate, config.base_dir),
+    // With Redis, every replica's tokens are one set (issue 16): this file mirrors Redis' copy.
+    ...(store instanceof RedisSessionStore ? { shared: new RedisServiceTokenShare(store) } : {})
   })
   const jar = new CookieJar(config.secrets.cookie_keys, config.session.cookie_name)
   metrics.bind({

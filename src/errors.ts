@@ -26,6 +26,7 @@ export type ErrorCode =
   | 'ERR_SERVICE_TOKEN_REVOKED'
   | 'ERR_SERVICE_TOKEN_CONFLICT'
   | 'ERR_SERVICE_TOKEN_DELIVERY'
+  | 'ERR_SERVICE_TOKEN_REDIS_UNAVAILABLE'
 
 /** Options shared by every Gatehouse error. */
 export interface GatehouseErrorOptions {
@@ -152,7 +153,7 @@ export class NotKeycloakError extends GatehouseError {
 
 /** A service-token operation that cannot be done (`gatehouse tokens …`, automatic rotation): exit code 1. */
 export class ServiceTokenError extends GatehouseError {
-  constructor (code: 'ERR_SERVICE_TOKEN_EXISTS' | 'ERR_SERVICE_TOKEN_NOT_FOUND' | 'ERR_SERVICE_TOKEN_REVOKED' | 'ERR_SERVICE_TOKEN_CONFLICT' | 'ERR_SERVICE_TOKEN_DELIVERY', message: string, options: GatehouseErrorOptions = {}) {
+  constructor (code: 'ERR_SERVICE_TOKEN_EXISTS' | 'ERR_SERVICE_TOKEN_NOT_FOUND' | 'ERR_SERVICE_TOKEN_REVOKED' | 'ERR_SERVICE_TOKEN_CONFLICT' | 'ERR_SERVICE_TOKEN_DELIVERY' | 'ERR_SERVICE_TOKEN_REDIS_UNAVAILABLE', message: string, options: GatehouseErrorOptions = {}) {
     super(code, message, options)
   }
 }

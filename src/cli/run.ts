@@ -121,7 +121,7 @@ export async function runCli (argv: string[], context: CliContext): Promise<numb
           stopSignals, ...(logDestination !== undefined ? { logDestination } : {})
         }, output)
       case 'tokens':
-        return runTokensCommand(sub, args, {
+        return await runTokensCommand(sub, args, {
           configPath, env, json, roles: str(values.roles), description: str(values.description), expiresDays: str(values['expires-days']),
           graceDays: str(values['grace-days']), autoRotateDays: str(values['auto-rotate-days']), previousOnly: values['previous-only'] === true, days: str(values.days)
         }, output)

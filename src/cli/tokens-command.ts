@@ -4,6 +4,10 @@ import { UsageError } from '../errors.ts'
 import { createLogger } from '../log.ts'
 import { ServiceTokenService, type ServiceTokenView } from '../service-token/service.ts'
 import { AuditLogRepository } from '../store/audit-log.ts'
+import { KeyRing } from '../store/crypto.ts'
+import { RedisServiceTokenShare } from '../store/redis-service-tokens.ts'
+import { RedisSessionStore } from '../store/redis-session-store.ts'
+import { SqliteSessionStore } from '../store/sqlite-session-store.ts'
 import { openConfiguredDatabase } from '../store/db.ts'
 import { loadForServe } from './config-command.ts'
 import { emit, formatTable, type Output } from './output.ts'
@@ -27,6 +31,10 @@ export interface TokensCommandOptions {
   clock?: Clock
 }
 
+// Redis went away between reading the token and writing it (rare: a create or rotate is
+// refused when Redis is unreachable from the start).
+const QUEUED = 'Redis became unreachable while this was saved: it works on this replica now, and on the others once Redis is back (queued).'
+
 const USAGE = {
   create: 'usage: gatehouse tokens create NAME --roles a,b [--expires-days N] [--description TEXT] [--auto-rotate-days N]',
   rotate: 'usage: gatehouse tokens rotate NAME [--grace-days N]',
@@ -36,7 +44,7 @@ const USAGE = {
 } as const
 
 /** `gatehouse tokens create|rotate|revoke|list|cleanup`. */
-export function runTokensCommand (sub: string | undefined, args: string[], options: TokensCommandOptions, output: Output): number {
+export async function runTokensCommand (sub: string | undefined, args: string[], options: TokensCommandOptions, output: Output): Promise<number> {
   const name = (): string => {
     const given = args[0]?.trim()
     if (args.length !== 1 || given === undefined || given === '') throw new UsageError(USAGE[sub as keyof typeof USAGE])
@@ -48,8 +56,8 @@ export function runTokensCommand (sub: string | undefined, args: string[], optio
       if (options.roles === undefined) throw new UsageError(`tokens create needs --roles; ${USAGE.create}`)
       const expiresDays = whole(options.expiresDays, '--expires-days', 1)
       const autoRotateDays = whole(options.autoRotateDays, '--auto-rotate-days', 1)
-      return withService(options, (service, config) => {
-        const { token: secret, record } = service.create({
+      return await withService(options, async (service, config) => {
+        const { token: secret, record, queued } = await service.create({
           name: token,
           roles: options.roles?.split(',') ?? [],
           description: options.description ?? null,
@@ -59,11 +67,11 @@ export function runTokensCommand (sub: string | undefined, args: string[], optio
         })
         const view = service.list().find((v) => v.name === record.name) as ServiceTokenView
         if (options.json) {
-          emit(output, true, { ...view, token: secret }, () => '')
+          emit(output, true, { ...view, token: secret, queued }, () => '')
         } else {
           // The token alone on standard output, so `TOKEN=$(gatehouse tokens create ...)` works.
           output.out(secret)
-          output.err(`created service token ${view.name} (roles ${view.roles.join(',')}; expires ${view.expires_at})${autoRotation(view, config)}.\nThe token is shown this once: Gatehouse keeps only its hash.`)
+          output.err(`created service token ${view.name} (roles ${view.roles.join(',')}; expires ${view.expires_at})${autoRotation(view, config)}.\nThe token is shown this once: Gatehouse keeps only its hash.${queued ? `\n${QUEUED}` : ''}`)
         }
         return 0
       })
@@ -71,18 +79,19 @@ export function runTokensCommand (sub: string | undefined, args: string[], optio
     case 'rotate': {
       const token = name()
       const graceDays = decimal(options.graceDays, '--grace-days')
-      return withService(options, (service) => {
-        const { token: secret, record, replacedPrevious } = service.rotate(token, { ...(graceDays !== undefined ? { graceDays } : {}), via: 'cli' })
+      return await withService(options, async (service) => {
+        const { token: secret, record, replacedPrevious, queued } = await service.rotate(token, { ...(graceDays !== undefined ? { graceDays } : {}), via: 'cli' })
         const view = service.list().find((v) => v.name === record.name) as ServiceTokenView
         if (options.json) {
-          emit(output, true, { ...view, token: secret, replaced_live_previous: replacedPrevious }, () => '')
+          emit(output, true, { ...view, token: secret, replaced_live_previous: replacedPrevious, queued }, () => '')
         } else {
           output.out(secret)
           output.err([
             `rotated service token ${view.name}: the new token expires ${view.expires_at};`,
             `the previous one (${view.previous_id ?? '-'}) stays valid until ${view.previous_valid_until ?? 'now'}.`,
             ...(replacedPrevious ? ['The token before it was still inside its grace period and stopped working now.'] : []),
-            'The token is shown this once: Gatehouse keeps only its hash.'
+            'The token is shown this once: Gatehouse keeps only its hash.',
+            ...(queued ? [QUEUED] : [])
           ].join('\n'))
         }
         return 0
@@ -90,18 +99,19 @@ export function runTokensCommand (sub: string | undefined, args: string[], optio
     }
     case 'revoke': {
       const token = name()
-      return withService(options, (service) => {
+      return await withService(options, async (service) => {
         const previousOnly = options.previousOnly === true
-        const { changed, record } = service.revoke(token, { previousOnly, via: 'cli' })
-        emit(output, options.json, { name: record.name, previous_only: previousOnly, changed, revoked_at: record.revokedAt === null ? null : new Date(record.revokedAt).toISOString() }, () => previousOnly
+        const { changed, record, queued } = await service.revoke(token, { previousOnly, via: 'cli' })
+        emit(output, options.json, { name: record.name, previous_only: previousOnly, changed, queued, revoked_at: record.revokedAt === null ? null : new Date(record.revokedAt).toISOString() }, () => (previousOnly
           ? (changed ? `the previous token of ${record.name} no longer works; the current one is unchanged` : `${record.name} had no previous token still valid`)
-          : (changed ? `revoked service token ${record.name}: it is refused from the next request on` : `service token ${record.name} was already revoked`))
+          : (changed ? `revoked service token ${record.name}: it is refused from the next request on` : `service token ${record.name} was already revoked`)) +
+          (queued ? '\nRedis is unreachable: refused now by the processes on this replica\'s database; the other replicas refuse it once Redis is back (queued, never dropped).' : ''))
         return 0
       })
     }
     case 'list':
       if (args.length !== 0) throw new UsageError(USAGE.list)
-      return withService(options, (service) => {
+      return await withService(options, async (service) => {
         const views = service.list()
         emit(output, options.json, views, () => views.length === 0 ? 'no service tokens' : formatTokens(views))
         return 0
@@ -109,8 +119,8 @@ export function runTokensCommand (sub: string | undefined, args: string[], optio
     case 'cleanup': {
       if (args.length !== 0) throw new UsageError(USAGE.cleanup)
       const days = whole(options.days, '--days', 0) ?? DEFAULT_TOKENS_CLEANUP_DAYS
-      return withService(options, (service) => {
-        const report = service.cleanup(days)
+      return await withService(options, async (service) => {
+        const report = await service.cleanup(days)
         emit(output, options.json, report, () => [
           `forgot ${report.previous_cleared} previous token${report.previous_cleared === 1 ? '' : 's'} past the grace period`,
           `purged ${report.purged} token${report.purged === 1 ? '' : 's'} revoked or expired more than ${days} day${days === 1 ? '' : 's'} ago`
@@ -123,19 +133,30 @@ export function runTokensCommand (sub: string | undefined, args: string[], optio
   }
 }
 
-function withService (options: TokensCommandOptions, fn: (service: ServiceTokenService, config: Config) => number): number {
+async function withService (options: TokensCommandOptions, fn: (service: ServiceTokenService, config: Config) => Promise<number>): Promise<number> {
   const { config } = loadForServe(options.configPath, options.env)
   const { db } = openConfiguredDatabase(config)
+  const clock = options.clock ?? systemClock
+  const log = createLogger({ level: 'silent' })
+  // With store.sessions redis, through the shared copy, as serve does: a change reaches every
+  // replica (issue 16). The store's start reconciles, so changes queued here while Redis was
+  // away are merged first.
+  const store = config.store.sessions === 'redis'
+    ? new RedisSessionStore({ redis: config.store.redis, local: new SqliteSessionStore(db, new KeyRing(config.secrets.encryption_keys), clock), ring: new KeyRing(config.secrets.encryption_keys), clock, log })
+    : null
   try {
     const service = new ServiceTokenService({
       db,
-      clock: options.clock ?? systemClock,
-      log: createLogger({ level: 'silent' }),
+      clock,
+      log,
       audit: new AuditLogRepository(db),
-      config: config.service_tokens
+      config: config.service_tokens,
+      ...(store !== null ? { shared: new RedisServiceTokenShare(store) } : {})
     })
-    return fn(service, config)
+    await store?.start()
+    return await fn(service, config)
   } finally {
+    await store?.close()
     db.close()
   }
 }

@@ -6,7 +6,8 @@ import { ServiceTokenError, UsageError } from '../errors.ts'
 import type { Identity } from '../identity.ts'
 import type { AuditLogRepository } from '../store/audit-log.ts'
 import type { Db } from '../store/db.ts'
-import { ServiceTokensRepository, type Generation, type ServiceTokenRecord } from '../store/service-tokens.ts'
+import { ServiceTokensRepository, type Generation, type ServiceTokenRecord, type SharedTokenRecord } from '../store/service-tokens.ts'
+import { ShareUnavailable, type ServiceTokenShare, type TokenChange } from '../store/redis-service-tokens.ts'
 import type { Delivery } from './deliver.ts'
 import { newIdentifier, newToken, parseToken, tokenDigest, SERVICE_TOKEN_PREFIX } from './format.ts'
 import { FailureLimiter } from './limiter.ts'
@@ -86,6 +87,21 @@ export interface ServiceTokenServiceDeps {
   config: ServiceTokensConfig
   /** Where automatically rotated tokens go; null or absent: automatic rotation stays off. */
   delivery?: Delivery | null
+  /**
+   * The copy every replica shares (Redis, with `store.sessions: redis`); absent: this file is
+   * the only copy. With it, this file is a mirror: changes are made against Redis' record and
+   * published, and every replica's mirror follows within the publish's round trip.
+   */
+  shared?: ServiceTokenShare | null
+}
+
+/** What a management operation adds about the shared copy. */
+export interface SharedOutcome {
+  /**
+   * True when Redis could not be reached and the change (a revoke) is applied to this file
+   * only, queued to be merged into Redis when it is back; false otherwise (and without Redis).
+   */
+  queued: boolean
 }
 
 /** What `tokens create` takes. */
@@ -141,6 +157,11 @@ export class ServiceTokenService {
     this.#deps = deps
     this.#repo = new ServiceTokensRepository(deps.db)
     this.#limiter = new FailureLimiter({ maxFailures: deps.config.max_failed_attempts, windowMs: deps.config.lockout_minutes * MINUTE })
+    deps.shared?.attach({
+      changed: (change) => { this.#applyChange(change) },
+      resync: async () => { await this.resync() },
+      pending: () => this.#repo.pendingCount() > 0
+    })
   }
 
   /** The table, for reports. */
@@ -243,8 +264,20 @@ export class ServiceTokenService {
     })()
   }
 
-  /** Issues a token; returns it (printed once, never stored) with its row. */
-  create (input: NewServiceTokenInput): { token: string, record: ServiceTokenRecord } {
+  /**
+   * Issues a token; returns it (printed once, never stored) with its row. With Redis, made
+   * against Redis' record: refused (ERR_SERVICE_TOKEN_REDIS_UNAVAILABLE) while Redis cannot be
+   * reached, since a token only this replica knows would be refused by the others.
+   */
+  async create (input: NewServiceTokenInput): Promise<{ token: string, record: ServiceTokenRecord } & SharedOutcome> {
+    checkName(input.name)
+    const base = await this.#pull(input.name, 'create')
+    const made = this.#createLocal(input)
+    const queued = await this.#push(input.name, base, 'create', input.via)
+    return { ...made, record: this.#repo.find(made.record.name) as ServiceTokenRecord, queued }
+  }
+
+  #createLocal (input: NewServiceTokenInput): { token: string, record: ServiceTokenRecord } {
     const name = checkName(input.name)
     const roles = checkRoles(input.roles)
     const lifetimeDays = input.expiresDays ?? this.#deps.config.default_expires_days
@@ -271,7 +304,14 @@ export class ServiceTokenService {
    * a credential live longer. A previous token still inside its grace period stops at once;
    * `replacedPrevious` says so.
    */
-  rotate (name: string, options: { graceDays?: number, via: string }): { token: string, record: ServiceTokenRecord, replacedPrevious: boolean } {
+  async rotate (name: string, options: { graceDays?: number, via: string }): Promise<{ token: string, record: ServiceTokenRecord, replacedPrevious: boolean } & SharedOutcome> {
+    const base = await this.#pull(name, 'rotate')
+    const made = this.#rotateLocal(name, options)
+    const queued = await this.#push(name, base, 'rotate', options.via)
+    return { ...made, record: this.#repo.find(name) as ServiceTokenRecord, queued }
+  }
+
+  #rotateLocal (name: string, options: { graceDays?: number, via: string }): { token: string, record: ServiceTokenRecord, replacedPrevious: boolean } {
     const record = this.#repo.find(name)
     if (record === null) throw new ServiceTokenError('ERR_SERVICE_TOKEN_NOT_FOUND', `no service token named ${JSON.stringify(name)}`)
     if (record.revokedAt !== null) throw new ServiceTokenError('ERR_SERVICE_TOKEN_REVOKED', `service token ${name} was revoked at ${iso(record.revokedAt) ?? ''}; create a new one`)
@@ -301,7 +341,26 @@ export class ServiceTokenService {
    * Revokes a token (both generations), or with `previousOnly` ends its previous token's
    * grace period now. Idempotent: `changed` is false when there was nothing left to revoke.
    */
-  revoke (name: string, options: { previousOnly?: boolean, via: string }): { changed: boolean, record: ServiceTokenRecord } {
+  async revoke (name: string, options: { previousOnly?: boolean, via: string }): Promise<{ changed: boolean, record: ServiceTokenRecord } & SharedOutcome> {
+    // A revoke is never refused for want of Redis: it is applied here at once (this file's
+    // processes refuse the token from their next request) and merged into Redis when it is
+    // back, where a revoked copy always wins. Against a concurrent change elsewhere, read again
+    // and revoke again (idempotent) a few times.
+    for (let attempt = 1; ; attempt++) {
+      const base = await this.#pull(name, 'revoke')
+      const done = this.#revokeLocal(name, options)
+      try {
+        // A whole revoke merges (it wins over anything but a newer token of the name); ending
+        // only the previous token is a compare-and-set, since a rotation meanwhile replaces it.
+        const queued = await this.#push(name, base, options.previousOnly === true ? 'revoke_previous' : 'revoke', options.via)
+        return { ...done, record: this.#repo.find(name) as ServiceTokenRecord, queued }
+      } catch (err) {
+        if (!(err instanceof ServiceTokenError && err.code === 'ERR_SERVICE_TOKEN_CONFLICT') || attempt >= 3) throw err
+      }
+    }
+  }
+
+  #revokeLocal (name: string, options: { previousOnly?: boolean, via: string }): { changed: boolean, record: ServiceTokenRecord } {
     const record = this.#repo.find(name)
     if (record === null) throw new ServiceTokenError('ERR_SERVICE_TOKEN_NOT_FOUND', `no service token named ${JSON.stringify(name)}`)
     const now = this.#deps.clock.now()
@@ -317,12 +376,137 @@ export class ServiceTokenService {
     return { changed, record: this.#repo.find(name) as ServiceTokenRecord }
   }
 
-  /** Forgets previous tokens past their grace; deletes tokens revoked or expired more than `days` ago. */
-  cleanup (days: number): { previous_cleared: number, purged: number, days: number } {
+  /**
+   * Forgets previous tokens past their grace; deletes tokens revoked or expired more than
+   * `days` ago. With Redis, done on Redis' copy (and so on every replica's mirror); refused
+   * while Redis cannot be reached (it is routine work: run it again later).
+   */
+  async cleanup (days: number): Promise<{ previous_cleared: number, purged: number, days: number }> {
     const now = this.#deps.clock.now()
-    const { previousCleared, purged } = this.#repo.cleanup(now, now - days * DAY)
+    const shared = this.#deps.shared
+    if (shared == null) {
+      const { previousCleared, purged } = this.#repo.cleanup(now, now - days * DAY)
+      this.#changed()
+      return { previous_cleared: previousCleared, purged, days }
+    }
+    let done: Awaited<ReturnType<ServiceTokenShare['cleanup']>>
+    try {
+      // Local changes not yet in Redis first, so none is purged unseen or brought back after.
+      await this.resync()
+      done = await shared.cleanup(now, now - days * DAY)
+    } catch (err) {
+      throw this.#unavailable(err, 'cleanup')
+    }
+    this.#applyChange(done.change)
+    return { previous_cleared: done.previousCleared, purged: done.purged, days }
+  }
+
+  // ---- the shared copy (store.sessions: redis) ----
+
+  #unavailable (err: unknown, what: string): unknown {
+    if (!(err instanceof ShareUnavailable)) return err
+    return new ServiceTokenError('ERR_SERVICE_TOKEN_REDIS_UNAVAILABLE', `tokens ${what} needs Redis (store.sessions is redis, so every replica shares service tokens through it), and Redis cannot be reached: ${err.message}; nothing changed. Try again once Redis is back (a revoke works without it).`, { cause: err })
+  }
+
+  // Brings this file's copy of one token up to Redis' before a change is made against it, and
+  // returns the rev the change is based on; null when there is no shared copy, or (a revoke)
+  // when Redis cannot be reached. This file's copy is merged first: it may be one Redis lost
+  // (a restart without persistence) or a change that waited for Redis.
+  async #pull (name: string, what: 'create' | 'rotate' | 'revoke'): Promise<{ rev: number } | null> {
+    const shared = this.#deps.shared
+    if (shared == null) return null
+    try {
+      const local = this.#repo.shared(name)
+      const remote = local === null ? await shared.get(name) : (await shared.put(local.record, null)).record
+      if (local !== null && remote !== null) this.#repo.settled(name, local.record.rev)
+      if (remote !== null) this.#mirror(remote)
+      return { rev: this.#repo.shared(name)?.record.rev ?? remote?.rev ?? 0 }
+    } catch (err) {
+      if (what === 'revoke' && err instanceof ShareUnavailable) return null
+      throw this.#unavailable(err, what)
+    }
+  }
+
+  // Sends this file's record of `name` to Redis after a change based on `base`. Returns whether
+  // it is queued (Redis unreachable: the row stays shared_pending and is merged later). A
+  // create, a rotation or the end of a previous token is a compare-and-set: when Redis' record
+  // moved meanwhile (another replica changed it), Redis' wins, this file mirrors it, and the
+  // caller gets ERR_SERVICE_TOKEN_CONFLICT. A revoke merges, and a revoked copy always wins.
+  async #push (name: string, base: { rev: number } | null, what: 'create' | 'rotate' | 'revoke' | 'revoke_previous', via: string): Promise<boolean> {
+    const shared = this.#deps.shared
+    if (shared == null) return false
+    const local = this.#repo.shared(name)
+    if (local === null || !local.pending) return false
+    if (base === null) {
+      this.#deps.log.warn({ name, operation: what }, 'redis unreachable: service token change applied on this replica only, queued for redis')
+      return true
+    }
+    let outcome
+    try {
+      outcome = await shared.put(local.record, what === 'revoke' ? null : base.rev)
+    } catch (err) {
+      if (!(err instanceof ShareUnavailable)) throw err
+      // Redis went away between the read and the write: the change is made here and waits.
+      this.#deps.log.warn({ name, operation: what }, 'redis unreachable: service token change applied on this replica only, queued for redis')
+      return true
+    }
+    if (outcome.status === 'conflict') {
+      if (outcome.record !== null) this.#mirror(outcome.record, true)
+      else this.#repo.forget(name, Number.MAX_SAFE_INTEGER, this.#deps.clock.now())
+      this.#changed()
+      if (what !== 'revoke_previous') {
+        this.#deps.audit.append({ actor: `service:${name}`, action: what === 'create' ? 'service_token_created' : 'service_token_rotated', result: 'failure', authMode: 'service', reason: 'conflict', detail: { via, name, id: local.record.current_id } }, this.#deps.clock.now())
+      }
+      throw new ServiceTokenError('ERR_SERVICE_TOKEN_CONFLICT', `service token ${name} was changed on another replica meanwhile; nothing changed (tokens list shows it now)`)
+    }
+    this.#repo.settled(name, local.record.rev)
+    if (outcome.record !== null) this.#mirror(outcome.record)
+    return false
+  }
+
+  // Makes this file's copy of a token Redis' record, unless this file's is the one that must
+  // win (a revoke or change not in Redis yet: then it stays queued). `force`: Redis' always.
+  #mirror (remote: SharedTokenRecord, force = false): void {
+    const local = this.#repo.shared(remote.name)
+    if (!force && local !== null && prefersLocal(local.record, remote)) {
+      if (!local.pending) this.#repo.markPending(remote.name)
+      return
+    }
+    if (local !== null && !local.pending && sameRecord(local.record, remote)) return
+    this.#repo.mirror(remote, this.#deps.clock.now())
     this.#changed()
-    return { previous_cleared: previousCleared, purged, days }
+  }
+
+  // A change published by any replica (this one included).
+  #applyChange (change: TokenChange): void {
+    const now = this.#deps.clock.now()
+    for (const record of change.records) this.#mirror(record)
+    for (const gone of change.deleted) if (this.#repo.forget(gone.name, gone.created_at, now)) this.#changed()
+  }
+
+  /**
+   * The full resync (at start and after every reconnect, run by the session store): every
+   * token this file holds is merged into Redis (restoring what a Redis restart lost and
+   * replaying what waited), then every record Redis holds is mirrored here, and copies of
+   * tokens Redis purged are forgotten. Throws ShareUnavailable when Redis goes away meanwhile.
+   */
+  async resync (): Promise<void> {
+    const shared = this.#deps.shared
+    if (shared == null) return
+    for (const local of this.#repo.sharedAll()) {
+      const outcome = await shared.put(local.record, null)
+      if (outcome.record === null) continue
+      this.#repo.settled(local.record.name, local.record.rev)
+      this.#mirror(outcome.record)
+    }
+    const all = await shared.all()
+    const names = new Set(all.map((r) => r.name))
+    for (const record of all) this.#mirror(record)
+    const now = this.#deps.clock.now()
+    for (const local of this.#repo.sharedAll()) {
+      if (!names.has(local.record.name) && !local.pending) this.#repo.forget(local.record.name, local.record.created_at, now)
+    }
+    this.#changed()
   }
 
   /** Every token as `tokens list` shows it. */
@@ -426,9 +610,9 @@ export class ServiceTokenService {
     }
     const rotated: string[] = []
     for (const r of due) {
-      let result: ReturnType<ServiceTokenService['rotate']>
+      let result: Awaited<ReturnType<ServiceTokenService['rotate']>>
       try {
-        result = this.rotate(r.name, { via: 'auto_rotate' })
+        result = await this.rotate(r.name, { via: 'auto_rotate' })
       } catch (err) {
         log.warn({ name: r.name, code: (err as ServiceTokenError).code }, 'automatic rotation skipped')
         continue
@@ -436,8 +620,11 @@ export class ServiceTokenService {
       try {
         await delivery.deliver({ name: r.name, id: result.record.currentId, expiresAt: result.record.expiresAt, secret: result.token })
       } catch (err) {
+        const rotatedRev = this.#repo.shared(r.name)?.record.rev ?? 0
         const undone = this.#repo.undoRotation(r.name, result.record.currentId, r.expiresAt, clock.now())
         this.#changed()
+        // Taken back on every replica too (a compare-and-set against the rotation's record).
+        if (undone) await this.#push(r.name, { rev: rotatedRev }, 'rotate', 'auto_rotate').catch((e: unknown) => { log.warn({ name: r.name, code: (e as ServiceTokenError).code }, 'taking back an automatic rotation on redis failed') })
         const failure = new ServiceTokenError('ERR_SERVICE_TOKEN_DELIVERY', `the rotated token ${r.name} could not be delivered (${delivery.describe}): ${(err as Error).message}`, { cause: err })
         log.error({ name: r.name, code: failure.code, reason: (err as Error).message, undone }, 'automatic rotation taken back: the new token could not be delivered')
         this.#deps.audit.append({ actor: `service:${r.name}`, action: 'service_token_rotated', result: 'failure', authMode: 'service', reason: 'delivery_failed', detail: { via: 'auto_rotate', name: r.name, id: result.record.currentId, undone } }, clock.now())
@@ -531,4 +718,18 @@ function checkRoles (roles: readonly string[]): string[] {
   if (out.length === 0) throw new UsageError('--roles needs at least one role (comma-separated: --roles reports,read)')
   for (const role of out) if (!ROLE.test(role)) throw new UsageError(`a role has no spaces or commas and at most 128 characters; received ${JSON.stringify(role)}`)
   return out
+}
+
+// Whether this file's copy of a token must win over Redis' (the merge of redis-scripts.ts,
+// seen from the mirror): a newer token of the name, a revocation Redis does not have, or a
+// later change of the same token.
+function prefersLocal (local: SharedTokenRecord, remote: SharedTokenRecord): boolean {
+  if (local.created_at !== remote.created_at) return local.created_at > remote.created_at
+  if (remote.revoked_at !== undefined) return false
+  if (local.revoked_at !== undefined) return true
+  return local.rev > remote.rev
+}
+
+function sameRecord (a: SharedTokenRecord, b: SharedTokenRecord): boolean {
+  return a.rev === b.rev && a.created_at === b.created_at && a.current_id === b.current_id && a.previous_id === b.previous_id && a.revoked_at === b.revoked_at && a.expires_at === b.expires_at
 }

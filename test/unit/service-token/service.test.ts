@@ -38,10 +38,10 @@ function setup (t: { teardown: (fn: () => unknown) => void }, cfg: ServiceTokens
 
 t.test('serviceTokenAlerts: a token expiring within expiry_warning_days', async (t) => {
   const { service, clock } = setup(t)
-  service.create({ name: 'soon', roles: ['a'], expiresDays: 20, via: 'test' })
-  service.create({ name: 'later', roles: ['a'], expiresDays: 90, via: 'test' })
-  service.create({ name: 'revoked', roles: ['a'], expiresDays: 10, via: 'test' })
-  service.revoke('revoked', { via: 'test' })
+  await service.create({ name: 'soon', roles: ['a'], expiresDays: 20, via: 'test' })
+  await service.create({ name: 'later', roles: ['a'], expiresDays: 90, via: 'test' })
+  await service.create({ name: 'revoked', roles: ['a'], expiresDays: 10, via: 'test' })
+  await service.revoke('revoked', { via: 'test' })
   t.same(service.serviceTokenAlerts(), [], 'nothing within 14 days yet')
   clock.advance(7 * DAY)
   t.same(service.serviceTokenAlerts(), [{ kind: 'expiring', name: 'soon', expires_at: new Date(clock.now() + 13 * DAY).toISOString(), seconds_left: 13 * 86_400, auto_rotate_days: null }])
@@ -50,8 +50,8 @@ t.test('serviceTokenAlerts: a token expiring within expiry_warning_days', async 
 
 t.test('serviceTokenAlerts: a previous token still in use near the end of its grace period', async (t) => {
   const { service, clock } = setup(t)
-  const { token: old } = service.create({ name: 'ci', roles: ['a'], via: 'test' })
-  service.rotate('ci', { graceDays: 3, via: 'test' })
+  const { token: old } = await service.create({ name: 'ci', roles: ['a'], via: 'test' })
+  await service.rotate('ci', { graceDays: 3, via: 'test' })
   clock.advance(2 * DAY + HOUR) // 23 hours of grace left
   t.same(service.serviceTokenAlerts(), [], 'not used since the rotation: no alert')
   t.equal(service.authenticate(old, '10.0.0.1').ok, true)
@@ -66,7 +66,7 @@ t.test('serviceTokenAlerts: a previous token still in use near the end of its gr
 
 t.test('last used is written at most once a minute per token, in batches', async (t) => {
   const { service, clock, db } = setup(t)
-  const { token } = service.create({ name: 'busy', roles: ['a'], via: 'test' })
+  const { token } = await service.create({ name: 'busy', roles: ['a'], via: 'test' })
   let writes = 0
   const counter = (): void => { writes++ }
   db.function('count_write', counter)
@@ -88,9 +88,9 @@ t.test('last used is written at most once a minute per token, in batches', async
 
 t.test('a rotation never lets the previous token outlive its own expiry', async (t) => {
   const { service, clock } = setup(t)
-  const { token: old } = service.create({ name: 'short', roles: ['a'], expiresDays: 3, via: 'test' })
+  const { token: old } = await service.create({ name: 'short', roles: ['a'], expiresDays: 3, via: 'test' })
   clock.advance(2 * DAY)
-  const { record } = service.rotate('short', { graceDays: 7, via: 'test' })
+  const { record } = await service.rotate('short', { graceDays: 7, via: 'test' })
   t.equal(record.previousValidUntil, clock.now() + DAY, 'one day left of its own life, not seven')
   clock.advance(DAY)
   t.match(service.authenticate(old, undefined), { ok: false, reason: 'service_expired' })
@@ -98,7 +98,7 @@ t.test('a rotation never lets the previous token outlive its own expiry', async 
 
 t.test('automatic rotation is off without a delivery: a warning, nothing rotated', async (t) => {
   const { service, clock, log } = setup(t)
-  service.create({ name: 'auto', roles: ['a'], expiresDays: 30, autoRotateDays: 7, via: 'test' })
+  await service.create({ name: 'auto', roles: ['a'], expiresDays: 30, autoRotateDays: 7, via: 'test' })
   clock.advance(24 * DAY)
   t.same(await service.autoRotateDue(), [])
   t.same(await service.autoRotateDue(), [])
@@ -111,8 +111,8 @@ t.test('automatic rotation writes the new token to NAME.token (0600); the old on
   const { service, clock, audit } = setup(t, config({}, { output_dir: 'tokens-out' }), dir)
   const { mkdirSync } = await import('node:fs')
   mkdirSync(join(dir, 'tokens-out'))
-  const { token: old } = service.create({ name: 'auto', roles: ['a'], expiresDays: 30, autoRotateDays: 7, via: 'test' })
-  service.create({ name: 'manual', roles: ['a'], expiresDays: 30, via: 'test' })
+  const { token: old } = await service.create({ name: 'auto', roles: ['a'], expiresDays: 30, autoRotateDays: 7, via: 'test' })
+  await service.create({ name: 'manual', roles: ['a'], expiresDays: 30, via: 'test' })
   clock.advance(22 * DAY)
   t.same(await service.autoRotateDue(), [], 'not yet: 8 days left')
   t.same(service.serviceTokenAlerts().map((a) => a.name), ['manual'], 'an auto-rotating token does not alert before its rotation is due')
@@ -137,7 +137,7 @@ t.test('a failing hook takes the rotation back: the old token stays current', as
   writeFileSync(hook, '#!/bin/sh\ncat >/dev/null\necho "got it" >&2\nexit 3\n')
   chmodSync(hook, 0o755)
   const { service, clock, log, audit } = setup(t, config({}, { hook: ['fail.sh'] }), dir)
-  const { token: old, record } = service.create({ name: 'auto', roles: ['a'], expiresDays: 30, autoRotateDays: 7, via: 'test' })
+  const { token: old, record } = await service.create({ name: 'auto', roles: ['a'], expiresDays: 30, autoRotateDays: 7, via: 'test' })
   clock.advance(25 * DAY)
   t.same(await service.autoRotateDue(), [])
   const after = service.repository.find('auto')
@@ -157,7 +157,7 @@ t.test('a hook gets the token on standard input and only its own environment', a
   writeFileSync(hook, `#!/bin/sh\ncat > "${join(dir, 'got')}"\nenv > "${join(dir, 'env')}"\n`)
   chmodSync(hook, 0o755)
   const { service, clock } = setup(t, config({}, { hook: [hook] }), dir)
-  service.create({ name: 'hooked', roles: ['a'], expiresDays: 30, autoRotateDays: 7, via: 'test' })
+  await service.create({ name: 'hooked', roles: ['a'], expiresDays: 30, autoRotateDays: 7, via: 'test' })
   clock.advance(25 * DAY)
   t.same(await service.autoRotateDue(), ['hooked'])
   const token = readFileSync(join(dir, 'got'), 'utf8').trim()
@@ -171,17 +171,17 @@ t.test('a hook gets the token on standard input and only its own environment', a
 
 t.test('cleanup forgets previous tokens past their grace and purges tokens revoked or expired long ago', async (t) => {
   const { service, clock } = setup(t)
-  service.create({ name: 'rotated', roles: ['a'], via: 'test' })
-  service.rotate('rotated', { graceDays: 1, via: 'test' })
-  service.create({ name: 'revoked', roles: ['a'], via: 'test' })
-  service.revoke('revoked', { via: 'test' })
-  service.create({ name: 'short', roles: ['a'], expiresDays: 1, via: 'test' })
-  service.create({ name: 'kept', roles: ['a'], via: 'test' })
-  t.same(service.cleanup(30), { previous_cleared: 0, purged: 0, days: 30 }, 'nothing is old enough yet')
+  await service.create({ name: 'rotated', roles: ['a'], via: 'test' })
+  await service.rotate('rotated', { graceDays: 1, via: 'test' })
+  await service.create({ name: 'revoked', roles: ['a'], via: 'test' })
+  await service.revoke('revoked', { via: 'test' })
+  await service.create({ name: 'short', roles: ['a'], expiresDays: 1, via: 'test' })
+  await service.create({ name: 'kept', roles: ['a'], via: 'test' })
+  t.same(await service.cleanup(30), { previous_cleared: 0, purged: 0, days: 30 }, 'nothing is old enough yet')
   clock.advance(2 * DAY)
-  t.same(service.cleanup(30), { previous_cleared: 1, purged: 0, days: 30 })
+  t.same(await service.cleanup(30), { previous_cleared: 1, purged: 0, days: 30 })
   t.equal(service.repository.find('rotated')?.previousId, null)
   clock.advance(30 * DAY)
-  t.same(service.cleanup(30), { previous_cleared: 0, purged: 2, days: 30 })
+  t.same(await service.cleanup(30), { previous_cleared: 0, purged: 2, days: 30 })
   t.same(service.list().map((v) => v.name), ['kept', 'rotated'])
 })
