@@ -123,7 +123,8 @@ export async function runCli (argv: string[], context: CliContext): Promise<numb
       case 'tokens':
         return await runTokensCommand(sub, args, {
           configPath, env, json, roles: str(values.roles), description: str(values.description), expiresDays: str(values['expires-days']),
-          graceDays: str(values['grace-days']), autoRotateDays: str(values['auto-rotate-days']), previousOnly: values['previous-only'] === true, days: str(values.days)
+          graceDays: str(values['grace-days']), autoRotateDays: str(values['auto-rotate-days']), previousOnly: values['previous-only'] === true, days: str(values.days),
+          ...(context.clock !== undefined ? { clock: context.clock } : {})
         }, output)
       case 'doctor':
         return await runDoctorCommand(sub, args, { configPath, env, json, clock: context.clock ?? systemClock, stdin: context.stdin ?? process.stdin }, output)
