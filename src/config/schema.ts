@@ -310,7 +310,7 @@ export const StoreSchema = Type.Object({
   sessions: Type.Union([Type.Literal('sqlite'), Type.Literal('redis')], {
     default: DEFAULT_STORE_SESSIONS,
     'x-expected': 'sqlite or redis',
-    description: `Where sessions, their cached tokens, revocations, lockout counters and refresh locks live: \`sqlite\` (this sidecar's file; one replica) or \`redis\` (shared by every replica of the app; the SQLite file stays the local copy that carries sessions while Redis is unreachable). Default is ${DEFAULT_STORE_SESSIONS}.`
+    description: `Where sessions, their cached tokens, revocations, lockout counters, refresh locks and the shared copy of service tokens live: \`sqlite\` (this sidecar's file; one replica) or \`redis\` (shared by every replica of the app; the SQLite file stays the local copy that carries sessions while Redis is unreachable). Default is ${DEFAULT_STORE_SESSIONS}.`
   }),
   redis: RedisSchema
 }, { additionalProperties: false, default: {}, description: 'The session store (issue 14): one sidecar, or several replicas sharing Redis.' })
