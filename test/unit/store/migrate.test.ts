@@ -4,7 +4,7 @@ import Database from 'better-sqlite3'
 import { openDatabase, schemaVersion, probeWritable } from '../../../src/store/db.ts'
 import { loadMigrations, migrate } from '../../../src/store/migrate.ts'
 
-const TABLES = ['audit_log', 'jwks_cache', 'login_attempts', 'meta', 'password_reset_tokens', 'refresh_locks', 'service_tokens', 'sessions', 'store_outbox', 'sync_queue', 'token_cache', 'users']
+const TABLES = ['alert_events', 'alert_state', 'audit_log', 'jwks_cache', 'login_attempts', 'meta', 'password_reset_requests', 'password_reset_tokens', 'refresh_locks', 'service_tokens', 'sessions', 'store_outbox', 'sync_queue', 'token_cache', 'users']
 const LATEST = loadMigrations().at(-1)?.version ?? 0
 
 t.test('a new database gets every table of the design, in WAL mode', async (t) => {
