@@ -16,7 +16,7 @@ import { PasswordResetRepository } from './store/password-resets.ts'
 import { loadPolicies, type PolicySet } from './authz/policy.ts'
 import { PolicyStore } from './authz/policy-store.ts'
 import { cachedMaterialUsable, ModeTracker } from './breaker/mode.ts'
-import { createDecider, createIdentifier, type Decide, type DeciderDeps, type PolicySource, type SessionLookup } from './decision/decide.ts'
+import { createDecider, createIdentifier, type Decide, type DeciderDeps, type PolicySource, type ServiceTokenLookup, type SessionLookup } from './decision/decide.ts'
 import { identityFromClaims, type ClaimsReader } from './keycloak/claims.ts'
 import { createKeycloakClient, type KeycloakClient } from './keycloak/client.ts'
 import type { JwksManager } from './keycloak/jwks.ts'
@@ -39,9 +39,13 @@ import { SessionService } from './session/service.ts'
 import { AuditLogRepository } from './store/audit-log.ts'
 import { KeyRing } from './store/crypto.ts'
 import { openSessionStore } from './store/open-session-store.ts'
+import { RedisServiceTokenShare } from './store/redis-service-tokens.ts'
+import { RedisSessionStore } from './store/redis-session-store.ts'
 import type { SessionStore } from './store/session-store.ts'
 import { TokenCacheRepository } from './store/token-cache.ts'
 import { UsersRepository } from './store/users.ts'
+import { configuredDelivery } from './service-token/deliver.ts'
+import { ServiceTokenService } from './service-token/service.ts'
 
 /** What `buildApp` needs from outside: HOUSE-STYLE §2, no module-level singletons. */
 export interface AppDeps {
@@ -86,6 +90,8 @@ export interface App {
   /** The policies, reloadable: SIGHUP and the directory watch call {@link PolicyStore.reload}. */
   policies: PolicyStore
   sessions: SessionService
+  /** Service tokens (issue 16): the request-side check, reports, automatic rotation. */
+  serviceTokens: ServiceTokenService
   login: LoginService
   sync: SyncParts
   oidc: OidcClient
@@ -172,12 +178,25 @@ export function buildApp (config: Config, deps: AppDeps): App {
     config, users, audit, queue, pool, oidc, login, clock, log: sessionLog, queued,
     endOtherSessions: async (session) => (await sessions.endWhere({ username: session.username }, 'password_changed', session.id)).length
   })
+  const serviceTokens = new ServiceTokenService({
+    db: deps.db,
+    clock,
+    log: log.child({ module: 'service-tokens' }),
+    audit,
+    config: config.service_tokens,
+    delivery: configuredDelivery(config.service_tokens.auto_rotate, config.base_dir),
+    // With Redis, every replica's tokens are one set (issue 16): this file mirrors Redis' copy.
+    ...(store instanceof RedisSessionStore ? { shared: new RedisServiceTokenShare(store) } : {})
+  })
   const jar = new CookieJar(config.secrets.cookie_keys, config.session.cookie_name)
   metrics.bind({
     cachedTokens: () => sessions.countUsableTokens(),
     sessionsActive: () => sessions.countByMode(),
     storeMode: () => store.health(),
-    syncQueue: () => queue.depth(clock.now())
+    syncQueue: () => queue.depth(clock.now()),
+    serviceTokens: () => serviceTokens.counts(),
+    serviceTokenExpiries: () => serviceTokens.expiries(),
+    serviceTokenGraces: () => serviceTokens.graces()
   })
 
   const deciderDeps = deciderDepsFor(config, {
@@ -185,6 +204,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
     verifier,
     log: log.child({ module: 'decision' }),
     record: metrics.recordDecision,
+    ...(config.service_tokens.enabled ? { serviceTokens } : {}),
     sessions: {
       identify: async (cookie, scheme) => {
         const secret = jar.sessionSecret(cookie, cookiesSecure(config.session.cookie_secure, config.server.public_url, scheme))
@@ -214,7 +234,8 @@ export function buildApp (config: Config, deps: AppDeps): App {
       metrics: metrics.passwordResets
     })
     : undefined
-  const operations = new Operations({ config, db: deps.db, clock, log, metrics, pool, mode: tracker, queue, audit, mailer, status: () => status(), alerting: deps.worker?.leader !== false })
+  const operations = new Operations({ config, db: deps.db, clock, log, metrics, pool, mode: tracker, queue, audit, mailer, status: () => status(), alerting: deps.worker?.leader !== false,
+    ...(config.service_tokens.enabled ? { serviceTokens: { names: () => serviceTokens.repository.list().map((r) => r.name), serviceTokenAlerts: (now: number) => serviceTokens.serviceTokenAlerts(now) } } : {}) })
   metrics.bind({ alertsFiring: () => operations.firingByAlert() })
 
   let closing = false
@@ -232,6 +253,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
     sync: () => queue.stats(clock.now()),
     clientAuth: () => oidc.clientAuth,
     worker: deps.worker?.slot ?? null,
+    serviceTokens: () => serviceTokens.status(),
     policy: () => policies.status(),
     operations: () => operations.report()
   })
@@ -279,6 +301,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
     get policy () { return policies.current },
     policies,
     sessions,
+    serviceTokens,
     login,
     sync,
     oidc,
@@ -287,6 +310,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
     start: () => {
       const keys = jwks.start()
       sessions.start()
+      serviceTokens.start({ rotate: deps.worker?.leader !== false })
       operations.start()
       const shared = store.start()
       if (config.sync.enabled && config.keycloak.kind === 'keycloak' && deps.worker?.leader !== false) sync.worker.start()
@@ -299,7 +323,7 @@ export function buildApp (config: Config, deps: AppDeps): App {
       jwks.stop()
       keycloak.health.stop()
       await Promise.allSettled(listeners.map(async (listener) => { await listener.close() }))
-      await Promise.all([sessions.stop(), sync.worker.stop(), operations.stop()])
+      await Promise.all([sessions.stop(), sync.worker.stop(), operations.stop(), serviceTokens.stop()])
       mailer?.close()
       await store.close()
     }
@@ -333,7 +357,7 @@ export function tokenVerifier (config: Config, jwks: JwksManager, clock: Clock, 
  * sessions come from: what {@link buildApp} passes to `createDecider`, and what `policy check`
  * passes with a synthetic identity source, so both decide with the very same function.
  */
-export function deciderDepsFor (config: Config, parts: { policy: PolicySource, verifier: AccessTokenVerifier, log: Logger, sessions?: SessionLookup, record?: DeciderDeps['record'] }): DeciderDeps {
+export function deciderDepsFor (config: Config, parts: { policy: PolicySource, verifier: AccessTokenVerifier, log: Logger, sessions?: SessionLookup, serviceTokens?: ServiceTokenLookup, record?: DeciderDeps['record'] }): DeciderDeps {
   return {
     policy: parts.policy,
     verifier: parts.verifier,
@@ -342,6 +366,9 @@ export function deciderDepsFor (config: Config, parts: { policy: PolicySource, v
     prefix: config.server.prefix,
     log: parts.log,
     ...(parts.record !== undefined ? { record: parts.record } : {}),
-    ...(parts.sessions !== undefined ? { sessions: parts.sessions } : {})
+    ...(parts.sessions !== undefined ? { sessions: parts.sessions } : {}),
+    // Lost once in a merge (the spread hid it from the compiler): service tokens were then
+    // refused everywhere as unknown bearer tokens.
+    ...(parts.serviceTokens !== undefined ? { serviceTokens: parts.serviceTokens } : {})
   }
 }

@@ -21,6 +21,12 @@ export type ErrorCode =
   | 'ERR_KEYCLOAK_BAD_RESPONSE'
   | 'ERR_CLI_USAGE'
   | 'ERR_PROVIDER_NOT_KEYCLOAK'
+  | 'ERR_SERVICE_TOKEN_EXISTS'
+  | 'ERR_SERVICE_TOKEN_NOT_FOUND'
+  | 'ERR_SERVICE_TOKEN_REVOKED'
+  | 'ERR_SERVICE_TOKEN_CONFLICT'
+  | 'ERR_SERVICE_TOKEN_DELIVERY'
+  | 'ERR_SERVICE_TOKEN_REDIS_UNAVAILABLE'
 
 /** Options shared by every Gatehouse error. */
 export interface GatehouseErrorOptions {
@@ -142,5 +148,12 @@ export class UsageError extends GatehouseError {
 export class NotKeycloakError extends GatehouseError {
   constructor (what: string) {
     super('ERR_PROVIDER_NOT_KEYCLOAK', `${what} needs Keycloak's Admin API, and keycloak.provider is generic`)
+  }
+}
+
+/** A service-token operation that cannot be done (`gatehouse tokens …`, automatic rotation): exit code 1. */
+export class ServiceTokenError extends GatehouseError {
+  constructor (code: 'ERR_SERVICE_TOKEN_EXISTS' | 'ERR_SERVICE_TOKEN_NOT_FOUND' | 'ERR_SERVICE_TOKEN_REVOKED' | 'ERR_SERVICE_TOKEN_CONFLICT' | 'ERR_SERVICE_TOKEN_DELIVERY' | 'ERR_SERVICE_TOKEN_REDIS_UNAVAILABLE', message: string, options: GatehouseErrorOptions = {}) {
+    super(code, message, options)
   }
 }

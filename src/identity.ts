@@ -1,5 +1,5 @@
-/** How a caller was authenticated (DESIGN §3, `X-Auth-Request-Mode`). */
-export type AuthMode = 'keycloak' | 'cached' | 'local' | 'token'
+/** How a caller was authenticated (DESIGN §3, `X-Auth-Request-Mode`); `service`: a Gatehouse service token (issue 16). */
+export type AuthMode = 'keycloak' | 'cached' | 'local' | 'token' | 'service'
 
 /** Who a request belongs to, as every adapter forwards it. */
 export interface Identity {

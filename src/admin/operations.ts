@@ -17,6 +17,7 @@ import type { SyncQueueRepository } from '../store/sync-queue.ts'
 import { VERSION } from '../version.ts'
 import { History, type ServerHealth } from './history.ts'
 import type { StatusReport } from './status.ts'
+import type { ServiceTokenAlert } from '../service-token/service.ts'
 
 const MINUTE = 60_000
 const HOUR = 60 * MINUTE
@@ -65,6 +66,12 @@ export interface OperationsDeps {
   alerting?: boolean
   /** The status report, for the digest. */
   status: () => StatusReport | Promise<StatusReport>
+  /** Service tokens (issue 16), for their two alerts; absent when service tokens are off. */
+  serviceTokens?: {
+    /** Every token's name, whatever its state. */
+    names: () => string[]
+    serviceTokenAlerts: (now: number) => ServiceTokenAlert[]
+  }
 }
 
 /** How often the history samples counters and the alert timer looks for work, in milliseconds. */
@@ -162,7 +169,8 @@ export class Operations {
       syncOldestSeconds: depth?.oldestPendingSeconds ?? null,
       syncFailedLastHour: keycloakSync ? queue.failedSince(now - HOUR) : null,
       refresh: { attempts: this.history.increase('refresh:attempts', REFRESH_WINDOW_MS), failures: this.history.increase('refresh:failures', REFRESH_WINDOW_MS) },
-      refreshWindowCovered: this.history.coveredMs >= REFRESH_WINDOW_MS
+      refreshWindowCovered: this.history.coveredMs >= REFRESH_WINDOW_MS,
+      serviceTokens: this.#d.serviceTokens === undefined ? null : { names: this.#d.serviceTokens.names(), alerts: this.#d.serviceTokens.serviceTokenAlerts(now) }
     }
   }
 

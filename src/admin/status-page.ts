@@ -144,6 +144,14 @@ ${stackedBars(last.logins_per_minute, Date.parse(last.from), 'successful logins 
   const oldest = sync.oldest_pending_seconds === null ? 'none waiting' : duration(sync.oldest_pending_seconds)
   const syncRows = (['pending', 'processing', 'failed', 'dead', 'done'] as const).map((k) => `<tr><th>${k}</th><td class="num" id="sync-${k}">${esc(sync[k])}</td></tr>`).join('')
 
+  // Issue 16: tokens near expiry, soonest first, so the person on call sees what to rotate.
+  const st = r.service_tokens
+  const tokens = st === undefined
+    ? ''
+    : `<section id="service-tokens"><h2>Service tokens</h2><p id="service-token-counts">${(['active', 'expiring', 'expired', 'revoked', 'in_grace'] as const).map((k) => `${esc(st.counts[k])} ${k.replace('_', ' ')}`).join(' · ')}</p>${st.expiring.length === 0
+      ? '<p class="note" id="service-tokens-expiring-none">None expires soon.</p>'
+      : `<div class="table"><table><thead><tr><th>Expiring soon</th><th>Expires</th><th>Automatic rotation</th></tr></thead><tbody id="service-tokens-expiring">${st.expiring.map((e) => `<tr><td data-label="Token">${esc(e.name)}</td><td data-label="Expires">${time(e.expires_at, now, { future: true })}</td><td data-label="Automatic rotation">${e.auto_rotate_days === null ? 'off' : `${esc(e.auto_rotate_days)} days before`}</td></tr>`).join('')}</tbody></table></div>`}${st.alerts.filter((a) => a.kind === 'previous_in_use').map((a) => `<p class="note">${badge('previous in use', 'warn')} ${esc(a.name)}: the token before its rotation is still used; its grace period ends ${time(a.previous_valid_until, now, { future: true })}</p>`).join('')}</section>`
+
   const store = r.store
   const policy = r.policy
   const modeSince = r.mode_since ?? null
@@ -176,6 +184,7 @@ ${traffic}
 <dt>Cached token sets</dt><dd id="cached-tokens">${esc(r.sessions.cached_tokens)} usable</dd>
 <dt>Session store</dt><dd id="store">${store?.sessions == null ? DASH : `${esc(store.sessions)} · ${store.mode === 'normal' || store.mode == null ? esc(store.mode) : `${badge(store.mode, 'warn')} ${esc(store.reason)}${store.pending_replay != null && store.pending_replay > 0 ? `; ${esc(store.pending_replay)} writes wait to be replayed` : ''}`}`}</dd>
 </dl></section>
+${tokens}
 <section id="runtime"><h2>This instance</h2><dl>
 <dt>Policy version</dt><dd id="policy-version">${policy === undefined ? DASH : `${esc(policy.version)} · ${esc(policy.rules)} rule${policy.rules === 1 ? '' : 's'}, ${esc(policy.roles)} role${policy.roles === 1 ? '' : 's'} from ${esc(policy.files.join(', ') || 'no files')} · loaded ${time(policy.loaded_at, now)}${policy.last_reload?.result === 'failure' ? ` · <strong>last reload rejected</strong> ${time(policy.last_reload.at, now)}: ${esc(policy.last_reload.problems[0] ?? '')}` : ''}`}</dd>
 <dt>Database</dt><dd id="database">${esc(r.database.path)} (schema ${esc(r.database.schema_version)})</dd>

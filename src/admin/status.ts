@@ -9,6 +9,7 @@ import type { AccessTokenVerifier } from '../keycloak/verify-token.ts'
 import type { PolicyStatus } from '../authz/policy-store.ts'
 import type { StoreHealth } from '../store/session-store.ts'
 import type { SyncStats } from '../store/sync-queue.ts'
+import type { ServiceTokenStatus } from '../service-token/service.ts'
 import { VERSION } from '../version.ts'
 import type { OperationsReport } from './operations.ts'
 
@@ -61,6 +62,8 @@ export interface StatusReportBase {
   /** The sync queue: items by status, the oldest unfinished one's age, the latest error. */
   sync: { pending: number, processing: number, failed: number, dead: number, done: number, oldest_pending_seconds: number | null, last_error: SyncStats['lastError'] }
   database: { path: string, schema_version: number }
+  /** Service tokens by state, those expiring within `service_tokens.expiry_warning_days`, and their alerts. */
+  service_tokens?: ServiceTokenStatus
   /** The policies in force: version (content hash), when loaded, files, rule and role counts, the last reload. Absent when not known. */
   policy?: PolicyStatus
 }
@@ -89,6 +92,8 @@ export interface StatusSources {
   clientAuth?: () => ClientAuthState
   /** The cluster worker slot of this process; null or absent in a single process. */
   worker?: number | null
+  /** Service tokens' report; left out of the report when absent. */
+  serviceTokens?: () => ServiceTokenStatus
   /** The policy store's report. */
   policy?: () => PolicyStatus
   /** The serve process's last hour, alerts and mode history; absent for `gatehouse status` without an instance. */
@@ -146,6 +151,7 @@ export async function statusReport (s: StatusSources): Promise<StatusReport> {
     store: { sessions: store.store, mode: store.mode, reason: store.reason, pending_replay: store.pendingReplay },
     sync: (({ byStatus, oldestPendingSeconds, lastError }) => ({ ...byStatus, oldest_pending_seconds: oldestPendingSeconds, last_error: lastError }))(s.sync()),
     database: { path: s.databasePath, schema_version: s.schemaVersion() },
+    ...(s.serviceTokens !== undefined ? { service_tokens: s.serviceTokens() } : {}),
     ...(s.policy !== undefined ? { policy: s.policy() } : {}),
     ...s.operations?.()
   }

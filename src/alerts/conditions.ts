@@ -1,9 +1,10 @@
 import type { Config } from '../config/schema.ts'
 import type { CircuitState } from '../breaker/circuit-breaker.ts'
+import type { ServiceTokenAlert } from '../service-token/service.ts'
 import type { AlertSeverity } from '../store/alert-state.ts'
 
 /** The alerts Gatehouse raises itself (and, as Prometheus rules, deploy/prometheus/alerts.yaml). */
-export const ALERT_NAMES = ['circuit_open', 'sync_queue', 'sync_failures', 'token_refresh_failures'] as const
+export const ALERT_NAMES = ['circuit_open', 'sync_queue', 'sync_failures', 'token_refresh_failures', 'service_token_expiring', 'service_token_grace'] as const
 export type AlertName = typeof ALERT_NAMES[number]
 
 /**
@@ -53,9 +54,17 @@ export interface AlertInputs {
   refresh: { attempts: number, failures: number }
   /** Whether the refresh counts cover the whole 15 minutes (false just after a start). */
   refreshWindowCovered: boolean
+  /**
+   * Service tokens (issue 16): the name of every token known (each gets an observation, so a
+   * rotated or revoked one resolves), and what `ServiceTokenService.serviceTokenAlerts` found;
+   * null when service tokens are off.
+   */
+  serviceTokens: { names: readonly string[], alerts: readonly ServiceTokenAlert[] } | null
 }
 
 const minutes = (ms: number): string => `${Math.max(0, Math.floor(ms / 60_000))} min`
+// A duration for people: days above two days, else hours, else minutes.
+const left = (seconds: number): string => seconds >= 2 * 86_400 ? `${Math.floor(seconds / 86_400)} days` : seconds >= 2 * 3600 ? `${Math.floor(seconds / 3600)} h` : minutes(seconds * 1000)
 
 /**
  * Evaluates every condition of `alerts` (the thresholds) over `inputs`. Pure: the engine
@@ -142,5 +151,48 @@ export function evaluateConditions (inputs: AlertInputs, thresholds: Config['ale
     ],
     hint: 'Sessions cannot renew their Keycloak tokens: Keycloak unreachable, a rotated client secret, or a clock skew. gatehouse doctor diagnose checks each.'
   })
+
+  if (inputs.serviceTokens !== null) out.push(...serviceTokenObservations(inputs.serviceTokens))
+  return out
+}
+
+// One instance of each service-token alert per token name: firing while the service says so,
+// clear otherwise (rotated, revoked, or its previous token no longer used), so each resolves once.
+function serviceTokenObservations (tokens: NonNullable<AlertInputs['serviceTokens']>): AlertObservation[] {
+  const out: AlertObservation[] = []
+  const expiring = new Map<string, Extract<ServiceTokenAlert, { kind: 'expiring' }>>()
+  const grace = new Map<string, Extract<ServiceTokenAlert, { kind: 'previous_in_use' }>>()
+  for (const a of tokens.alerts) {
+    if (a.kind === 'expiring') expiring.set(a.name, a)
+    else grace.set(a.name, a)
+  }
+  for (const name of tokens.names) {
+    const e = expiring.get(name)
+    out.push({
+      key: `service_token_expiring:${name}`,
+      alert: 'service_token_expiring',
+      status: e === undefined ? 'clear' : 'firing',
+      severity: 'warning',
+      summary: e === undefined ? `Service token ${name} no longer expires soon` : `Service token ${name} expires in ${left(e.seconds_left)}`,
+      facts: e === undefined
+        ? [['token', name]]
+        : [['token', name], ['expires', e.expires_at], ['automatic rotation', e.auto_rotate_days === null ? 'off' : `${e.auto_rotate_days} days before expiry (overdue)`]],
+      hint: e?.auto_rotate_days != null
+        ? 'Its automatic rotation is overdue: look for "automatic rotation" in the log (a failed delivery is taken back), then gatehouse tokens rotate NAME by hand.'
+        : 'Rotate it (gatehouse tokens rotate NAME --grace-days N), hand the new token to its owner, and let the previous one run out.'
+    })
+    const g = grace.get(name)
+    out.push({
+      key: `service_token_grace:${name}`,
+      alert: 'service_token_grace',
+      status: g === undefined ? 'clear' : 'firing',
+      severity: 'warning',
+      summary: g === undefined ? `The previous token of ${name} is no longer in use near the end of its grace period` : `The previous token of ${name} is still in use; its grace period ends in ${left(g.seconds_left)}`,
+      facts: g === undefined
+        ? [['token', name]]
+        : [['token', name], ['grace period ends', g.previous_valid_until], ['previous token last used', g.previous_last_used_at]],
+      hint: 'A client still sends the token from before the last rotation and will get 401 when the grace period ends. Find it (the access log shows service:NAME), give it the new token, or extend with another rotation.'
+    })
+  }
   return out
 }

@@ -19,6 +19,7 @@ import { processReloadSignals, processStopSignals, type ReloadSignals, type Stop
 import { runStatusCommand } from './status-command.ts'
 import { runUsersCommand } from './users-command.ts'
 import { runSyncCommand } from './sync-command.ts'
+import { runTokensCommand } from './tokens-command.ts'
 import { runPolicyCommand } from './policy-command.ts'
 import { runDoctorCommand } from './doctor-command.ts'
 import { systemClock, type Clock } from '../clock.ts'
@@ -118,6 +119,12 @@ export async function runCli (argv: string[], context: CliContext): Promise<numb
         return await runSyncCommand(sub, args, {
           config: loadForServe(configPath, env).config, json, days: str(values.days), allDead: values['all-dead'] === true,
           stopSignals, ...(logDestination !== undefined ? { logDestination } : {})
+        }, output)
+      case 'tokens':
+        return await runTokensCommand(sub, args, {
+          configPath, env, json, roles: str(values.roles), description: str(values.description), expiresDays: str(values['expires-days']),
+          graceDays: str(values['grace-days']), autoRotateDays: str(values['auto-rotate-days']), previousOnly: values['previous-only'] === true, days: str(values.days),
+          ...(context.clock !== undefined ? { clock: context.clock } : {})
         }, output)
       case 'doctor':
         return await runDoctorCommand(sub, args, { configPath, env, json, clock: context.clock ?? systemClock, stdin: context.stdin ?? process.stdin }, output)

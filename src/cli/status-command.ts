@@ -14,6 +14,8 @@ import { databaseFile, openDatabase, schemaVersion } from '../store/db.ts'
 import { emit, formatTable, type Output } from './output.ts'
 import { withSessionService } from './session-access.ts'
 import { STATUS_EXIT_CODES } from './usage.ts'
+import { ServiceTokenService } from '../service-token/service.ts'
+import { AuditLogRepository } from '../store/audit-log.ts'
 
 /** Where a status report came from. */
 export type StatusSource = { kind: 'running', url: string } | { kind: 'offline', database: string | null }
@@ -64,7 +66,9 @@ async function offlineStatus (config: Config): Promise<{ report: StatusReport, s
       config, clock, startedAt: clock.now(), keycloak, mode: mode.mode, verifier, databasePath: found ? file : '(no database yet)', schemaVersion: () => schemaVersion(db),
       sessions: async () => ({ active: await sessions.countByMode(), cachedTokens: await sessions.countUsableTokens() }),
       store: () => sessions.store.health(),
-      sync: () => new SyncQueueRepository(db, ring).stats(clock.now())
+      sync: () => new SyncQueueRepository(db, ring).stats(clock.now()),
+      // The tokens near expiry, from this file (issue 16), as a running serve reports them.
+      ...(config.service_tokens.enabled ? { serviceTokens: () => new ServiceTokenService({ db, clock, log, audit: new AuditLogRepository(db), config: config.service_tokens }).status() } : {})
     }))
     return { report, source: { kind: 'offline', database: found ? file : null } }
   } finally {
@@ -123,6 +127,15 @@ export function formatStatus (report: StatusReport, source: StatusSource): strin
     `sync:      ${report.sync.pending} pending, ${report.sync.failed} failed, ${report.sync.dead} dead${report.sync.oldest_pending_seconds !== null ? `; oldest ${report.sync.oldest_pending_seconds}s` : ''}${report.sync.last_error !== null ? `; last error: ${report.sync.last_error.error}` : ''}`,
     `sessions:  ${Object.entries(report.sessions.active).map(([mode, n]) => `${n} ${mode}`).join(', ')}; ${report.sessions.cached_tokens} cached token set${report.sessions.cached_tokens === 1 ? '' : 's'} usable`,
     `store:     ${report.store.sessions} ${report.store.mode}${report.store.mode === 'degraded' ? ` (${report.store.reason ?? 'unreachable'}; ${report.store.pending_replay} writes to replay)` : ''}`,
-    `database:  ${report.database.path} (schema ${report.database.schema_version})`
+    `database:  ${report.database.path} (schema ${report.database.schema_version})`,
+    ...(report.service_tokens === undefined ? [] : [serviceTokenLine(report.service_tokens)])
   ].join('\n')
+}
+
+// Issue 16: the tokens near expiry by name, so `gatehouse status` says what to rotate.
+function serviceTokenLine (st: NonNullable<StatusReport['service_tokens']>): string {
+  const c = st.counts
+  const expiring = st.expiring.length === 0 ? 'none expiring soon' : `expiring soon: ${st.expiring.map((e) => `${e.name} (${e.expires_at})`).join(', ')}`
+  const grace = st.alerts.filter((a) => a.kind === 'previous_in_use').map((a) => a.name)
+  return `tokens:    ${c.active + c.expiring} live, ${c.revoked} revoked, ${c.expired} expired; ${expiring}${grace.length > 0 ? `; previous token still in use near the end of its grace: ${grace.join(', ')}` : ''}`
 }

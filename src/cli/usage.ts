@@ -2,6 +2,7 @@ import { DEFAULT_CONFIG_PATH } from '../config/load.ts'
 import { VERSION } from '../version.ts'
 import { DEFAULT_CLEANUP_DAYS } from './sessions-command.ts'
 import { DEFAULT_SYNC_CLEANUP_DAYS } from './sync-command.ts'
+import { DEFAULT_TOKENS_CLEANUP_DAYS } from './tokens-command.ts'
 import { POLICY_CHECK_REFUSED } from './policy-command.ts'
 
 /**
@@ -29,6 +30,11 @@ export const OPTIONS = {
   method: { type: 'string' },
   path: { type: 'string' },
   host: { type: 'string' },
+  description: { type: 'string' },
+  'expires-days': { type: 'string' },
+  'grace-days': { type: 'string' },
+  'auto-rotate-days': { type: 'string' },
+  'previous-only': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' }
 } as const
@@ -110,6 +116,16 @@ export const COMMANDS: readonly CommandSpec[] = [
       { sub: 'retry', usage: 'sync retry ID | --all-dead', summary: 'put failed or dead items back in the queue (exit 1 when there is\nno such item or it is neither failed nor dead)', options: ['json', 'all-dead'] },
       { sub: 'cleanup', usage: 'sync cleanup [--days N]', summary: `remove done items older than N days (default ${DEFAULT_SYNC_CLEANUP_DAYS})`, options: ['json', 'days'] },
       { sub: 'start', usage: 'sync start', summary: 'run the replay worker in the foreground (with sync.enabled: false in\nserve); SIGTERM or SIGINT stops it cleanly', options: [] }
+    ]
+  },
+  {
+    name: 'tokens',
+    forms: [
+      { sub: 'create', usage: 'tokens create NAME --roles a,b [--expires-days N] [--description TEXT] [--auto-rotate-days N]', summary: 'issue a service token (ght_...) for a machine client; printed once, on standard\noutput, never again (default lifetime service_tokens.default_expires_days);\n--auto-rotate-days: rotate it N days before expiry (see service_tokens.auto_rotate)', options: ['json', 'roles', 'description', 'expires-days', 'auto-rotate-days'] },
+      { sub: 'rotate', usage: 'tokens rotate NAME [--grace-days N]', summary: 'print a new current token; the previous one stays valid for N days\n(default service_tokens.default_grace_days), never beyond its own expiry', options: ['json', 'grace-days'] },
+      { sub: 'revoke', usage: 'tokens revoke NAME [--previous-only]', summary: 'refuse the token from the next request on (every process on the database);\n--previous-only: end the previous token\'s grace period now', options: ['json', 'previous-only'] },
+      { sub: 'list', usage: 'tokens list', summary: 'name, id, state, roles, created, expires, last used, live previous token\n(never a secret)', options: ['json'] },
+      { sub: 'cleanup', usage: 'tokens cleanup [--days N]', summary: `forget previous tokens past their grace period; purge tokens revoked or\nexpired more than N days ago (default ${DEFAULT_TOKENS_CLEANUP_DAYS})`, options: ['json', 'days'] }
     ]
   },
   {

@@ -249,7 +249,7 @@ export const HeadersSchema = Type.Object({
   groups: HeaderName(DEFAULT_HEADERS.groups, `Carries \`groups\`, comma-separated. Default is ${DEFAULT_HEADERS.groups}.`),
   roles: HeaderName(DEFAULT_HEADERS.roles, `Carries the roles, comma-separated and expanded by the policies (mapped, from groups, inherited): realm roles as named, client roles as \`client:role\`. Default is ${DEFAULT_HEADERS.roles}.`),
   permissions: HeaderName(DEFAULT_HEADERS.permissions, `Carries the permissions the roles grant under the policies' \`roles:\`, comma-separated. Default is ${DEFAULT_HEADERS.permissions}.`),
-  mode: HeaderName(DEFAULT_HEADERS.mode, `Carries how the caller was authenticated: keycloak, cached, local or token. Default is ${DEFAULT_HEADERS.mode}.`),
+  mode: HeaderName(DEFAULT_HEADERS.mode, `Carries how the caller was authenticated: keycloak, cached, local, token or service (a Gatehouse service token). Default is ${DEFAULT_HEADERS.mode}.`),
   access_token: HeaderName(DEFAULT_HEADERS.access_token, `Carries the access token when \`pass_access_token\` is on. Default is ${DEFAULT_HEADERS.access_token}.`),
   pass_access_token: Type.Boolean({ default: false, description: 'Send the caller\'s access token to the app in the access_token header. Default is false.' }),
   pass_authorization_header: Type.Boolean({ default: false, description: 'Send `Authorization: Bearer <access token>` to the app (replacing the client\'s). When false the client\'s own Authorization header is passed through unchanged. Default is false.' })
@@ -310,7 +310,7 @@ export const StoreSchema = Type.Object({
   sessions: Type.Union([Type.Literal('sqlite'), Type.Literal('redis')], {
     default: DEFAULT_STORE_SESSIONS,
     'x-expected': 'sqlite or redis',
-    description: `Where sessions, their cached tokens, revocations, lockout counters and refresh locks live: \`sqlite\` (this sidecar's file; one replica) or \`redis\` (shared by every replica of the app; the SQLite file stays the local copy that carries sessions while Redis is unreachable). Default is ${DEFAULT_STORE_SESSIONS}.`
+    description: `Where sessions, their cached tokens, revocations, lockout counters, refresh locks and the shared copy of service tokens live: \`sqlite\` (this sidecar's file; one replica) or \`redis\` (shared by every replica of the app; the SQLite file stays the local copy that carries sessions while Redis is unreachable). Default is ${DEFAULT_STORE_SESSIONS}.`
   }),
   redis: RedisSchema
 }, { additionalProperties: false, default: {}, description: 'The session store (issue 14): one sidecar, or several replicas sharing Redis.' })
@@ -395,6 +395,33 @@ export const SyncSchema = Type.Object({
   backoff_max_seconds: Type.Integer({ minimum: 1, default: 900, description: 'Longest retry delay. Default is 900 (15 minutes).' }),
   lease_seconds: Type.Integer({ minimum: 5, default: 120, description: 'How long a worker holds a claimed item; an item whose worker died is claimed again after it. Default is 120.' })
 }, { additionalProperties: false, default: {}, description: 'The sync queue\'s replay worker (identity writes to Keycloak).' })
+
+export const DEFAULT_SERVICE_TOKEN_EXPIRES_DAYS = 90
+export const DEFAULT_SERVICE_TOKEN_GRACE_DAYS = 7
+export const DEFAULT_SERVICE_TOKEN_EXPIRY_WARNING_DAYS = 14
+export const DEFAULT_SERVICE_TOKEN_GRACE_WARNING_HOURS = 24
+export const DEFAULT_SERVICE_TOKEN_MAX_FAILED_ATTEMPTS = 20
+export const DEFAULT_SERVICE_TOKEN_LOCKOUT_MINUTES = 15
+export const DEFAULT_AUTO_ROTATE_CHECK_MINUTES = 60
+export const DEFAULT_AUTO_ROTATE_HOOK_TIMEOUT_SECONDS = 30
+
+export const AutoRotateSchema = Type.Object({
+  check_interval_minutes: Type.Integer({ minimum: 1, default: DEFAULT_AUTO_ROTATE_CHECK_MINUTES, description: `How often serve looks for tokens due for automatic rotation, in minutes. Default is ${DEFAULT_AUTO_ROTATE_CHECK_MINUTES}.` }),
+  output_dir: Type.Optional(Type.String({ minLength: 1, description: 'Directory (relative to the config file) where an automatically rotated token is written, as `NAME.token`, mode 0600, replaced atomically. Default is none.' })),
+  hook: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { minItems: 1, description: 'A command run (without a shell, without PATH, with none of Gatehouse\'s environment) after an automatic rotation, as [program, args...], the program a path (relative to the config file): the new token on its standard input, GATEHOUSE_TOKEN_NAME, GATEHOUSE_TOKEN_ID and GATEHOUSE_TOKEN_EXPIRES_AT in its environment; a non-zero exit takes the rotation back. Its output is never logged. Default is none.' })),
+  hook_timeout_seconds: Type.Integer({ minimum: 1, default: DEFAULT_AUTO_ROTATE_HOOK_TIMEOUT_SECONDS, description: `How long the hook may run before it is killed and the rotation taken back, in seconds. Default is ${DEFAULT_AUTO_ROTATE_HOOK_TIMEOUT_SECONDS}.` })
+}, { additionalProperties: false, default: {}, description: 'Automatic rotation of tokens created with --auto-rotate-days: off for every token unless asked for, and only done when output_dir or hook says where the new token goes (see the README for the risks).' })
+
+export const ServiceTokensSchema = Type.Object({
+  enabled: Type.Boolean({ default: true, description: 'Accept service tokens (`Authorization: Bearer ght_...`). When false such a token is refused like any malformed bearer token. Default is true.' }),
+  default_expires_days: Type.Integer({ minimum: 1, default: DEFAULT_SERVICE_TOKEN_EXPIRES_DAYS, description: `Lifetime of a token created or rotated without --expires-days, in days. Default is ${DEFAULT_SERVICE_TOKEN_EXPIRES_DAYS}.` }),
+  default_grace_days: Type.Number({ minimum: 0, default: DEFAULT_SERVICE_TOKEN_GRACE_DAYS, description: `How long the previous token stays valid after a rotation without --grace-days (and after an automatic one), in days; never beyond its own expiry. Default is ${DEFAULT_SERVICE_TOKEN_GRACE_DAYS}.` }),
+  expiry_warning_days: Type.Integer({ minimum: 0, default: DEFAULT_SERVICE_TOKEN_EXPIRY_WARNING_DAYS, description: `A token expiring within this many days is listed by /status and raises the expiry alert. Default is ${DEFAULT_SERVICE_TOKEN_EXPIRY_WARNING_DAYS}.` }),
+  grace_warning_hours: Type.Number({ minimum: 0, default: DEFAULT_SERVICE_TOKEN_GRACE_WARNING_HOURS, description: `A previous token used within the last this many hours, with less than this many hours of its grace period left, raises the grace alert. Default is ${DEFAULT_SERVICE_TOKEN_GRACE_WARNING_HOURS}.` }),
+  max_failed_attempts: Type.Integer({ minimum: 0, default: DEFAULT_SERVICE_TOKEN_MAX_FAILED_ATTEMPTS, description: `Malformed or wrong service tokens from one client address within lockout_minutes after which that address's service tokens are refused for lockout_minutes (per process, in memory); 0: no limit. Default is ${DEFAULT_SERVICE_TOKEN_MAX_FAILED_ATTEMPTS}.` }),
+  lockout_minutes: Type.Integer({ minimum: 1, default: DEFAULT_SERVICE_TOKEN_LOCKOUT_MINUTES, description: `The window failures are counted in, and how long an address stays locked, in minutes. Default is ${DEFAULT_SERVICE_TOKEN_LOCKOUT_MINUTES}.` }),
+  auto_rotate: AutoRotateSchema
+}, { additionalProperties: false, default: {}, description: 'Service tokens for machine clients (`gatehouse tokens ...`): stored as hashes, rotated with a grace period, revoked at once.' })
 
 export const SecretsSchema = Type.Object({
   encryption_keys: Type.Array(Secret('A 32-byte key, base64 or hex.'), { minItems: 1, description: 'Keys for tokens and queued passwords at rest (AES-256-GCM): the first encrypts, every one decrypts, so keys rotate by adding a new one first. Required; keep them in the environment.' }),
@@ -491,6 +518,7 @@ const sections = {
   grpc: GrpcSchema,
   ext_authz: ExtAuthzSchema,
   forward_auth: ForwardAuthSchema,
+  service_tokens: ServiceTokensSchema,
   smtp: SmtpSchema,
   alerts: AlertsSchema,
   password_reset: PasswordResetSchema,
@@ -525,6 +553,7 @@ export type Config = Static<typeof ConfigSchema> & {
 
 export type KeycloakConfig = Config['keycloak']
 export type HeadersConfig = Static<typeof HeadersSchema>
+export type ServiceTokensConfig = Static<typeof ServiceTokensSchema>
 
 /** True for schema nodes `config show` must redact. */
 export function isSecretSchema (schema: TSchema): boolean {

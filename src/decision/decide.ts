@@ -9,6 +9,7 @@ import { matchRule, type PolicyRule, type PolicySet } from '../authz/policy.ts'
 import { shortfall, type ShortfallReason } from '../authz/requirements.ts'
 import { expandIdentity, type Access } from '../authz/roles.ts'
 import { identityHeaders } from './identity-headers.ts'
+import { isServiceToken, type ServiceTokenOutcome, type ServiceTokenRejection } from '../service-token/service.ts'
 
 /** Which way a request came in. Only the proxy owns the sidecar prefix. */
 export type EntryPoint = 'proxy' | 'forward_auth' | 'ext_authz_http' | 'ext_authz_grpc'
@@ -54,7 +55,7 @@ export type DecisionReason =
   | 'denied_by_policy'
   | ShortfallReason
   | 'internal_error'
-  | `token_${TokenRejection}`
+  | `token_${TokenRejection | ServiceTokenRejection}`
 
 /** The one answer every entry point translates (DESIGN §1). */
 export type Decision =
@@ -95,6 +96,8 @@ export interface DeciderDeps {
   log: Logger
   /** Browser sessions: the identity a request's session cookie stands for, or null. */
   sessions?: SessionLookup
+  /** Gatehouse's own service tokens (`ght_…`), checked before any JWT parsing; absent: refused as malformed bearer tokens. */
+  serviceTokens?: ServiceTokenLookup
   /** Counts each decision, by entry point and kind, with the seconds it took. */
   record?: (entry: EntryPoint, kind: Decision['kind'], seconds: number) => void
 }
@@ -107,6 +110,11 @@ export interface PolicySource {
 /** How `decide()` reads a session cookie (the session service, behind the cookie jar). */
 export interface SessionLookup {
   identify: (cookieHeader: string | string[] | undefined, scheme: string | undefined) => Promise<Identity | null>
+}
+
+/** How `decide()` checks a service token (the service-token service). */
+export interface ServiceTokenLookup {
+  authenticate: (token: string, ip: string | undefined) => ServiceTokenOutcome
 }
 
 /** The decision function: request facts in, {@link Decision} out. */
@@ -160,7 +168,7 @@ async function decideUnsafe (deps: DeciderDeps, memo: Memo, facts: RequestFacts)
     return deny(403, 'denied_by_policy', rule.name, null, { error: 'forbidden' })
   }
 
-  const caller = await authenticate(deps, policy, memo, facts.headers, facts.entry, facts.scheme)
+  const caller = await authenticate(deps, policy, memo, facts.headers, facts.entry, facts.scheme, facts.ip)
   if (caller.refused === 'no_credentials') {
     if ((facts.redirectBrowsers ?? facts.entry === 'proxy') && isBrowserNavigation(facts)) {
       return { kind: 'redirect', reason: 'no_credentials', location: `${deps.prefix}/login?rd=${encodeURIComponent(target)}`, rule: rule.name }
@@ -183,18 +191,27 @@ async function decideUnsafe (deps: DeciderDeps, memo: Memo, facts: RequestFacts)
 type Caller =
   | { refused?: undefined, identity: Identity, headers: Record<string, string>, access: Access }
   | { refused: 'no_credentials' }
-  | { refused: TokenRejection, detail: string }
+  | { refused: TokenRejection | ServiceTokenRejection, detail: string }
 
 /**
  * Authentication, the part of the decision every way of asking "who is this?" shares: a
  * bearer token first, else the session cookie. Successes are the memoised entries themselves,
  * so the request path allocates nothing for a known token or session.
  */
-async function authenticate (deps: DeciderDeps, policy: PolicySet, memo: Memo, headers: RequestFacts['headers'], entry: EntryPoint, scheme: string | undefined): Promise<Caller> {
+async function authenticate (deps: DeciderDeps, policy: PolicySet, memo: Memo, headers: RequestFacts['headers'], entry: EntryPoint, scheme: string | undefined, ip?: string): Promise<Caller> {
   const token = bearerToken(headers.authorization)
   if (token === null) {
     const identity = await deps.sessions?.identify(headers.cookie, scheme) ?? null
     return identity === null ? { refused: 'no_credentials' } : sessionHeaders(memo, identity, policy, deps)
+  }
+  // DESIGN §2: a service token is recognised by its prefix before any JWT parsing.
+  if (deps.serviceTokens !== undefined && isServiceToken(token)) {
+    const service = deps.serviceTokens.authenticate(token, ip)
+    if (!service.ok) {
+      deps.log.debug({ reason: service.reason, detail: service.detail, entry }, 'service token refused')
+      return { refused: service.reason, detail: service.detail }
+    }
+    return sessionHeaders(memo, service.identity, policy, deps)
   }
   const outcome = deps.verifier.remembered(token) ?? await deps.verifier.verify(token)
   if (!outcome.ok) {
@@ -299,4 +316,15 @@ export function bearerToken (header: string | string[] | undefined): string | nu
   if (typeof header !== 'string' || header.length < 8 || header.slice(0, 7).toLowerCase() !== 'bearer ') return null
   const token = header.slice(7).trim()
   return token !== '' && !token.includes(' ') ? token : null
+}
+
+/**
+ * Whether an `Authorization` header carries a service token (`Bearer ght_...`, well-formed or
+ * not). Such a header is Gatehouse's credential, never the app's: the proxy drops it even with
+ * `headers.pass_authorization_header: false`, and Envoy is told to remove it (issue 16).
+ */
+export function carriesServiceToken (header: string | string[] | undefined): boolean {
+  if (Array.isArray(header)) return header.some((value) => carriesServiceToken(value))
+  const token = bearerToken(header)
+  return token !== null && isServiceToken(token)
 }

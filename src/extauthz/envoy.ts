@@ -1,4 +1,4 @@
-import type { Decision } from '../decision/decide.ts'
+import { carriesServiceToken, type Decision } from '../decision/decide.ts'
 import type { SpoofableHeaders } from '../decision/identity-headers.ts'
 
 /**
@@ -13,7 +13,7 @@ export type EnvoyAnswer =
     /**
      * Headers Envoy must remove from the request to the app: every spoofable name Gatehouse
      * did not set (a gateway may forward headers it did not show us) and every spoofable
-     * header the request carried.
+     * header the request carried, and `authorization` when it carries a service token.
      */
     remove: readonly string[]
   }
@@ -34,8 +34,11 @@ export type GrpcDenyCode = 3 | 7 | 13 | 16
 
 const NO_STORE = 'no-store'
 
-/** Translates a decision for Envoy; `requestHeaders` are the names the check request carried. */
-export function envoyAnswer (decision: Decision, requestHeaders: Iterable<string>, spoofable: SpoofableHeaders): EnvoyAnswer {
+/**
+ * Translates a decision for Envoy; `requestHeaders` are the names the check request carried,
+ * `authorization` its Authorization header (a service token there is removed before the app).
+ */
+export function envoyAnswer (decision: Decision, requestHeaders: Iterable<string>, spoofable: SpoofableHeaders, authorization?: string | string[]): EnvoyAnswer {
   if (decision.kind === 'allow') {
     const set = decision.headers
     const remove = new Set<string>()
@@ -44,6 +47,9 @@ export function envoyAnswer (decision: Decision, requestHeaders: Iterable<string
       const name = raw.toLowerCase()
       if (set[name] === undefined && spoofable.test(name)) remove.add(name)
     }
+    // Envoy forwards the client's Authorization unless told otherwise; a service token is
+    // Gatehouse's credential, never the app's (issue 16).
+    if (set.authorization === undefined && carriesServiceToken(authorization)) remove.add('authorization')
     return { allow: true, headers: set, remove: [...remove] }
   }
   if (decision.kind === 'redirect') {

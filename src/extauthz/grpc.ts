@@ -108,7 +108,7 @@ function createCheck (deps: ExtAuthzGrpcDeps, checkResponse: (answer: EnvoyAnswe
       log.debug({ reason: decision.reason }, 'ext_authz check ended before its decision; answer dropped')
       return
     }
-    const envoy = envoyAnswer(decision, Object.keys(headers), spoofable)
+    const envoy = envoyAnswer(decision, Object.keys(headers), spoofable, headers.authorization)
     callback(null, checkResponse(envoy))
     if (accessLog !== null) {
       const path = decision.kind === 'allow' ? decision.target : target

@@ -44,7 +44,7 @@ export async function extAuthzHttpRoutes (scope: FastifyInstance, deps: ExtAuthz
       redirectBrowsers
     })
     request.decision = decision
-    const answer = envoyAnswer(decision, Object.keys(request.headers), deps.spoofable)
+    const answer = envoyAnswer(decision, Object.keys(request.headers), deps.spoofable, request.headers.authorization)
     if (answer.allow) {
       void reply.code(200).headers(answer.headers).header('cache-control', 'no-store')
       if (answer.remove.length > 0) void reply.header('x-envoy-auth-headers-to-remove', answer.remove.join(', '))

@@ -54,6 +54,14 @@ export interface Metrics {
   syncOperations: Counter<'operation' | 'result'>
   /** Time to replay one sync item. */
   syncReplayDuration: Histogram
+  /** Service tokens by state (active, expiring, expired, revoked) and live previous tokens (in_grace). */
+  serviceTokens: Gauge<'state'>
+  /** When each service token not revoked expires, in seconds since the epoch. */
+  serviceTokenExpiry: Gauge<'name'>
+  /** When the grace period of each live previous token ends, in seconds since the epoch. */
+  serviceTokenGraceEnd: Gauge<'name'>
+  /** When each live previous token was last used through this process's file, in seconds since the epoch. */
+  serviceTokenPreviousLastUsed: Gauge<'name'>
   /** Policy reloads (file watch, SIGHUP) by result: success, failure (rejected; the running set stays), unchanged. */
   policyReloads: Counter<'result'>
   /** Alert and digest notifications by channel (webhook, email) and result (sent, failed). */
@@ -76,6 +84,8 @@ export const UPSTREAM_ERROR_KINDS = ['refused', 'timeout', 'reset', 'network', '
 /** One of {@link UPSTREAM_ERROR_KINDS}. */
 export type UpstreamErrorKind = typeof UPSTREAM_ERROR_KINDS[number]
 
+/** The `state` values of `gatehouse_service_tokens`. */
+export const SERVICE_TOKEN_STATES = ['active', 'expiring', 'expired', 'revoked', 'in_grace'] as const
 /** The modes `gatehouse_store_mode` reports: `degraded` while Redis is unreachable and SQLite carries sessions, or Redis refuses the store's commands. */
 export const STORE_MODES = ['normal', 'degraded'] as const
 
@@ -112,6 +122,12 @@ export interface GaugeSources {
   syncQueue: () => { byStatus: Record<string, number>, oldestPendingSeconds: number | null }
   /** Log lines dropped since the process started (never decreases). */
   logLinesDropped: () => number
+  /** Service tokens by state. */
+  serviceTokens: () => Record<string, number>
+  /** Each service token not revoked and its expiry (ms since the epoch). */
+  serviceTokenExpiries: () => Array<{ name: string, expiresAt: number }>
+  /** Each previous token still inside its grace period: when that ends, and its last use (ms), if any. */
+  serviceTokenGraces: () => Array<{ name: string, validUntil: number, lastUsedAt: number | null }>
   /** Firing alert instances by alert name (every known alert, 0 when none fires). */
   alertsFiring: () => Record<string, number>
 }
@@ -328,6 +344,47 @@ export function createMetrics (sources: Partial<GaugeSources> = {}): Metrics & H
       help: 'Time to replay one sync item to Keycloak.',
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
       registers
+    }),
+    serviceTokens: new Gauge({
+      name: 'gatehouse_service_tokens',
+      help: 'Service tokens by state: active, expiring (within service_tokens.expiry_warning_days), expired, revoked; in_grace counts previous tokens still valid after a rotation.',
+      labelNames: ['state'] as const,
+      registers,
+      collect () {
+        const counts = bound.serviceTokens?.() ?? {}
+        for (const state of SERVICE_TOKEN_STATES) this.set({ state }, counts[state] ?? 0)
+      }
+    }),
+    serviceTokenExpiry: new Gauge({
+      name: 'gatehouse_service_token_expiry_timestamp_seconds',
+      help: 'When each service token that is not revoked expires, in seconds since the epoch.',
+      labelNames: ['name'] as const,
+      registers,
+      collect () {
+        // Reset first: a revoked or purged token's series must go, not stay at its last value.
+        this.reset()
+        for (const { name, expiresAt } of bound.serviceTokenExpiries?.() ?? []) this.set({ name }, Math.floor(expiresAt / 1000))
+      }
+    }),
+    serviceTokenGraceEnd: new Gauge({
+      name: 'gatehouse_service_token_grace_end_timestamp_seconds',
+      help: 'When the grace period of each previous (rotated) service token still valid ends, in seconds since the epoch.',
+      labelNames: ['name'] as const,
+      registers,
+      collect () {
+        this.reset()
+        for (const { name, validUntil } of bound.serviceTokenGraces?.() ?? []) this.set({ name }, Math.floor(validUntil / 1000))
+      }
+    }),
+    serviceTokenPreviousLastUsed: new Gauge({
+      name: 'gatehouse_service_token_previous_last_used_timestamp_seconds',
+      help: 'When each previous service token still inside its grace period was last used (as this sidecar saw it), in seconds since the epoch; no series before its first use.',
+      labelNames: ['name'] as const,
+      registers,
+      collect () {
+        this.reset()
+        for (const { name, lastUsedAt } of bound.serviceTokenGraces?.() ?? []) if (lastUsedAt !== null) this.set({ name }, Math.floor(lastUsedAt / 1000))
+      }
     }),
     policyReloads: new Counter({
       name: 'gatehouse_policy_reloads_total',

@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
+import { carriesServiceToken } from '../decision/decide.ts'
 
 /** What {@link forwardHeaders} adds and removes; built once per listener. */
 export interface ForwardOptions {
@@ -33,8 +34,8 @@ const DROPPED = new Set([...FORWARDED, ...HOP_BY_HOP])
 
 /**
  * The headers the app receives: the client's, minus every hop-by-hop header and every header
- * the client named in `Connection`, minus every spoofable identity header and Gatehouse's own
- * cookies, with X-Forwarded-For/Proto/Host describing the real client (RFC 7239's de-facto
+ * the client named in `Connection`, minus every spoofable identity header, Gatehouse's own
+ * cookies and an `Authorization` header carrying a service token, with X-Forwarded-For/Proto/Host describing the real client (RFC 7239's de-facto
  * predecessors, as nginx and oauth2-proxy send them), then the decision's identity headers
  * (lower-case names) on top. Nothing a client names in `Connection` can remove a header
  * Gatehouse sets: those are added after the client's are filtered.
@@ -49,6 +50,9 @@ export function forwardHeaders (request: FastifyRequest, headers: IncomingHttpHe
     const value = headers[name]
     if (value === undefined || DROPPED.has(name) || options.isSpoofable(name)) continue
     if (listed !== null && listed.includes(name)) continue
+    // A service token is Gatehouse's credential for this request, not the app's: it never
+    // reaches the app, whatever pass_authorization_header says (issue 16).
+    if (name === 'authorization' && carriesServiceToken(value)) continue
     if (name === 'cookie' && typeof value === 'string') {
       const kept = options.withoutOwnCookies(value)
       // An empty Cookie header is no cookie (RFC 6265 §5.4 never sends one).

@@ -2,6 +2,7 @@ import type { Db } from './db.ts'
 
 /** What happened (DESIGN §3: who, when, what, auth mode). */
 export type AuditAction = 'login' | 'logout' | 'password_change' | 'lockout' | 'session_invalidated' | 'backchannel_logout' | 'user_added' | 'user_disabled' | 'user_enabled' | 'password_reset_requested' | 'password_reset'
+  | 'service_token_created' | 'service_token_rotated' | 'service_token_revoked' | 'service_token_first_use' | 'service_token_lockout'
 
 /** One audit entry. Never holds a secret: no password, token or cookie goes in `detail`. */
 export interface AuditEntry {

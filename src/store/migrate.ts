@@ -28,8 +28,13 @@ export function loadMigrations (dir: URL = MIGRATIONS_DIR): Migration[] {
     .filter((m): m is RegExpExecArray => m !== null)
     .map((m) => ({ version: Number(m[1]), name: `${m[1]}-${m[2]}`, sql: readFileSync(new URL(m[0], dir), 'utf8') }))
     .sort((a, b) => a.version - b.version)
+  // Versions must increase but may skip numbers: branches developed side by side reserve
+  // numbers of their own (003, 004, 005), and a build may ship a later one before an earlier.
   migrations.forEach((m, i) => {
-    if (m.version !== i + 1) throw new StoreError('ERR_DB_MIGRATION', `migration ${m.name} is out of sequence: expected version ${i + 1}`)
+    const before = migrations[i - 1]
+    if (m.version < 1 || (before !== undefined && m.version === before.version)) {
+      throw new StoreError('ERR_DB_MIGRATION', `migration ${m.name} is out of sequence: its version is ${before === undefined ? 'below 1' : `that of ${before.name}`}`)
+    }
   })
   return migrations
 }

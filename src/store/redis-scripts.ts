@@ -15,7 +15,10 @@
  * - `P lock:{id}` → the refresh lock (its fence), `P fence:{id}` → the session's fence counter;
  * - `P att:seq`, `P att:u:{user}`, `P att:ip:{ip}` → login attempts (member: sequence, score: time);
  * - `P sync:lease:{user}`, `P sync:replayed:{user}` → a user's sync replay turn and what was replayed when;
- * - channel `P revocations` → JSON `{ ids, reason, at }` of every end.
+ * - channel `P revocations` → JSON `{ ids, reason, at }` of every end;
+ * - `P service-tokens` → hash of service-token records (issue 16) by name, each the JSON of a
+ *   `SharedTokenRecord` (identifiers and SHA-256 digests, never a token);
+ * - channel `P service-tokens` → JSON `{ records, deleted }` of every change to them.
  * The scripts name keys from ARGV (a prefix), which standalone Redis and Sentinel allow;
  * Redis Cluster, which needs every key declared and in one slot, is not supported.
  */
@@ -52,6 +55,31 @@ local function end_one(p, id, now, reason, force)
 end
 local function publish(p, ids, reason, now)
   if #ids > 0 then redis.call('PUBLISH', p..'revocations', cjson.encode({ ids = ids, reason = reason, at = tonumber(now) })) end
+end
+`
+
+// Which of two copies of one service token wins (see 006-shared-service-tokens.sql): the newer
+// lineage (created_at), then a revoked one (a revocation is never undone by a merge), then the
+// larger rev; Redis' copy on a tie. A revoked incoming copy of the same token over a newer
+// unrevoked one revokes that (its later rotation included), so a revoke made during an outage
+// holds whatever happened meanwhile.
+const MERGE_TOKEN = `
+local function merge_token(cur, inc)
+  if cur == nil then return inc, true end
+  if inc.created_at > cur.created_at then return inc, true end
+  if inc.created_at < cur.created_at then return cur, false end
+  if cur.revoked_at ~= nil then return cur, false end
+  if inc.revoked_at ~= nil then
+    if inc.rev > cur.rev then return inc, true end
+    cur.revoked_at = inc.revoked_at
+    cur.previous_id = nil
+    cur.previous_hash = nil
+    cur.previous_valid_until = nil
+    cur.rev = cur.rev + 1
+    return cur, true
+  end
+  if inc.rev > cur.rev then return inc, true end
+  return cur, false
 end
 `
 
@@ -383,6 +411,65 @@ return 0
 local key = ARGV[1]..'lock:'..ARGV[2]
 if redis.call('GET', key) == ARGV[3] then return redis.call('DEL', key) end
 return 0
+`
+,
+
+  // ARGV: prefix, name, record JSON, expected rev ('' to merge). Stores one service-token
+  // record and publishes it. With an expected rev (a create, rotate or revoke made against the
+  // copy read just before): only if Redis' rev is still that (0: no record), else 'conflict'.
+  // Without: merged (MERGE_TOKEN), for a replay or a push-back after Redis lost its data.
+  // Returns { 'written' | 'kept' | 'conflict', Redis' record JSON or '' }.
+  ghTokenPut: `${MERGE_TOKEN}
+local p, name, json, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = p..'service-tokens'
+local stored = redis.call('HGET', key, name)
+local cur = nil
+if stored then cur = cjson.decode(stored) end
+local out
+if expected ~= '' then
+  local rev = 0
+  if cur ~= nil then rev = cur.rev end
+  if rev ~= tonumber(expected) then return { 'conflict', stored or '' } end
+  out = json
+else
+  local winner, changed = merge_token(cur, cjson.decode(json))
+  if not changed then return { 'kept', stored } end
+  if winner == cur then out = cjson.encode(winner) else out = json end
+end
+redis.call('HSET', key, name, out)
+redis.call('PUBLISH', p..'service-tokens', '{"records":['..out..'],"deleted":[]}')
+return { 'written', out }
+`,
+
+  // ARGV: prefix, now, purgeBefore. As 'tokens cleanup': previous tokens past their grace are
+  // forgotten; tokens revoked, or expired, before purgeBefore deleted. Publishes the change and
+  // returns { previousCleared, purged, message JSON }.
+  ghTokenCleanup: `
+local p, now, before = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local key = p..'service-tokens'
+local all = redis.call('HGETALL', key)
+local records, deleted = {}, {}
+local cleared, purged = 0, 0
+for i = 1, #all, 2 do
+  local name, r = all[i], cjson.decode(all[i + 1])
+  if (r.revoked_at ~= nil and r.revoked_at < before) or (r.revoked_at == nil and r.expires_at < before) then
+    redis.call('HDEL', key, name)
+    table.insert(deleted, cjson.encode({ name = name, created_at = r.created_at }))
+    purged = purged + 1
+  elseif r.previous_id ~= nil and r.previous_valid_until ~= nil and r.previous_valid_until <= now then
+    r.previous_id = nil
+    r.previous_hash = nil
+    r.previous_valid_until = nil
+    r.rev = r.rev + 1
+    local out = cjson.encode(r)
+    redis.call('HSET', key, name, out)
+    table.insert(records, out)
+    cleared = cleared + 1
+  end
+end
+local message = '{"records":['..table.concat(records, ',')..'],"deleted":['..table.concat(deleted, ',')..']}'
+if cleared + purged > 0 then redis.call('PUBLISH', p..'service-tokens', message) end
+return { cleared, purged, message }
 `
 } as const
 

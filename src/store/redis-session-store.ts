@@ -38,10 +38,35 @@ export interface RedisSessionStoreOptions {
 
 type Fields = Record<string, string>
 type ScriptArgs = Array<string | number>
-type Scripted = Redis & { [K in ScriptName]: (...args: ScriptArgs) => Promise<unknown> }
 
 /** Why a Redis call was not made or did not complete: the caller falls back to SQLite. */
-class RedisUnavailable extends Error {}
+export class RedisUnavailable extends Error {}
+
+/**
+ * Another part of Gatehouse whose state Redis shares between replicas over this store's
+ * connections, breaker and deadline (service tokens, issue 16): its channel, what to do with
+ * a message on it, and its part of every reconciliation (at start and after each reconnect).
+ */
+export interface SharedParticipant {
+  /** The channel's full name (under the key prefix). */
+  channel: string
+  onMessage: (message: string) => void
+  /** Run after the sessions' own reconciliation; throws RedisUnavailable to be retried. */
+  reconcile: () => Promise<void>
+  /** Whether local writes wait to reach Redis (the once-a-second check then reconciles). */
+  pending: () => boolean
+}
+
+/** What a {@link SharedParticipant} calls Redis with. */
+export interface SharedRedis {
+  /** The key and channel prefix (`store.redis.key_prefix`). */
+  readonly prefix: string
+  /** One call under the deadline and the breaker; RedisUnavailable when it could not be made. */
+  call: <T>(fn: (client: Scripted) => Promise<T>) => Promise<T>
+}
+
+/** The client a {@link SharedParticipant} is handed: ioredis with the scripts of redis-scripts.ts. */
+export type Scripted = Redis & { [K in ScriptName]: (...args: ScriptArgs) => Promise<unknown> }
 
 const MODES: readonly SessionMode[] = ['keycloak', 'cached', 'local']
 // A replica back from a partition reads the revocations recorded since it last looked, less
@@ -67,6 +92,11 @@ const REPUSH_BATCH = 100
  */
 export class RedisSessionStore implements SessionStore {
   readonly kind = 'redis' as const
+
+  /** The key and channel prefix (`store.redis.key_prefix`). */
+  get prefix (): string {
+    return this.#prefix
+  }
   readonly #options: RedisSessionStoreOptions
   readonly #local: SqliteSessionStore
   readonly #prefix: string
@@ -76,6 +106,8 @@ export class RedisSessionStore implements SessionStore {
   readonly #breaker: CircuitBreaker
   readonly #outbox: StoreOutbox
   readonly #listeners = new Set<RevocationListener>()
+  readonly #participants: SharedParticipant[] = []
+  #started = false
   readonly #log: Logger
   #ready = false
   #lastError: string | null = null
@@ -135,7 +167,18 @@ export class RedisSessionStore implements SessionStore {
     })
     this.#subscriber.on('message', (channel: string, message: string) => {
       if (channel === this.#channel) this.#revoked(message)
+      else if (!this.#closed) for (const p of this.#participants) if (p.channel === channel) p.onMessage(message)
     })
+  }
+
+  /**
+   * Joins `participant` to this store's Redis: its channel is subscribed, its reconciliation
+   * runs in each of the store's, and it calls Redis through the returned handle.
+   */
+  participate (participant: SharedParticipant): SharedRedis {
+    this.#participants.push(participant)
+    if (this.#started) void this.#subscriber.subscribe(participant.channel).catch(() => {})
+    return { prefix: this.#prefix, call: async (fn) => await this.#call(fn) }
   }
 
   /** Each user's sync replay turn, in Redis (see {@link SyncOrder}). */
@@ -152,7 +195,8 @@ export class RedisSessionStore implements SessionStore {
   /** Waits for Redis up to `connect_timeout_ms`; never fails (SQLite carries on without it). */
   async start (): Promise<void> {
     const timeout = this.#options.redis.connect_timeout_ms
-    void this.#subscriber.subscribe(this.#channel).catch(() => {})
+    this.#started = true
+    void this.#subscriber.subscribe(this.#channel, ...this.#participants.map((p) => p.channel)).catch(() => {})
     await new Promise<void>((resolve) => {
       if (this.#ready) return resolve()
       const timer = setTimeout(done, timeout)
@@ -170,7 +214,7 @@ export class RedisSessionStore implements SessionStore {
     // once per cooldown; and a reconciliation that is due (one that failed, or writes waiting).
     this.#probe = setInterval(() => {
       if (this.#breaker.probeDue()) void this.#call(async (c) => await c.ping()).catch(() => {})
-      else if (this.#breaker.state === 'closed' && this.#ready && (this.#resyncDue || this.#outbox.count() > 0)) this.#scheduleReconcile()
+      else if (this.#breaker.state === 'closed' && this.#ready && (this.#resyncDue || this.#outbox.count() > 0 || this.#participants.some((p) => p.pending()))) this.#scheduleReconcile()
     }, 1000)
     this.#probe.unref()
   }
@@ -569,6 +613,7 @@ export class RedisSessionStore implements SessionStore {
     }
     this.#lastResyncAt = now
     this.#tell(null)
+    for (const participant of this.#participants) await participant.reconcile()
   }
 
   async #replay (entry: OutboxEntry): Promise<void> {

@@ -272,3 +272,53 @@ t.test('token_refresh_failures: held until 15 minutes are covered, fires once ab
   t.equal(mail.messages.length, 3)
   t.equal(hook.received.length, 3)
 })
+
+t.test('service tokens: expiring within expiry_warning_days and a previous token used near the end of its grace fire once, repeat after the interval, resolve once', async (t) => {
+  const DAY = 24 * 60 * MINUTE
+  const cluster = await startCluster(t, 1)
+  const mail = await startMailServer(t)
+  const hook = await startWebhookReceiver(t)
+  const clock = manualClock(Date.parse('2025-03-04T02:00:00Z'))
+  const gatehouse = await startGatehouse(t, alertConfig(t.testdir(), cluster, mail, hook.url), { clock })
+  await gatehouse.started
+  const { operations: ops, serviceTokens } = gatehouse.app
+  const keys = (sent: Array<{ kind: string, key: string }>): string[][] => sent.map((n) => [n.kind, n.key]).filter(([, key]) => key?.startsWith('service_token_'))
+
+  const { token: old } = await serviceTokens.create({ name: 'nightly', roles: ['reports'], expiresDays: 20, via: 'test' })
+  await serviceTokens.create({ name: 'steady', roles: ['reports'], expiresDays: 90, via: 'test' })
+  t.same(keys(await ops.evaluate()), [], '20 days left: nothing')
+  clock.advance(6 * DAY + 1000)
+  const fired = await ops.evaluate()
+  t.same(keys(fired), [['firing', 'service_token_expiring:nightly']], 'under 14 days left: fires, for that token only')
+  const body = hook.received.at(-1)?.body as { text: string, gatehouse: Record<string, unknown> }
+  t.equal(body.text, 'FIRING warning: Service token nightly expires in 13 days')
+  t.match(body.gatehouse, { alert: 'service_token_expiring', key: 'service_token_expiring:nightly', state: 'firing', repeat: false })
+  t.match(mail.messages.at(-1)?.subject, '[GH] FIRING warning: Service token nightly expires in 13 days')
+  t.same(keys(await ops.evaluate()), [], 'evaluated again: not sent twice')
+  clock.advance(30 * MINUTE)
+  t.same(keys(await ops.evaluate()), [['repeat', 'service_token_expiring:nightly']], 'again after repeat_interval_minutes')
+
+  // Rotated with two days of grace: the new token has a whole lifetime, so the expiry alert
+  // resolves; the old one, still used with under grace_warning_hours left, raises the grace alert.
+  await serviceTokens.rotate('nightly', { graceDays: 2, via: 'test' })
+  t.same(keys(await ops.evaluate()), [['resolved', 'service_token_expiring:nightly']], 'resolved by the rotation')
+  t.match(hook.received.at(-1)?.body, { text: 'RESOLVED: Service token nightly no longer expires soon', gatehouse: { state: 'resolved' } })
+  clock.advance(DAY + 2 * 60 * MINUTE)
+  t.same(keys(await ops.evaluate()), [], 'the previous token not used since the rotation: nothing')
+  const used = await fetch(`${gatehouse.proxyUrl}/hello`, { headers: { authorization: `Bearer ${old}` } })
+  t.equal(used.status, 200, 'a client still sends the previous token')
+  const grace = await ops.evaluate()
+  t.same(keys(grace), [['firing', 'service_token_grace:nightly']])
+  t.equal((hook.received.at(-1)?.body as { text: string }).text, 'FIRING warning: The previous token of nightly is still in use; its grace period ends in 22 h')
+  const metrics = await (await fetch(`${gatehouse.adminUrl}/metrics`)).text()
+  t.match(metrics, /^gatehouse_alerts_firing\{alert="service_token_grace"\} 1$/m)
+  t.match(metrics, /^gatehouse_service_token_grace_end_timestamp_seconds\{name="nightly"\} \d+$/m)
+  t.match(metrics, /^gatehouse_service_token_previous_last_used_timestamp_seconds\{name="nightly"\} \d+$/m)
+  const status = await (await fetch(`${gatehouse.adminUrl}/status`)).json() as { alerts: { firing: Array<{ key: string }> } }
+  t.ok(status.alerts.firing.some((f) => f.key === 'service_token_grace:nightly'), '/status lists it')
+
+  await serviceTokens.revoke('nightly', { previousOnly: true, via: 'test' })
+  t.same(keys(await ops.evaluate()), [['resolved', 'service_token_grace:nightly']], 'the previous token revoked: resolved once')
+  clock.advance(60 * MINUTE)
+  t.same(keys(await ops.evaluate()), [], 'and never again')
+})

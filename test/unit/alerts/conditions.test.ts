@@ -7,7 +7,7 @@ import { AlertsSchema, type Config } from '../../../src/config/schema.ts'
 
 const thresholds = Value.Default(AlertsSchema, {}) as Config['alerts']
 const NOW = Date.parse('2025-06-01T12:00:00Z')
-const base: AlertInputs = { now: NOW, circuits: [], syncUnfinished: null, syncOldestSeconds: null, syncFailedLastHour: null, refresh: { attempts: 0, failures: 0 }, refreshWindowCovered: true }
+const base: AlertInputs = { now: NOW, circuits: [], syncUnfinished: null, syncOldestSeconds: null, syncFailedLastHour: null, refresh: { attempts: 0, failures: 0 }, refreshWindowCovered: true, serviceTokens: null }
 const only = (inputs: Partial<AlertInputs>, alert: string) => evaluateConditions({ ...base, ...inputs }, thresholds).filter((o) => o.alert === alert)
 
 t.test('token refresh failures: judged only with enough refreshes; held while the window is not covered yet', async (t) => {
@@ -47,4 +47,30 @@ t.test('the digest schedule in a time zone, across a DST change', async (t) => {
   t.equal(latestOccurrence(Date.parse('2025-03-04T00:15:00Z'), '00:15', 'UTC'), Date.parse('2025-03-04T00:15:00Z'), 'at the minute itself')
   t.equal(formatTime(Date.parse('2025-07-15T06:00:00Z'), 'Europe/Berlin'), '2025-07-15 06:00:00 UTC (08:00 Europe/Berlin)')
   t.equal(formatTime(Date.parse('2025-07-15T06:00:00Z'), 'UTC'), '2025-07-15 06:00:00 UTC')
+})
+
+t.test('service tokens: one expiring and one grace instance per token, firing while the service reports it, clear otherwise', async (t) => {
+  t.same(only({}, 'service_token_expiring'), [], 'service tokens off: nothing observed')
+  const observed = evaluateConditions({
+    ...base,
+    serviceTokens: {
+      names: ['ci', 'quiet'],
+      alerts: [
+        { kind: 'expiring', name: 'ci', expires_at: '2025-06-10T12:00:00.000Z', seconds_left: 9 * 86_400, auto_rotate_days: null },
+        { kind: 'previous_in_use', name: 'ci', previous_valid_until: '2025-06-01T17:00:00.000Z', seconds_left: 5 * 3600, previous_last_used_at: '2025-06-01T11:59:00.000Z' }
+      ]
+    }
+  }, thresholds).filter((o) => o.alert.startsWith('service_token_'))
+  t.same(observed.map((o) => [o.key, o.status, o.severity]), [
+    ['service_token_expiring:ci', 'firing', 'warning'],
+    ['service_token_grace:ci', 'firing', 'warning'],
+    ['service_token_expiring:quiet', 'clear', 'warning'],
+    ['service_token_grace:quiet', 'clear', 'warning']
+  ])
+  t.equal(observed[0]?.summary, 'Service token ci expires in 9 days')
+  t.equal(observed[1]?.summary, 'The previous token of ci is still in use; its grace period ends in 5 h')
+  t.same(observed[1]?.facts, [['token', 'ci'], ['grace period ends', '2025-06-01T17:00:00.000Z'], ['previous token last used', '2025-06-01T11:59:00.000Z']])
+  const auto = only({ serviceTokens: { names: ['bot'], alerts: [{ kind: 'expiring', name: 'bot', expires_at: 'x', seconds_left: 90 * 60, auto_rotate_days: 7 }] } }, 'service_token_expiring')
+  t.equal(auto[0]?.summary, 'Service token bot expires in 90 min')
+  t.match(auto[0]?.hint, /automatic rotation is overdue/)
 })

@@ -8,7 +8,8 @@ import { parse, stringify } from 'yaml'
 import { requireProgram } from '../../fixtures/system-programs.ts'
 import {
   DEFAULT_CIRCUIT_OPEN_MINUTES, DEFAULT_FAILED_SYNC_THRESHOLD, DEFAULT_REFRESH_FAILURE_RATE,
-  DEFAULT_REFRESH_MIN_ATTEMPTS, DEFAULT_SYNC_QUEUE_CRITICAL, DEFAULT_SYNC_QUEUE_WARNING
+  DEFAULT_REFRESH_MIN_ATTEMPTS, DEFAULT_SYNC_QUEUE_CRITICAL, DEFAULT_SYNC_QUEUE_WARNING,
+  DEFAULT_SERVICE_TOKEN_EXPIRY_WARNING_DAYS, DEFAULT_SERVICE_TOKEN_GRACE_WARNING_HOURS
 } from '../../../src/config/schema.ts'
 import { ALERT_NAMES } from '../../../src/alerts/conditions.ts'
 
@@ -97,7 +98,9 @@ t.test('every in-process alert has its rule, with the same default threshold', a
     circuit_open: ['GatehouseCircuitOpen', 'GatehouseNoKeycloak'],
     sync_queue: ['GatehouseSyncQueueWarning', 'GatehouseSyncQueueCritical'],
     sync_failures: ['GatehouseSyncFailures'],
-    token_refresh_failures: ['GatehouseTokenRefreshFailures']
+    token_refresh_failures: ['GatehouseTokenRefreshFailures'],
+    service_token_expiring: ['GatehouseServiceTokenExpiring'],
+    service_token_grace: ['GatehouseServiceTokenPreviousInUse']
   }
   t.same(Object.keys(counterparts).sort(), [...ALERT_NAMES].sort(), 'every alert of src/alerts/conditions.ts is mapped')
   t.equal(rule('GatehouseCircuitOpen').for, `${DEFAULT_CIRCUIT_OPEN_MINUTES}m`)
@@ -110,6 +113,8 @@ t.test('every in-process alert has its rule, with the same default threshold', a
   t.match(refresh, `) > ${DEFAULT_REFRESH_FAILURE_RATE}\n`)
   t.match(refresh, `[15m])) >= ${DEFAULT_REFRESH_MIN_ATTEMPTS}`)
   t.match(refresh, 'result!="no_refresh_token"', 'sessions without a refresh token are not counted, as in-process')
+  t.match(rule('GatehouseServiceTokenExpiring').expr, `< ${DEFAULT_SERVICE_TOKEN_EXPIRY_WARNING_DAYS} * 86400`, 'service_tokens.expiry_warning_days')
+  t.match(rule('GatehouseServiceTokenPreviousInUse').expr, `< ${DEFAULT_SERVICE_TOKEN_GRACE_WARNING_HOURS} * 3600`, 'service_tokens.grace_warning_hours')
   for (const r of rules) {
     t.match(r.labels.severity, /^(warning|critical)$/, `${r.alert}: severity`)
     t.ok((r.annotations.summary ?? '').includes('{{ $labels.instance }}'), `${r.alert}: the summary names the sidecar`)
