@@ -3,7 +3,8 @@
 // it the bench's load (1,000 distinct tokens), after a warm-up that verified every token; the
 // bare @fastify/http-proxy gets the same load under the same profiler. Prints both processes' top functions by self time, in µs per request, and
 // Gatehouse's functions that the bare proxy does not run at all: the cost of authentication.
-// BENCH_DURATION (seconds of load, default 10) and BENCH_CONNECTIONS (default 50) tune it.
+// BENCH_DURATION (seconds of load, default 10) and BENCH_CONNECTIONS (default 50) tune it;
+// BENCH_PROFILE_MAIN names another build's entry to profile instead (the before of a change).
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -107,7 +108,8 @@ try {
     return await profileDuring(proc, async () => await load(url, DURATION))
   }
 
-  const gatehouse = await start('gatehouse', [here('../dist/bundle/gatehouse.js'), 'serve', '-c', config])
+  // BENCH_PROFILE_MAIN=/other/build/entry.js profiles another build (a before, for an after).
+  const gatehouse = await start('gatehouse', [process.env.BENCH_PROFILE_MAIN ?? here('../dist/bundle/gatehouse.js'), 'serve', '-c', config])
   const gatehouseUrl = String(gatehouse.first.proxy)
   for (let i = 0; (await fetch(`${gatehouseUrl}/bench`, { headers: { authorization: `Bearer ${tokens[0]}` } })).status !== 200; i++) {
     if (i > 100) throw new Error('gatehouse never accepted the tokens')

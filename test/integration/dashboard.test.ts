@@ -30,7 +30,23 @@ async function nextRefresh (page: Page): Promise<void> {
   await page.waitForLoadState('load')
 }
 
-const text = async (page: Page, selector: string): Promise<string> => ((await page.textContent(selector)) ?? '').replace(/\s+/g, ' ').trim()
+/**
+ * Reads the page. It reloads itself every second (`dashboard_refresh_seconds: 1`), and a reload
+ * that lands during a read destroys the document being read; the clock is the test's, so the
+ * reloaded page says the same, and the read is made again on it.
+ */
+async function read<T> (page: Page, what: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await what()
+    } catch (err) {
+      if (attempt >= 5 || !/Execution context was destroyed|navigation/i.test((err as Error).message)) throw err
+      await page.waitForLoadState('load')
+    }
+  }
+}
+
+const text = async (page: Page, selector: string): Promise<string> => ((await read(page, async () => await page.textContent(selector))) ?? '').replace(/\s+/g, ' ').trim()
 
 t.test('the dashboard: mode, circuits and their last hour, traffic, sync queue, sessions, local times; the mode change shows on the next refresh', async (t) => {
   if (requireProgram(t, 'chromium') === null) return
@@ -71,7 +87,7 @@ t.test('the dashboard: mode, circuits and their last hour, traffic, sync queue, 
   const page = await context.newPage()
   await page.goto(`${gatehouse.adminUrl}/status.html`)
   t.equal(await text(page, '#mode'), 'normal')
-  t.equal(await page.title(), 'Gatehouse: normal')
+  t.equal(await read(page, async () => await page.title()), 'Gatehouse: normal')
   t.equal(await text(page, '#circuit-0'), 'closed')
   t.equal(await text(page, '#circuit-1'), 'closed')
   t.equal(await text(page, '#keycloak-reachable'), 'reachable · strategy priority')
@@ -96,15 +112,15 @@ t.test('the dashboard: mode, circuits and their last hour, traffic, sync queue, 
   t.match(generated, 'Rendered 2025-03-04 02:05:00 UTC', 'times in UTC')
   t.match(generated, 'Rendered 2025-03-04 02:05:00 UTC (0 s ago) · 2025-03-04 11:05:00 local (Asia/Tokyo)', 'and the reader\'s local time beside them')
   t.match(generated, 'reloads every 1 s')
-  const strips = await page.$$eval('svg.strip', (svgs) => svgs.map((s) => s.getAttribute('data-summary')))
+  const strips = await read(page, async () => await page.$$eval('svg.strip', (svgs) => svgs.map((s) => s.getAttribute('data-summary'))))
   t.same(strips, ['closed 6 min', 'closed 6 min'], 'a circuit strip per server, one cell per minute recorded')
-  const bars = await page.$$eval('svg.bars', (svgs) => svgs.map((s) => s.getAttribute('aria-label')))
+  const bars = await read(page, async () => await page.$$eval('svg.bars', (svgs) => svgs.map((s) => s.getAttribute('aria-label'))))
   t.same(bars, [
     `decisions per minute, last hour: allow ${allowed}, redirect 0, deny 5; busiest minute 6`,
     'successful logins per minute, last hour: keycloak 0, cached 0, local 1; busiest minute 1'
   ])
-  t.equal(await page.evaluate('document.documentElement.scrollWidth'), 390, 'nothing wider than a phone screen: the page does not scroll sideways')
-  t.same(await page.$$eval('[src], link[href]', (els) => els.map((e) => e.outerHTML)), [], 'no external asset (no src, no linked style sheet)')
+  t.equal(await read(page, async () => await page.evaluate('document.documentElement.scrollWidth')), 390, 'nothing wider than a phone screen: the page does not scroll sideways')
+  t.same(await read(page, async () => await page.$$eval('[src], link[href]', (els) => els.map((e) => e.outerHTML))), [], 'no external asset (no src, no linked style sheet)')
   await screenshot(page, 'dashboard-phone-normal')
 
   // The first server refuses for a few minutes: its circuit opens, the other still answers.
@@ -125,11 +141,11 @@ t.test('the dashboard: mode, circuits and their last hour, traffic, sync queue, 
   t.equal(app.mode.mode, 'degraded')
   await nextRefresh(page)
   t.equal(await text(page, '#mode'), 'degraded', 'the mode change is on the first page rendered after it')
-  t.equal(await page.title(), 'Gatehouse: degraded')
+  t.equal(await read(page, async () => await page.title()), 'Gatehouse: degraded')
   t.equal(await text(page, '#circuit-1'), 'open')
   t.match(await text(page, '#keycloak-reachable'), /^unreachable/)
   t.match(await text(page, '#mode-since'), 'since 2025-03-04 02:09:02 UTC (0 s ago)')
-  const after = await page.$$eval('svg.strip', (svgs) => svgs.map((s) => s.getAttribute('data-summary')))
+  const after = await read(page, async () => await page.$$eval('svg.strip', (svgs) => svgs.map((s) => s.getAttribute('data-summary'))))
   // A minute shows the worst its circuit was in it: the first opened during 02:05.
   t.same(after, ['closed 5 min, open 5 min', 'closed 9 min, open 1 min'], 'the history shows when each circuit opened')
   await screenshot(page, 'dashboard-phone-degraded')
