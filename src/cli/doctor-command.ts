@@ -1,4 +1,3 @@
-import { createInterface } from 'node:readline'
 import type { Readable } from 'node:stream'
 import type { Clock } from '../clock.ts'
 import { loadConfig } from '../config/load.ts'
@@ -9,6 +8,7 @@ import { diagnose, type DiagnoseOptions } from '../doctor/diagnose.ts'
 import { applyFixes, type FixOptions } from '../doctor/fix.ts'
 import { formatTestAuth, testAuth } from '../doctor/test-auth.ts'
 import { emit, type Output } from './output.ts'
+import { readFirstLine } from './users-command.ts'
 
 /** Options of {@link runDoctorCommand}. */
 export interface DoctorCommandOptions {
@@ -64,12 +64,3 @@ export async function runDoctorCommand (sub: string | undefined, args: string[],
   }
 }
 
-function readFirstLine (input: Readable): Promise<string | null> {
-  return new Promise((resolve, reject) => {
-    const rl = createInterface({ input, terminal: false, crlfDelay: Infinity })
-    let line: string | null = null
-    rl.once('line', (text) => { line = text; rl.close() })
-    rl.once('close', () => resolve(line))
-    input.once('error', reject)
-  })
-}

@@ -270,7 +270,7 @@ async function readNewPassword (source: PasswordSource, username: string): Promi
 }
 
 /** The first line of a stream without its line ending, or null when the stream ends empty. */
-function readFirstLine (input: Readable): Promise<string | null> {
+export function readFirstLine (input: Readable): Promise<string | null> {
   return new Promise((resolve, reject) => {
     const rl = createInterface({ input, terminal: false, crlfDelay: Infinity })
     let line: string | null = null
