@@ -20,22 +20,24 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const MAIN = join(ROOT, 'src/main.ts')
 const UID = 1000
 
-// Inside the new mount namespace, as root: the data directory and a private /tmp stay writable
-// (bind mounts of their own), every other mount is remounted read-only, the read-only root is
-// proved by a write that must fail, and then the user switch and Gatehouse.
+// Inside the new mount namespace, as root: the data directory and a temporary directory (the
+// image's tmpfs /tmp, here TMPDIR) stay writable as bind mounts of their own, every other mount
+// is remounted read-only, the read-only root is proved by a write that must fail, and then the
+// user switch and Gatehouse. Nothing is mounted over /tmp itself: the checkout under test may
+// live there (a CI clone in /tmp), and a mount on /tmp would hide it.
 const SCRIPT = `set -eu
 mount --make-rprivate /
 mount --bind "$GH_DATA" "$GH_DATA"
-mount --bind "$GH_TMP" /tmp
+mount --bind "$GH_TMP" "$GH_TMP"
 for m in $(awk '{print $2}' /proc/self/mounts | sort -u); do
-  case "$m" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*|/tmp|"$GH_DATA") continue ;; esac
+  case "$m" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*|"$GH_TMP"|"$GH_DATA") continue ;; esac
   mount -o remount,bind,ro "$m"
 done
 if touch "$GH_PROBE" 2>/dev/null; then echo "read-only-root: $GH_PROBE is writable" >&2; exit 90; fi
 exec "$GH_SETPRIV" --reuid=${UID} --regid=${UID} --clear-groups --inh-caps=-all -- "$GH_NODE" --import tsx "$GH_MAIN" serve -c "$GH_CONFIG"
 `
 
-t.test('Gatehouse serves as uid 1000 on a read-only file system, writing only its database directory and /tmp', async (t) => {
+t.test('Gatehouse serves as uid 1000 on a read-only file system, writing only its database directory and its temporary directory', async (t) => {
   const unshare = requireProgram(t, 'unshare')
   const setpriv = requireProgram(t, 'setpriv')
   if (unshare === null || setpriv === null) return
@@ -68,6 +70,7 @@ t.test('Gatehouse serves as uid 1000 on a read-only file system, writing only it
       HOME: '/nonexistent',
       GH_DATA: data,
       GH_TMP: join(dir, 'tmp'),
+      TMPDIR: join(dir, 'tmp'),
       GH_PROBE: join(dir, 'probe'),
       GH_SETPRIV: setpriv,
       GH_NODE: process.execPath,
