@@ -130,7 +130,8 @@ t.test('the dashboard: mode, circuits and their last hour, traffic, sync queue, 
   for (let minute = 0; minute < 3; minute++) { clock.advance(MINUTE); await app.operations.sample() }
   await nextRefresh(page)
   t.equal(await text(page, '#mode'), 'normal', 'one server still answers')
-  t.equal(await text(page, '#circuit-0'), 'open')
+  // Three minutes on, its cooldown is over: a health round may be probing it as the page renders.
+  t.match(await text(page, '#circuit-0'), /^(open|half-open \(probing\))$/, 'the refusing server is not shown closed')
   t.equal(await text(page, '#circuit-1'), 'closed')
   t.match(await text(page, '#servers'), 'refused')
 
