@@ -10,6 +10,7 @@ import { shortfall, type ShortfallReason } from '../authz/requirements.ts'
 import { expandIdentity, type Access } from '../authz/roles.ts'
 import { identityHeaders } from './identity-headers.ts'
 import { isServiceToken, type ServiceTokenOutcome, type ServiceTokenRejection } from '../service-token/service.ts'
+import { SERVICE_TOKEN_PREFIX } from '../service-token/format.ts'
 
 /** Which way a request came in. Only the proxy owns the sidecar prefix. */
 export type EntryPoint = 'proxy' | 'forward_auth' | 'ext_authz_http' | 'ext_authz_grpc'
@@ -325,6 +326,13 @@ export function bearerToken (header: string | string[] | undefined): string | nu
  */
 export function carriesServiceToken (header: string | string[] | undefined): boolean {
   if (Array.isArray(header)) return header.some((value) => carriesServiceToken(value))
+  if (typeof header !== 'string') return false
+  // The proxy asks this of every request's header, JWTs included: the characters right after
+  // the scheme (and the whitespace bearerToken() trims) settle nearly all of them, before
+  // bearerToken() copies and scans a kilobyte-long token.
+  let start = 7
+  while (start < header.length && /\s/.test(header[start] as string)) start++
+  if (!header.startsWith(SERVICE_TOKEN_PREFIX, start)) return false
   const token = bearerToken(header)
   return token !== null && isServiceToken(token)
 }
