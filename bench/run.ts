@@ -18,7 +18,7 @@
 // runs that block alone, and BENCH_ONLY=memory the memory budget.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes, randomUUID } from 'node:crypto'
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer as createNetServer } from 'node:net'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -50,7 +50,7 @@ const TOKENS = 1000
 // The Node flags Gatehouse ships with (Dockerfile, npm start); both proxies get them, so the
 // comparison stays like for like. A larger young generation halves scavenges on a proxy
 // that allocates a few small objects per request.
-const NODE_FLAGS = ['--max-semi-space-size=16']
+const NODE_FLAGS = (process.env.BENCH_NODE_FLAGS ?? '--max-semi-space-size=16').split(' ')
 const here = (file: string): string => fileURLToPath(new URL(file, import.meta.url))
 const children: ChildProcess[] = []
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-bench-'))
@@ -509,7 +509,10 @@ async function memoryBudget (upstreamUrl: string, keycloak: Record<string, unkno
   const tokens: string[] = []
   for (let i = 0; i < COUNT; i++) tokens.push(await standin.mintAccessToken({ jti: `memory-${i}` }, { username: standin.users[i % standin.users.length]?.username ?? 'alice' }))
 
-  const run = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig('memory', { upstream: { url: upstreamUrl }, keycloak, database: { path } })], proxyCpus)
+  // BENCH_HEAP_SNAPSHOT=<dir>: a V8 heap snapshot of Gatehouse is written there at the end.
+  const snapshotDir = process.env.BENCH_HEAP_SNAPSHOT ?? null
+  const snapshotFlags = snapshotDir === null ? [] : ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${snapshotDir}`]
+  const run = await startProcess([...NODE_FLAGS, ...snapshotFlags, main, 'serve', '-c', gatehouseConfig('memory', { upstream: { url: upstreamUrl }, keycloak, database: { path } })], proxyCpus)
   const url = String(run.first.proxy)
   const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${String(run.child.pid)}/status`, 'utf8'))?.[1] ?? Number.NaN) / 1024
   const heap = async (): Promise<number> => {
@@ -535,8 +538,23 @@ async function memoryBudget (upstreamUrl: string, keycloak: Record<string, unkno
   await send(cookies.map((cookie) => ({ cookie, accept: 'application/json' })))
   const after = rss()
   const heapAfter = await heap()
+  if (process.env.BENCH_MEMORY_DETAIL !== undefined) process.stdout.write(readFileSync(`/proc/${String(run.child.pid)}/status`, 'utf8').split('\n').filter((l) => /Rss/.test(l)).join('\n') + '\n')
+  if (process.env.BENCH_MEMORY_DETAIL !== undefined) process.stdout.write((await (await fetch(`${String(run.first.admin)}/metrics`)).text()).split('\n').filter((l) => /heap_space_size_(total|used)|external|rss|heap_size_total/.test(l) && !l.startsWith('#')).join('\n') + '\n')
   const answered = [...statuses].map(([status, n]) => `${n}×${status}`).join(', ')
   process.stdout.write(`memory: RSS ${atStart.toFixed(0)} MB after start, ${after.toFixed(0)} MB after ${COUNT.toLocaleString('en')} distinct tokens and ${COUNT.toLocaleString('en')} sessions (answers: ${answered}); V8 heap used ${heapAtStart.toFixed(0)} MB at start, ${heapTokens.toFixed(0)} MB after the tokens, ${heapAfter.toFixed(0)} MB after the sessions   (budget <= 150 MB)\n\n`)
+  if (snapshotDir !== null) {
+    const before = new Set(readdirSync(snapshotDir))
+    run.child.kill('SIGUSR2')
+    // The snapshot is complete when its file stops growing.
+    let last = -1
+    for (;;) {
+      await new Promise((resolve) => setTimeout(resolve, 500))
+      const file = readdirSync(snapshotDir).find((name) => !before.has(name) && name.endsWith('.heapsnapshot'))
+      const size = file === undefined ? -1 : statSync(join(snapshotDir, file)).size
+      if (size > 0 && size === last) { process.stdout.write(`memory: heap snapshot ${join(snapshotDir, file as string)}\n\n`); break }
+      last = size
+    }
+  }
   run.child.kill('SIGTERM')
 }
 

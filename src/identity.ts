@@ -29,3 +29,24 @@ export interface Identity {
   /** When the credential stops being valid, in milliseconds since the epoch. */
   expiresAt: number | null
 }
+
+/**
+ * A frozen copy of `identity`, with `roles` and `permissions` as given. Every field is set,
+ * in one order, so that all identities share one hidden class: a spread (`{ ...identity }`)
+ * gives each copy a class of its own, and ten thousand cached identities paid for ten
+ * thousand of them. An absent `emailVerified` is false, as it means.
+ */
+export function frozenIdentity (identity: Identity, roles: readonly string[] = identity.roles, permissions: readonly string[] | undefined = identity.permissions): Identity {
+  return Object.freeze({
+    user: identity.user,
+    preferredUsername: identity.preferredUsername,
+    email: identity.email,
+    emailVerified: identity.emailVerified === true,
+    groups: identity.groups,
+    roles,
+    permissions,
+    authMode: identity.authMode,
+    accessToken: identity.accessToken,
+    expiresAt: identity.expiresAt
+  })
+}

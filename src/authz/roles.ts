@@ -1,5 +1,6 @@
 import type { ConfigProblem } from '../errors.ts'
-import type { Identity } from '../identity.ts'
+import { frozenIdentity, type Identity } from '../identity.ts'
+import { Interner, internList, internString } from '../intern.ts'
 
 /*
  * Role-based access control as NIST's RBAC model has it, levels 1 and 2 (flat and hierarchical:
@@ -132,11 +133,46 @@ export interface Access {
   emailDomain: string | null
 }
 
+/** What an identity's roles and groups amount to under one role model, shared by every identity with the same ones. */
+interface Expansion {
+  roles: readonly string[]
+  permissions: readonly string[]
+  roleSet: ReadonlySet<string>
+  permissionSet: ReadonlySet<string>
+  groupSet: ReadonlySet<string>
+}
+
+const grants = new WeakMap<RoleModel, Interner<Expansion>>()
+
 /**
  * The identity with its roles expanded and its permissions worked out, and its {@link Access}.
  * Called once per verified token or session identity and policy version (decide.ts caches it).
+ * The expansion of one list of roles and groups is worked out once per role model and shared
+ * (with its sets) by every identity that holds the same lists: tokens of one person, or of
+ * people in the same groups.
  */
 export function expandIdentity (identity: Identity, model: RoleModel): { identity: Identity, access: Access } {
+  let table = grants.get(model)
+  if (table === undefined) {
+    table = new Interner<Expansion>(4096)
+    grants.set(model, table)
+  }
+  const expansion = table.get(`${identity.roles.join('\u0000')}\u0001${identity.groups.join('\u0000')}`, () => expansionOf(identity, model))
+  const expanded = frozenIdentity(identity, expansion.roles, expansion.permissions)
+  const email = verifiedEmail(identity)
+  return {
+    identity: expanded,
+    access: {
+      roles: expansion.roleSet,
+      permissions: expansion.permissionSet,
+      groups: expansion.groupSet,
+      email,
+      emailDomain: email === null ? null : internString(email.slice(email.lastIndexOf('@') + 1))
+    }
+  }
+}
+
+function expansionOf (identity: Identity, model: RoleModel): Expansion {
   const roles = model.trivial ? identity.roles : expandedRoles(identity, model)
   const permissions: string[] = []
   if (!model.trivial) {
@@ -150,18 +186,15 @@ export function expandIdentity (identity: Identity, model: RoleModel): { identit
       }
     }
   }
-  const expanded: Identity = Object.freeze({ ...identity, roles: Object.freeze([...roles]), permissions: Object.freeze(permissions) })
-  const email = verifiedEmail(identity)
-  return {
-    identity: expanded,
-    access: {
-      roles: new Set(roles),
-      permissions: new Set(permissions),
-      groups: new Set(identity.groups),
-      email,
-      emailDomain: email === null ? null : email.slice(email.lastIndexOf('@') + 1)
-    }
-  }
+  const frozenRoles = internList(roles)
+  const frozenPermissions = internList(permissions)
+  return Object.freeze({
+    roles: frozenRoles,
+    permissions: frozenPermissions,
+    roleSet: new Set(frozenRoles),
+    permissionSet: new Set(frozenPermissions),
+    groupSet: new Set(identity.groups)
+  })
 }
 
 function expandedRoles (identity: Identity, model: RoleModel): string[] {

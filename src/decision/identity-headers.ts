@@ -1,5 +1,6 @@
 import type { HeadersConfig } from '../config/schema.ts'
 import type { Identity } from '../identity.ts'
+import { joinedList } from '../intern.ts'
 
 /** The prefix of oauth2-proxy's identity headers; always stripped, whatever names are configured. */
 const CONVENTIONAL_PREFIX = 'x-auth-request-'
@@ -17,9 +18,9 @@ export function identityHeaders (identity: Identity, config: HeadersConfig): Rec
   set(config.user, identity.user)
   set(config.preferred_username, identity.preferredUsername)
   set(config.email, identity.email)
-  set(config.groups, identity.groups.join(','))
-  set(config.roles, identity.roles.join(','))
-  set(config.permissions, identity.permissions?.join(',') ?? null)
+  set(config.groups, joinedList(identity.groups))
+  set(config.roles, joinedList(identity.roles))
+  set(config.permissions, identity.permissions === undefined ? null : joinedList(identity.permissions))
   set(config.mode, identity.authMode)
   if (config.pass_access_token) set(config.access_token, identity.accessToken)
   if (config.pass_authorization_header && identity.accessToken !== null) out.authorization = `Bearer ${identity.accessToken}`

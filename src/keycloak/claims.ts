@@ -1,5 +1,6 @@
 import type { JWTPayload } from 'jose'
 import type { Identity } from '../identity.ts'
+import { internList } from '../intern.ts'
 
 /** The claims Gatehouse reads by default: Keycloak's (protocol-facts §C.3) and RFC 9068's. */
 export interface KeycloakClaims extends JWTPayload {
@@ -102,8 +103,9 @@ export function identityFromClaims (claims: Record<string, unknown>, reader: Cla
     preferredUsername,
     email,
     emailVerified: email !== null && (verified === true || verified === 'true'),
-    groups: stringList(claimAt(claims, m.groups)),
-    roles: rolesFromClaims(claims, reader),
+    // Shared with every identity holding the same lists: cached tokens are many, lists few.
+    groups: internList(stringList(claimAt(claims, m.groups))),
+    roles: internList(rolesFromClaims(claims, reader)),
     authMode: 'token',
     accessToken,
     expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : null

@@ -4,7 +4,7 @@ import type { Logger } from 'pino'
 import type { Clock } from '../clock.ts'
 import type { Config } from '../config/schema.ts'
 import { KeycloakRejected, KeycloakUnavailable } from '../errors.ts'
-import type { Identity } from '../identity.ts'
+import { frozenIdentity, type Identity } from '../identity.ts'
 import { identityFromClaims, type ClaimsReader } from '../keycloak/claims.ts'
 import type { KeycloakPool } from '../keycloak/failover.ts'
 import type { OidcClient, TokenSet } from '../keycloak/oidc.ts'
@@ -67,7 +67,7 @@ interface Entry {
   record: SessionRecord
   tokens: CachedTokens | null
   /** The identity last handed out, reused while nothing it depends on changed. */
-  view: { key: string, identity: Identity } | null
+  view: { mode: SessionMode, accessExpiresAt: number, identity: Identity } | null
 }
 
 // How long a session read from the store is kept in memory. A session ended elsewhere (the
@@ -258,15 +258,23 @@ export class SessionService {
   #view (entry: Entry): Identity {
     const { record, tokens } = entry
     const live = record.mode === 'keycloak' && tokens !== null
-    const key = `${record.mode}|${live ? tokens.accessExpiresAt : 0}`
-    if (entry.view?.key === key) return entry.view.identity
-    const identity: Identity = Object.freeze({
-      ...record.identity,
+    const accessExpiresAt = live ? tokens.accessExpiresAt : 0
+    const view = entry.view
+    if (view !== null && view.mode === record.mode && view.accessExpiresAt === accessExpiresAt) return view.identity
+    const stored = record.identity
+    const identity = frozenIdentity({
+      user: stored.user,
+      preferredUsername: stored.preferredUsername,
+      email: stored.email,
+      emailVerified: stored.emailVerified,
+      groups: stored.groups,
+      roles: stored.roles,
+      permissions: stored.permissions,
       authMode: record.mode,
       accessToken: live ? tokens.accessToken : null,
       expiresAt: live ? tokens.accessExpiresAt : record.expiresAt
     })
-    entry.view = { key, identity }
+    entry.view = { mode: record.mode, accessExpiresAt, identity }
     return identity
   }
 

@@ -20,7 +20,7 @@ import {
   type StoreHealth,
   type StoredSession
 } from './session-store.ts'
-import type { SessionMatch, SessionMode, SessionRecord } from './sessions.ts'
+import { parseStoredIdentity, type SessionMatch, type SessionMode, type SessionRecord } from './sessions.ts'
 import type { SqliteSessionStore } from './sqlite-session-store.ts'
 import type { CachedTokens } from './token-cache.ts'
 import { StoreOutbox, type OutboxEntry } from './store-outbox.ts'
@@ -541,7 +541,7 @@ export class RedisSessionStore implements SessionStore {
         subject: fields.subject ?? null,
         mode: fields.mode as SessionMode,
         keycloakSid: fields.sid ?? null,
-        identity: JSON.parse(fields.identity ?? '{}') as SessionRecord['identity'],
+        identity: parseStoredIdentity(fields.identity ?? '{}'),
         ip: stat.ip,
         userAgent: stat.userAgent,
         createdAt: stat.createdAt,

@@ -1,4 +1,5 @@
 import type { Identity } from '../identity.ts'
+import { internList, internString } from '../intern.ts'
 import type { Db } from './db.ts'
 
 /** How a session's person was authenticated (DESIGN §1); `token` is for bearer calls only. */
@@ -45,16 +46,28 @@ interface Row {
   local_basis: number
 }
 
+/**
+ * A session's identity as stored (JSON), its lists shared with every other session holding
+ * the same ones: ten thousand cached sessions of a few hundred people need not hold ten
+ * thousand copies of the same roles.
+ */
+export function parseStoredIdentity (json: string): SessionRecord['identity'] {
+  const identity = JSON.parse(json) as SessionRecord['identity']
+  if (Array.isArray(identity.roles)) identity.roles = internList(identity.roles)
+  if (Array.isArray(identity.groups)) identity.groups = internList(identity.groups)
+  return identity
+}
+
 function fromRow (row: Row): SessionRecord {
   return {
     id: row.id,
     username: row.username,
     subject: row.subject,
-    mode: row.auth_mode,
+    mode: internString(row.auth_mode) as SessionMode,
     keycloakSid: row.keycloak_sid,
-    identity: JSON.parse(row.identity) as SessionRecord['identity'],
-    ip: row.ip,
-    userAgent: row.user_agent,
+    identity: parseStoredIdentity(row.identity),
+    ip: row.ip === null ? null : internString(row.ip),
+    userAgent: row.user_agent === null ? null : internString(row.user_agent),
     createdAt: row.created_at,
     lastSeenAt: row.last_seen_at,
     expiresAt: row.expires_at,
