@@ -15,7 +15,7 @@
 // policy-size block (the shipped policies against 500 rules), which BENCH_ONLY=policy-size
 // runs alone. A separate block then measures the session-cookie path with the Redis session
 // store against SQLite (issue 14; skipped with a line without redis-server); BENCH_ONLY=sessions
-// runs that block alone, and BENCH_ONLY=memory the memory budget.
+// runs that block alone, BENCH_ONLY=memory the memory budget and BENCH_ONLY=bearer the bearer rounds.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -45,7 +45,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 // BENCH_ONLY=policy-size runs the policy-size block alone; unset, everything runs.
 const ONLY = process.env.BENCH_ONLY ?? null
-if (ONLY !== null && !['policy-size', 'sessions', 'memory'].includes(ONLY)) throw new Error(`BENCH_ONLY=${ONLY}: the blocks that run alone are policy-size, sessions and memory`)
+if (ONLY !== null && !['bearer', 'policy-size', 'sessions', 'memory'].includes(ONLY)) throw new Error(`BENCH_ONLY=${ONLY}: the blocks that run alone are bearer, policy-size, sessions and memory`)
 const TOKENS = 1000
 // The Node flags Gatehouse ships with (Dockerfile, npm start); both proxies get them, so the
 // comparison stays like for like. A larger young generation halves scavenges on a proxy
@@ -274,8 +274,9 @@ try {
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
 
-  // BENCH_ONLY=policy-size: only the policy-size block (issue 13), without the minutes before it.
-  if (ONLY === null) {
+  // BENCH_ONLY=policy-size: only the policy-size block (issue 13), without the minutes before it;
+  // BENCH_ONLY=bearer: only the interleaved bearer rounds (with the peer, the baseline and the outages).
+  if (ONLY === null || ONLY === 'bearer') {
     process.stdout.write(`Benchmark: ${ROUNDS} interleaved rounds of ${DURATION} s per target (after a 3 s warm-up each), ${CONNECTIONS} connections, GET /bench,\n` +
       `${TOKENS} distinct tokens in rotation for (b) and (c); node ${NODE_FLAGS.join(' ')} for both; ${canPin ? `proxy pinned to CPU ${proxyCpus}, load and upstream to CPU ${otherCpus}` : 'no CPU pinning (taskset missing or one CPU)'}.\n\n`)
     const targets: Array<[string, string, string[] | null, number | undefined]> = [
@@ -342,6 +343,8 @@ try {
     }
     void guarded; void direct; void proxied; void blackholed; void refused
     process.stdout.write('\n')
+  }
+  if (ONLY === null) {
 
     // Gateway modes: the same tokens, decisions only (no upstream hop), in rounds interleaved
     // with proxy mode (c) so that all of them see the same machine.
