@@ -10,7 +10,7 @@ import { lockoutLeft, type AttemptReservation, type AttemptResult, type LockoutP
 import type { SessionMode } from '../store/sessions.ts'
 import type { UserRecord, UsersRepository } from '../store/users.ts'
 import { localLoginAllowed } from './local-allow.ts'
-import { DEFAULT_SCRYPT, hashPassword, needsRehash, verifyPassword } from './passwords.ts'
+import { DEFAULT_SCRYPT, hashPassword, needsRehash, unmatchableHash, verifyPassword } from './passwords.ts'
 import { storedIdentityOf, subjectOf, type NewSession, type StoredIdentity } from './service.ts'
 
 /** Why a login failed, as the audit log and metrics name it. */
@@ -39,7 +39,7 @@ export interface LoginDeps {
 
 // Verified against when the user does not exist, so an unknown name costs as long as a
 // wrong password and the answer does not tell which it was.
-const DUMMY_HASH = hashPassword('gatehouse-dummy-password', DEFAULT_SCRYPT)
+const DUMMY_HASH = unmatchableHash(DEFAULT_SCRYPT)
 
 const BAD_CREDENTIALS = 'Invalid user name or password.'
 
@@ -187,7 +187,7 @@ export class LoginService {
   async #verifyLocal (user: UserRecord | null, password: string): Promise<boolean> {
     const hash = user?.passwordHash ?? null
     if (hash === null) {
-      await verifyPassword(password, await DUMMY_HASH)
+      await verifyPassword(password, DUMMY_HASH)
       return false
     }
     const ok = await verifyPassword(password, hash)

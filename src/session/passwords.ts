@@ -32,6 +32,16 @@ export async function hashPassword (password: string, params: ScryptParams = DEF
 }
 
 /**
+ * A hash in {@link hashPassword}'s format that no password is known to match: a random salt
+ * and a random key. Checking a password against it costs one scrypt of `params`, as against
+ * a real hash, without the scrypt that making a real one would cost (start-up used to pay 50 ms
+ * of CPU for a dummy password's hash).
+ */
+export function unmatchableHash (params: ScryptParams = DEFAULT_SCRYPT): string {
+  return ['scrypt', params.N, params.r, params.p, randomBytes(SALT_BYTES).toString('base64url'), randomBytes(KEY_BYTES).toString('base64url')].join('$')
+}
+
+/**
  * Checks a password against an encoded hash, in constant time. A malformed hash is a
  * mismatch, never an error.
  */

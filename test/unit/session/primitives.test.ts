@@ -2,7 +2,7 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { KeyRing, decodeKey, secretsEqual } from '../../../src/store/crypto.ts'
 import { safeReturnPath } from '../../../src/session/return-to.ts'
-import { hashPassword, needsRehash, passwordProblem, verifyPassword } from '../../../src/session/passwords.ts'
+import { DEFAULT_SCRYPT, hashPassword, needsRehash, passwordProblem, unmatchableHash, verifyPassword } from '../../../src/session/passwords.ts'
 import { CookieJar } from '../../../src/session/cookie.ts'
 import { csrfMatches } from '../../../src/session/csrf.ts'
 import { localLoginAllowed } from '../../../src/session/local-allow.ts'
@@ -53,6 +53,15 @@ t.test('passwords: scrypt with parameters in the hash, policy', async (t) => {
   t.match(passwordProblem('short', 'ann', policy), 'at least 12')
   t.match(passwordProblem('my-name-is-ANN-ok', 'ann', policy), 'user name')
   t.equal(passwordProblem('a long enough password', 'ann', policy), null)
+})
+
+t.test('the unmatchable hash has the default parameters, differs each time and matches no password', async (t) => {
+  const dummy = unmatchableHash()
+  t.match(dummy, new RegExp(`^scrypt\\$${DEFAULT_SCRYPT.N}\\$${DEFAULT_SCRYPT.r}\\$${DEFAULT_SCRYPT.p}\\$[\\w-]{22}\\$[\\w-]{86}$`), 'checking against it costs what checking a real hash does')
+  t.not(unmatchableHash(), dummy)
+  t.notOk(needsRehash(dummy))
+  const cheap = unmatchableHash({ N: 1024, r: 8, p: 1 })
+  for (const password of ['', 'gatehouse-dummy-password', 'correct horse battery']) t.notOk(await verifyPassword(password, cheap))
 })
 
 t.test('cookies and CSRF: signatures verify under any ring key; tampering reads as absent', async (t) => {
