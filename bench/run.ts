@@ -15,7 +15,8 @@
 // policy-size block (the shipped policies against 500 rules), which BENCH_ONLY=policy-size
 // runs alone. A separate block then measures the session-cookie path with the Redis session
 // store against SQLite (issue 14; skipped with a line without redis-server); BENCH_ONLY=sessions
-// runs that block alone, BENCH_ONLY=memory the memory budget and BENCH_ONLY=bearer the bearer rounds.
+// runs that block alone, BENCH_ONLY=memory the memory budget, BENCH_ONLY=bearer the bearer rounds
+// and BENCH_ONLY=startup the cold start.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes, randomUUID } from 'node:crypto'
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -45,12 +46,11 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 // BENCH_ONLY=policy-size runs the policy-size block alone; unset, everything runs.
 const ONLY = process.env.BENCH_ONLY ?? null
-if (ONLY !== null && !['bearer', 'policy-size', 'sessions', 'memory'].includes(ONLY)) throw new Error(`BENCH_ONLY=${ONLY}: the blocks that run alone are bearer, policy-size, sessions and memory`)
+if (ONLY !== null && !['bearer', 'policy-size', 'sessions', 'memory', 'startup'].includes(ONLY)) throw new Error(`BENCH_ONLY=${ONLY}: the blocks that run alone are bearer, policy-size, sessions, memory and startup`)
 const TOKENS = 1000
 // The Node flags Gatehouse ships with (Dockerfile, npm start); both proxies get them, so the
-// comparison stays like for like. A larger young generation halves scavenges on a proxy
-// that allocates a few small objects per request.
-const NODE_FLAGS = (process.env.BENCH_NODE_FLAGS ?? '--max-semi-space-size=16').split(' ')
+// comparison stays like for like. BENCH_NODE_FLAGS replaces them (space-separated).
+const NODE_FLAGS = (process.env.BENCH_NODE_FLAGS ?? '--max-semi-space-size=8').split(' ')
 const here = (file: string): string => fileURLToPath(new URL(file, import.meta.url))
 const children: ChildProcess[] = []
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-bench-'))
@@ -384,12 +384,21 @@ try {
   if (ONLY === 'memory') await memoryBudget(upstreamUrl, keycloak, standin, main)
   if (ONLY === null || ONLY === 'policy-size') await policySizeRuns(upstreamUrl, main, keycloak, tokens)
 
-  if (ONLY === null) {
+  if (ONLY === null || ONLY === 'startup') {
     // Cold start: the database already holds the JWKS; Keycloak accepts connections and never answers.
-    gatehouse.child.kill('SIGTERM')
-    await new Promise((resolve) => gatehouse.child.once('exit', resolve))
+    // BENCH_COLD_PROFILE=<dir>: the restarted process writes a CPU profile of its start there.
+    const coldProfile = process.env.BENCH_COLD_PROFILE
+    const profileFlags = coldProfile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${coldProfile}`]
+    if (gatehouse.child.exitCode === null && gatehouse.child.signalCode === null) {
+      const exited = new Promise((resolve) => gatehouse.child.once('exit', resolve))
+      gatehouse.child.kill('SIGTERM')
+      await exited
+    }
     const blackhole = await startFaultProxy({ target: standin.baseUrl, mode: 'blackhole' })
-    const restarted = await startProcess([...NODE_FLAGS, main, 'serve', '-c', gatehouseConfig('restart', { upstream: { url: upstreamUrl }, keycloak: { ...keycloak, server: blackhole.url }, database: { path: database } })], proxyCpus)
+    // This process's own HTTP client is warm (a request to the upstream), so its first-use
+    // cost is not counted as Gatehouse's.
+    await (await fetch(upstreamUrl)).arrayBuffer()
+    const restarted = await startProcess([...NODE_FLAGS, ...profileFlags, main, 'serve', '-c', gatehouseConfig('restart', { upstream: { url: upstreamUrl }, keycloak: { ...keycloak, server: blackhole.url }, database: { path: database } })], proxyCpus)
     const answer = await fetch(`${String(restarted.first.proxy)}/bench`, { headers: { authorization: `Bearer ${tokens[1]}` } })
     const firstAnswerAt = performance.now()
     process.stdout.write(`cold start with Keycloak black-holed: ${(restarted.readyAt - restarted.startedAt).toFixed(0)} ms from spawn to listening, ` +
@@ -397,12 +406,16 @@ try {
     await blackhole.close()
     await fault.close()
     await standin.close()
+    const exited = new Promise((resolve) => restarted.child.once('exit', resolve))
     restarted.child.kill('SIGTERM')
-
+    await exited
+  }
+  if (ONLY === null) {
     await accessLineCost()
     await sessionStores(upstreamUrl, main)
     await realKeycloakOutage(upstreamUrl, main)
-  } else {
+  }
+  if (ONLY !== null && ONLY !== 'startup') {
     await fault.close()
     await standin.close()
   }

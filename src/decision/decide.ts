@@ -260,10 +260,17 @@ function isBrowserNavigation (facts: RequestFacts): boolean {
   return typeof accept === 'string' && accept.includes('text/html')
 }
 
-/** An identity as decided on: roles expanded under one policy set, its headers, its access. */
-interface Authorisable { policy: PolicySet, identity: Identity, headers: Record<string, string>, access: Access }
+/**
+ * An identity as decided on: roles expanded under one policy set, its headers, its access.
+ * The entry is its own {@link Access} (`access` points back at it): one object per cached
+ * token or session and policy set instead of two.
+ */
+interface Authorisable extends Access { policy: PolicySet, identity: Identity, headers: Record<string, string>, access: Access }
 
 type Memo = WeakMap<object, Authorisable>
+
+// What an entry's `access` holds for the moment between its making and pointing it at itself.
+const NO_ACCESS: Access = Object.freeze({ roles: new Set<string>(), permissions: new Set<string>(), groups: new Set<string>(), email: null, emailDomain: null })
 
 // A session hands out the same frozen identity object until something in it changes; its
 // roles are expanded once per policy set (a reload expands them again, at the next request).
@@ -290,7 +297,19 @@ function derived (memo: Memo, verified: VerifiedToken, token: string, policy: Po
 
 function authorisable (raw: Identity, policy: PolicySet, deps: DeciderDeps): Authorisable {
   const { identity, access } = expandIdentity(raw, policy.roles)
-  return { policy, identity, headers: Object.freeze(identityHeaders(identity, deps.headers)), access }
+  const entry: Authorisable = {
+    roles: access.roles,
+    permissions: access.permissions,
+    groups: access.groups,
+    email: access.email,
+    emailDomain: access.emailDomain,
+    policy,
+    identity,
+    headers: Object.freeze(identityHeaders(identity, deps.headers)),
+    access: NO_ACCESS
+  }
+  entry.access = entry
+  return entry
 }
 
 function deny (

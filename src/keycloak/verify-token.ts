@@ -70,10 +70,13 @@ export interface VerifierOptions {
 const NO_CLAIMS: KeycloakClaims = Object.freeze({}) as KeycloakClaims
 
 /** A remembered token: the whole token (the key is a fingerprint) and its ready-made outcome. */
+// A remembered token is its cached outcome, with the token it was for: one object each.
 interface CacheEntry {
-  token: string
-  verified: VerifiedToken
-  hit: VerifyOutcome
+  ok: true
+  token: VerifiedToken
+  cached: true
+  /** The whole token (the cache key is only its tail). */
+  presented: string
 }
 
 /** Longest bearer token looked at. Keycloak tokens with many roles reach a few kilobytes. */
@@ -124,10 +127,10 @@ export class AccessTokenVerifier {
   remembered (token: string): VerifyOutcome | null {
     const entry = this.#cache?.get(cacheKey(token))
     // The key is only a fingerprint: a hit counts only when the whole token is the same.
-    if (entry === undefined || entry.token !== token) return null
-    if (this.#options.clock.now() >= entry.verified.expiresAt + this.#options.clockSkewSeconds * 1000) return null
+    if (entry === undefined || entry.presented !== token) return null
+    if (this.#options.clock.now() >= entry.token.expiresAt + this.#options.clockSkewSeconds * 1000) return null
     this.#options.metrics.recordVerification('cached')
-    return entry.hit
+    return entry
   }
 
   /** Forgets every remembered token. */
@@ -151,7 +154,7 @@ export class AccessTokenVerifier {
     if (cache === null || kids.size === 0) return 0
     const doomed: string[] = []
     for (const [key, entry] of cache.entries()) {
-      const kid = entry.verified.kid
+      const kid = entry.token.kid
       if (kid === null || kids.has(kid)) doomed.push(key)
     }
     for (const key of doomed) cache.delete(key)
@@ -167,7 +170,7 @@ export class AccessTokenVerifier {
     const forgets = this.#forgets
     const now = this.#options.clock.now()
     const key = cacheKey(token)
-    if (this.#cache?.get(key)?.token === token) this.#cache.delete(key) // remembered, and expired
+    if (this.#cache?.get(key)?.presented === token) this.#cache.delete(key) // remembered, and expired
     if (token.length > MAX_TOKEN_LENGTH) return { ok: false, reason: 'too_large', detail: `token longer than ${MAX_TOKEN_LENGTH} characters` }
 
     let result = await this.#verifySignature(token, now)
@@ -195,7 +198,7 @@ export class AccessTokenVerifier {
     const identityOf = this.#options.identityOf
     const { expiresAt, kid, access } = result.token
     const verified: VerifiedToken = identityOf === undefined ? result.token : { claims: NO_CLAIMS, identity: identityOf(claims, token), expiresAt, kid, access }
-    if (forgets === this.#forgets) this.#cache?.set(key, { token, verified, hit: { ok: true, token: verified, cached: true } })
+    if (forgets === this.#forgets) this.#cache?.set(key, { ok: true, token: verified, cached: true, presented: token })
     return { ok: true, token: verified, cached: false }
   }
 

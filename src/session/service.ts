@@ -66,8 +66,13 @@ export interface SessionServiceDeps {
 interface Entry {
   record: SessionRecord
   tokens: CachedTokens | null
-  /** The identity last handed out, reused while nothing it depends on changed. */
-  view: { mode: SessionMode, accessExpiresAt: number, identity: Identity } | null
+  /**
+   * The identity last handed out, reused while the mode and token expiry it was made for
+   * hold (kept as fields of the entry, not an object of their own: one fewer per session).
+   */
+  view: Identity | null
+  viewMode: SessionMode | null
+  viewAccessExpiresAt: number
 }
 
 // How long a session read from the store is kept in memory. A session ended elsewhere (the
@@ -209,7 +214,7 @@ export class SessionService {
     const record = found.record
     // A touch not yet written is newer than the row.
     record.lastSeenAt = Math.max(record.lastSeenAt, this.#touches.get(record.id) ?? 0)
-    const entry: Entry = { record, tokens: found.tokens, view: null }
+    const entry: Entry = { record, tokens: found.tokens, view: null, viewMode: null, viewAccessExpiresAt: 0 }
     // A revocation heard while this read was out may be of this very session: not remembered.
     if (this.#cache !== null && generation === this.#revocationsSeen) {
       this.#cache.set(key, entry)
@@ -260,7 +265,7 @@ export class SessionService {
     const live = record.mode === 'keycloak' && tokens !== null
     const accessExpiresAt = live ? tokens.accessExpiresAt : 0
     const view = entry.view
-    if (view !== null && view.mode === record.mode && view.accessExpiresAt === accessExpiresAt) return view.identity
+    if (view !== null && entry.viewMode === record.mode && entry.viewAccessExpiresAt === accessExpiresAt) return view
     const stored = record.identity
     const identity = frozenIdentity({
       user: stored.user,
@@ -274,7 +279,9 @@ export class SessionService {
       accessToken: live ? tokens.accessToken : null,
       expiresAt: live ? tokens.accessExpiresAt : record.expiresAt
     })
-    entry.view = { mode: record.mode, accessExpiresAt, identity }
+    entry.view = identity
+    entry.viewMode = record.mode
+    entry.viewAccessExpiresAt = accessExpiresAt
     return identity
   }
 
