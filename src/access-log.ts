@@ -57,7 +57,7 @@ export function createAccessLog (destination: DestinationStream): AccessLog {
         `"method":${repeated.get(e.method)},"path":${jsonString(e.path)},"status":${jsonNumber(e.status)},"decision":"${e.decision}",` +
         `"reason":${e.reason === null ? 'null' : `"${e.reason}"`},"rule":${e.rule === null ? 'null' : repeated.get(e.rule)},` +
         `"missing":${e.missing == null ? 'null' : repeated.get(e.missing)},"auth_mode":"${e.authMode}",` +
-        `"user":${e.user === null ? 'null' : repeated.get(e.user)},"ip":${repeated.get(e.ip)},"latency_ms":${jsonNumber(e.latencyMs)},"msg":"request"}\n`)
+        `"user":${e.user === null ? 'null' : repeated.get(e.user)},"ip":${repeated.get(e.ip)},"latency_ms":${hundredths(e.latencyMs)},"msg":"request"}\n`)
     }
   }
 }
@@ -94,6 +94,20 @@ export function jsonString (value: string): string {
     if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return JSON.stringify(value)
   }
   return `"${value}"`
+}
+
+/**
+ * A non-negative number to two decimals, as JSON (`1.23`, `0.05`, `2`), from its integer parts:
+ * what `String()` gives for the rounded value, without formatting a double, which was most of
+ * a line's own cost. Not a number (or negative, which a latency never is): as {@link jsonNumber}.
+ */
+function hundredths (value: number): string {
+  if (!(value >= 0) || !Number.isFinite(value)) return jsonNumber(value)
+  const total = Math.round(value * 100)
+  const whole = Math.floor(total / 100)
+  const fraction = total - whole * 100
+  if (fraction === 0) return String(whole)
+  return fraction % 10 === 0 ? `${whole}.${fraction / 10}` : `${whole}.${fraction < 10 ? '0' : ''}${fraction}`
 }
 
 /** A number as JSON: `NaN` and the infinities are not JSON numbers (RFC 8259 §6), so they are null. */

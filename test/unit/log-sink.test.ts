@@ -162,3 +162,14 @@ t.test('censored log and access lines share one destination; above info there ar
   t.notMatch(out.join(''), /hunter2|abc|def|Bearer x|c=1/)
   t.equal(createLoggers({ destination, level: 'warn' }).access, null)
 })
+
+t.test('latency is written to two decimals as String() writes the rounded number', async (t) => {
+  const lines: string[] = []
+  const access = createAccessLog({ write: (line: string) => { lines.push(line) } })
+  const values = [0, 0.05, 0.1, 0.42, 1, 1.2, 1.23, 9.99, 10.01, 123.45, 99999.99, 0.004, 0.005, 2.675, 1e9]
+  for (const latencyMs of values) access.write({ reqId: 'r', method: 'GET', path: '/', status: 200, decision: 'allow', reason: 'public', rule: null, authMode: 'none', user: null, ip: '::1', latencyMs })
+  lines.forEach((line, i) => {
+    const expected = String(Math.round((values[i] as number) * 100) / 100)
+    t.equal(/"latency_ms":([^,]+),/.exec(line)?.[1], expected, `${values[i] as number} ms`)
+  })
+})
