@@ -33,7 +33,7 @@ async function start (name: string, args: string[]): Promise<Profiled> {
   const logPath = join(work, `${name}.log`)
   const fd = openSync(logPath, 'w')
   const env = { ...process.env, GATEHOUSE_PROFILE_OUT: out }
-  const child = spawn(process.execPath, ['--max-semi-space-size=8', '--import', here('./profiler-hook.mjs'), ...args], { stdio: ['ignore', fd, 'inherit'], env })
+  const child = spawn(process.execPath, ['--max-semi-space-size=16', '--import', here('./profiler-hook.mjs'), ...args], { stdio: ['ignore', fd, 'inherit'], env })
   closeSync(fd)
   children.push(child)
   for (let i = 0; ; i++) {

@@ -50,7 +50,7 @@ if (ONLY !== null && !['bearer', 'policy-size', 'sessions', 'memory', 'startup']
 const TOKENS = 1000
 // The Node flags Gatehouse ships with (Dockerfile, npm start); both proxies get them, so the
 // comparison stays like for like. BENCH_NODE_FLAGS replaces them (space-separated).
-const NODE_FLAGS = (process.env.BENCH_NODE_FLAGS ?? '--max-semi-space-size=8').split(' ')
+const NODE_FLAGS = (process.env.BENCH_NODE_FLAGS ?? '--max-semi-space-size=16').split(' ')
 const here = (file: string): string => fileURLToPath(new URL(file, import.meta.url))
 const children: ChildProcess[] = []
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-bench-'))
@@ -286,10 +286,11 @@ try {
     ]
     // BENCH_BASELINE=/other/checkout/dist/bundle/gatehouse.js measures another build of Gatehouse in the
     // same rounds, under the same configuration: what a change cost, without the machine's drift.
+    // BENCH_BASELINE_NODE_FLAGS gives it other Node flags (the same build under two heap settings).
     const baselineMain = process.env.BENCH_BASELINE
     const baseline = baselineMain === undefined
       ? null
-      : await startProcess([...NODE_FLAGS, baselineMain, 'serve', '-c', gatehouseConfig('baseline', { upstream: { url: upstreamUrl }, keycloak: busyKeycloak, database: { path: join(work, 'baseline.db') } })], proxyCpus)
+      : await startProcess([...(process.env.BENCH_BASELINE_NODE_FLAGS?.split(' ') ?? NODE_FLAGS), baselineMain, 'serve', '-c', gatehouseConfig('baseline', { upstream: { url: upstreamUrl }, keycloak: busyKeycloak, database: { path: join(work, 'baseline.db') } })], proxyCpus)
     const baselineUrl = baseline === null ? null : String(baseline.first.proxy)
     if (baseline !== null) targets.push(['(c0) baseline build', baselineUrl as string, tokens, baseline.child.pid])
     const peerBinary = goBinary(OAUTH2_PROXY)
