@@ -69,8 +69,10 @@ export interface VerifierOptions {
 
 const NO_CLAIMS: KeycloakClaims = Object.freeze({}) as KeycloakClaims
 
-/** A remembered token: the whole token (the key is a fingerprint) and its ready-made outcome. */
-// A remembered token is its cached outcome, with the token it was for: one object each.
+/**
+ * A remembered token: its ready-made outcome, holding the whole token too (the key is only a
+ * fingerprint). One object per token, not an entry around an outcome.
+ */
 interface CacheEntry {
   ok: true
   token: VerifiedToken
