@@ -555,8 +555,12 @@ async function memoryBudget (upstreamUrl: string, keycloak: Record<string, unkno
   await send(cookies.map((cookie) => ({ cookie, accept: 'application/json' })))
   const after = rss()
   const heapAfter = await heap()
-  if (process.env.BENCH_MEMORY_DETAIL !== undefined) process.stdout.write(readFileSync(`/proc/${String(run.child.pid)}/status`, 'utf8').split('\n').filter((l) => /Rss/.test(l)).join('\n') + '\n')
-  if (process.env.BENCH_MEMORY_DETAIL !== undefined) process.stdout.write((await (await fetch(`${String(run.first.admin)}/metrics`)).text()).split('\n').filter((l) => /heap_space_size_(total|used)|external|rss|heap_size_total/.test(l) && !l.startsWith('#')).join('\n') + '\n')
+  // BENCH_MEMORY_DETAIL=1: how the resident set divides (anonymous, file-backed) and V8's heap spaces.
+  if (process.env.BENCH_MEMORY_DETAIL !== undefined) {
+    const resident = readFileSync(`/proc/${String(run.child.pid)}/status`, 'utf8').split('\n').filter((line) => line.startsWith('Rss'))
+    const spaces = (await (await fetch(`${String(run.first.admin)}/metrics`)).text()).split('\n').filter((line) => !line.startsWith('#') && /heap_space_size_(total|used)|external_memory/.test(line))
+    process.stdout.write(`${[...resident, ...spaces].join('\n')}\n`)
+  }
   const answered = [...statuses].map(([status, n]) => `${n}×${status}`).join(', ')
   process.stdout.write(`memory: RSS ${atStart.toFixed(0)} MB after start, ${after.toFixed(0)} MB after ${COUNT.toLocaleString('en')} distinct tokens and ${COUNT.toLocaleString('en')} sessions (answers: ${answered}); V8 heap used ${heapAtStart.toFixed(0)} MB at start, ${heapTokens.toFixed(0)} MB after the tokens, ${heapAfter.toFixed(0)} MB after the sessions   (budget <= 150 MB)\n\n`)
   if (snapshotDir !== null) {

@@ -142,7 +142,7 @@ interface Expansion {
   groupSet: ReadonlySet<string>
 }
 
-const grants = new WeakMap<RoleModel, Interner<Expansion>>()
+const expansions = new WeakMap<RoleModel, Interner<Expansion>>()
 
 /**
  * The identity with its roles expanded and its permissions worked out, and its {@link Access}.
@@ -152,10 +152,10 @@ const grants = new WeakMap<RoleModel, Interner<Expansion>>()
  * people in the same groups.
  */
 export function expandIdentity (identity: Identity, model: RoleModel): { identity: Identity, access: Access } {
-  let table = grants.get(model)
+  let table = expansions.get(model)
   if (table === undefined) {
     table = new Interner<Expansion>(4096)
-    grants.set(model, table)
+    expansions.set(model, table)
   }
   const expansion = table.get(`${identity.roles.join('\u0000')}\u0001${identity.groups.join('\u0000')}`, () => expansionOf(identity, model))
   const expanded = frozenIdentity(identity, expansion.roles, expansion.permissions)

@@ -190,7 +190,7 @@ async function decideUnsafe (deps: DeciderDeps, memo: Memo, facts: RequestFacts)
 
 /** Who a request's credentials say it is, with the headers the app gets; or why there is nobody. */
 type Caller =
-  | { refused?: undefined, identity: Identity, headers: Record<string, string>, access: Access }
+  | Authorisable & { refused?: undefined }
   | { refused: 'no_credentials' }
   | { refused: TokenRejection | ServiceTokenRejection, detail: string }
 
@@ -235,8 +235,8 @@ export function createIdentifier (deps: DeciderDeps): (headers: RequestFacts['he
 }
 
 function authorised (rule: PolicyRule, target: string, caller: Extract<Caller, { refused?: undefined }>): Decision {
-  const { identity, headers, access } = caller
-  const missing = shortfall(rule.requirement, access)
+  const { identity, headers } = caller
+  const missing = shortfall(rule.requirement, caller)
   if (missing !== null) {
     return { kind: 'deny', status: 403, reason: missing.reason, rule: rule.name, identity, headers: {}, body: { error: 'forbidden' }, missing: missing.missing }
   }
@@ -261,16 +261,13 @@ function isBrowserNavigation (facts: RequestFacts): boolean {
 }
 
 /**
- * An identity as decided on: roles expanded under one policy set, its headers, its access.
- * The entry is its own {@link Access} (`access` points back at it): one object per cached
- * token or session and policy set instead of two.
+ * An identity as decided on: roles expanded under one policy set, its headers, and its
+ * {@link Access} as fields of its own (one object per cached token or session and policy set,
+ * not two).
  */
-interface Authorisable extends Access { policy: PolicySet, identity: Identity, headers: Record<string, string>, access: Access }
+interface Authorisable extends Access { policy: PolicySet, identity: Identity, headers: Record<string, string> }
 
 type Memo = WeakMap<object, Authorisable>
-
-// What an entry's `access` holds for the moment between its making and pointing it at itself.
-const NO_ACCESS: Access = Object.freeze({ roles: new Set<string>(), permissions: new Set<string>(), groups: new Set<string>(), email: null, emailDomain: null })
 
 // A session hands out the same frozen identity object until something in it changes; its
 // roles are expanded once per policy set (a reload expands them again, at the next request).
@@ -297,7 +294,7 @@ function derived (memo: Memo, verified: VerifiedToken, token: string, policy: Po
 
 function authorisable (raw: Identity, policy: PolicySet, deps: DeciderDeps): Authorisable {
   const { identity, access } = expandIdentity(raw, policy.roles)
-  const entry: Authorisable = {
+  return {
     roles: access.roles,
     permissions: access.permissions,
     groups: access.groups,
@@ -305,11 +302,8 @@ function authorisable (raw: Identity, policy: PolicySet, deps: DeciderDeps): Aut
     emailDomain: access.emailDomain,
     policy,
     identity,
-    headers: Object.freeze(identityHeaders(identity, deps.headers)),
-    access: NO_ACCESS
+    headers: Object.freeze(identityHeaders(identity, deps.headers))
   }
-  entry.access = entry
-  return entry
 }
 
 function deny (
@@ -333,9 +327,20 @@ function single (value: string | string[] | undefined): string | undefined {
  * of the decision's cost, and jose refuses any token that is not base64url anyway.
  */
 export function bearerToken (header: string | string[] | undefined): string | null {
-  if (typeof header !== 'string' || header.length < 8 || header.slice(0, 7).toLowerCase() !== 'bearer ') return null
-  const token = header.slice(7).trim()
+  if (typeof header !== 'string') return null
+  const start = bearerStart(header)
+  if (start === -1) return null
+  const token = header.slice(start).trimEnd()
   return token !== '' && !token.includes(' ') ? token : null
+}
+
+// Where the token of a `Bearer` header starts (after the scheme and the whitespace that
+// follows it), or -1 for another scheme: a look at the first characters, never the token.
+function bearerStart (header: string): number {
+  if (header.length < 8 || header.slice(0, 7).toLowerCase() !== 'bearer ') return -1
+  let start = 7
+  while (start < header.length && /\s/.test(header[start] as string)) start++
+  return start
 }
 
 /**
@@ -346,12 +351,8 @@ export function bearerToken (header: string | string[] | undefined): string | nu
 export function carriesServiceToken (header: string | string[] | undefined): boolean {
   if (Array.isArray(header)) return header.some((value) => carriesServiceToken(value))
   if (typeof header !== 'string') return false
-  // The proxy asks this of every request's header, JWTs included: the characters right after
-  // the scheme (and the whitespace bearerToken() trims) settle nearly all of them, before
-  // bearerToken() copies and scans a kilobyte-long token.
-  let start = 7
-  while (start < header.length && /\s/.test(header[start] as string)) start++
-  if (!header.startsWith(SERVICE_TOKEN_PREFIX, start)) return false
-  const token = bearerToken(header)
-  return token !== null && isServiceToken(token)
+  // The proxy asks this of every request's header, JWTs included: the characters after the
+  // scheme settle nearly all of them before bearerToken() scans a kilobyte-long token.
+  const start = bearerStart(header)
+  return start !== -1 && header.startsWith(SERVICE_TOKEN_PREFIX, start) && bearerToken(header) !== null
 }

@@ -266,15 +266,9 @@ export class SessionService {
     const accessExpiresAt = live ? tokens.accessExpiresAt : 0
     const view = entry.view
     if (view !== null && entry.viewMode === record.mode && entry.viewAccessExpiresAt === accessExpiresAt) return view
-    const stored = record.identity
+    // frozenIdentity copies the fields in its own order: the spread is only its input.
     const identity = frozenIdentity({
-      user: stored.user,
-      preferredUsername: stored.preferredUsername,
-      email: stored.email,
-      emailVerified: stored.emailVerified,
-      groups: stored.groups,
-      roles: stored.roles,
-      permissions: stored.permissions,
+      ...record.identity,
       authMode: record.mode,
       accessToken: live ? tokens.accessToken : null,
       expiresAt: live ? tokens.accessExpiresAt : record.expiresAt
