@@ -2,12 +2,19 @@
 // program that `gatehouse`, `npm start` and the image run. One module instead of about 1,100
 // costs start-up a few hundred milliseconds less (resolving, reading and compiling each file
 // was most of it), and the configuration and policy validators are compiled here, once,
-// instead of at every start. Code loaded only on demand (gRPC, the Admin API client) stays in
-// chunks of its own beside the bundle, loaded when first used.
+// instead of at every start. Code loaded only on demand (gRPC, the Admin API client) is
+// in the same file but is only evaluated when first used.
+//
+// The bundle is CommonJS, one file, so that it can be compiled through node:vm with a V8 code
+// cache (Node 20 has none for ES modules): dist/bundle/gatehouse.js is the launcher
+// (scripts/launcher.cjs), dist/bundle/program.js the bundle, dist/bundle/program.cache the cache
+// scripts/code-cache.mjs writes after a warm-up run. The program stays strict mode, as it was
+// as an ES module.
 import { relative } from 'node:path'
-import { readFile, rm } from 'node:fs/promises'
+import { chmod, copyFile, readFile, rm, writeFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
+import { writeCodeCache } from './code-cache.mjs'
 
 const dist = fileURLToPath(new URL('../dist/', import.meta.url))
 const outdir = `${dist}bundle`
@@ -50,18 +57,20 @@ const precompiled = {
 
 await rm(outdir, { recursive: true, force: true })
 await build({
-  entryPoints: { gatehouse: `${dist}main.js` },
+  entryPoints: { program: `${dist}main.js` },
   outdir,
   bundle: true,
-  splitting: true,
   platform: 'node',
-  format: 'esm',
+  format: 'cjs',
   target: 'node20',
   // A native addon, loaded from node_modules as it is.
   external: ['better-sqlite3'],
   plugins: [ownUrl, precompiled],
-  // CommonJS dependencies call require() for Node's own modules; ESM has none of its own.
-  banner: { js: "import { createRequire as __gatehouseCreateRequire } from 'node:module'; const require = __gatehouseCreateRequire(import.meta.url);" },
+  // The launcher calls the program as a CommonJS module's function; each module's
+  // import.meta.url is the program's own address.
+  banner: { js: "(function (exports, require, module, __filename, __dirname) { 'use strict'; const __gatehouseUrl = require('node:url').pathToFileURL(__filename).href;" },
+  footer: { js: '})' },
+  define: { 'import.meta.url': '__gatehouseUrl' },
   // Non-ASCII characters escaped: V8 keeps a one-byte source string then, half the memory of
   // the two-byte string one stray character forces for the whole 5 MB bundle.
   charset: 'ascii',
@@ -70,7 +79,11 @@ await build({
   // character survives `charset` (it is not escaped there). Less to read, scan and keep.
   minifyWhitespace: true,
   legalComments: 'external',
-  chunkNames: '[name]-[hash]',
   sourcemap: 'linked',
   logLevel: 'warning'
 })
+// The launcher, and the package.json that makes .js files here CommonJS (the project's are ESM).
+await copyFile(fileURLToPath(new URL('./launcher.cjs', import.meta.url)), `${outdir}/gatehouse.js`)
+await chmod(`${outdir}/gatehouse.js`, 0o755)
+await writeFile(`${outdir}/package.json`, '{ "type": "commonjs" }\n')
+await writeCodeCache()

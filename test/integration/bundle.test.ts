@@ -19,6 +19,25 @@ import { grpcClient } from '../fixtures/grpc-client.ts'
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const BUNDLE = join(ROOT, 'dist/bundle/gatehouse.js')
 
+/** The Node flags of `npm start`, which the build's code cache is made for (scripts/code-cache.mjs). */
+function shippedNodeFlags (): string[] {
+  const { scripts } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }
+  const words = scripts.start.split(' ')
+  return words.slice(1, words.indexOf('dist/bundle/gatehouse.js'))
+}
+const SHIPPED_FLAGS = shippedNodeFlags()
+
+t.test('the image and the systemd units run Gatehouse under the Node flags of npm start', async (t) => {
+  t.not(SHIPPED_FLAGS.length, 0, 'npm start names its flags')
+  const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8')
+  t.match(dockerfile, `ENTRYPOINT ${JSON.stringify(['node', ...SHIPPED_FLAGS, 'dist/bundle/gatehouse.js']).replaceAll(',', ', ')}`)
+  for (const unit of ['gatehouse.service', 'gatehouse-sync.service']) {
+    const commands = readFileSync(join(ROOT, 'deploy/systemd', unit), 'utf8').split('\n').filter((line) => /^ExecStart(Pre)?=/.test(line))
+    t.not(commands.length, 0)
+    for (const command of commands) t.match(command, `=/usr/bin/node ${SHIPPED_FLAGS.join(' ')} /opt/gatehouse/dist/bundle/gatehouse.js `, `${unit}: ${command}`)
+  }
+})
+
 /** Why the bundle cannot be tested, or null: missing, or older than a source file. */
 function bundleProblem (): string | null {
   if (!existsSync(BUNDLE)) return 'dist/bundle/gatehouse.js does not exist: run `npm run build`'
@@ -41,6 +60,16 @@ if (problem !== null) {
     const result = spawnSync(process.execPath, [BUNDLE, ...args], { cwd: work, encoding: 'utf8', env: { PATH: process.env.PATH } })
     return { status: result.status, stdout: result.stdout, stderr: result.stderr }
   }
+
+  t.test('the code cache is taken under the shipped flags; under other flags the program compiles from source and runs', async (t) => {
+    const rejected = (flags: string[]): string => spawnSync(process.execPath, [...flags, '-e', `process.stdout.write(String(require(${JSON.stringify(BUNDLE)}).compile().cachedDataRejected))`], { encoding: 'utf8', env: { PATH: process.env.PATH } }).stdout
+    t.equal(rejected(SHIPPED_FLAGS), 'false', `V8 takes dist/bundle/program.cache under ${SHIPPED_FLAGS.join(' ')}`)
+    const other = ['--max-old-space-size=200']
+    t.equal(rejected(other), 'true', 'and refuses it under other V8 flags')
+    const result = spawnSync(process.execPath, [...other, BUNDLE, '--version'], { cwd: work, encoding: 'utf8', env: { PATH: process.env.PATH } })
+    t.equal(result.status, 0, 'which only costs compiling from source')
+    t.match(result.stdout, /^\d+\.\d+\.\d+/)
+  })
 
   t.test('--version reads the package.json beside dist/', async (t) => {
     const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
@@ -77,7 +106,8 @@ if (problem !== null) {
       policies: { dir: policies },
       secrets: { encryption_keys: [randomBytes(32).toString('hex')], cookie_keys: [randomBytes(32).toString('hex')] }
     }))
-    const child = spawn(process.execPath, [BUNDLE, 'serve', '-c', config], { cwd: work, env: { PATH: process.env.PATH }, stdio: ['ignore', 'pipe', 'inherit'] })
+    // As shipped: the flags of npm start, so the program runs from the code cache.
+    const child = spawn(process.execPath, [...SHIPPED_FLAGS, BUNDLE, 'serve', '-c', config], { cwd: work, env: { PATH: process.env.PATH }, stdio: ['ignore', 'pipe', 'inherit'] })
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
     t.teardown(() => { child.kill('SIGKILL') })
     const urls = await new Promise<Record<string, string>>((resolve, reject) => {

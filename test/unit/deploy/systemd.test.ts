@@ -114,8 +114,8 @@ t.test('the units run config.yaml as Gatehouse would load it: the database in th
 
 t.test('ExecStart runs commands Gatehouse has, from the built bundle (package.json bin)', async (t) => {
   t.same(values('gatehouse.service', 'Service', 'ExecStart'), ['/usr/bin/node --max-semi-space-size=16 /opt/gatehouse/dist/bundle/gatehouse.js serve'])
-  t.same(values('gatehouse.service', 'Service', 'ExecStartPre'), ['/usr/bin/node /opt/gatehouse/dist/bundle/gatehouse.js config validate'])
-  t.same(values('gatehouse-sync.service', 'Service', 'ExecStart'), ['/usr/bin/node /opt/gatehouse/dist/bundle/gatehouse.js sync start'])
+  t.same(values('gatehouse.service', 'Service', 'ExecStartPre'), ['/usr/bin/node --max-semi-space-size=16 /opt/gatehouse/dist/bundle/gatehouse.js config validate'])
+  t.same(values('gatehouse-sync.service', 'Service', 'ExecStart'), ['/usr/bin/node --max-semi-space-size=16 /opt/gatehouse/dist/bundle/gatehouse.js sync start'])
   t.ok(commandSpec('serve') !== undefined)
   t.ok(commandSpec('config')?.forms.some((f) => f.sub === 'validate'))
   t.ok(commandSpec('sync')?.forms.some((f) => f.sub === 'start'))
