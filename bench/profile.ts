@@ -8,6 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { SourceMap, type SourceMapPayload } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -22,7 +23,7 @@ const here = (file: string): string => fileURLToPath(new URL(file, import.meta.u
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-profile-'))
 const children: ChildProcess[] = []
 
-interface ProfileNode { id: number, callFrame: { functionName: string, url: string, lineNumber: number } }
+interface ProfileNode { id: number, callFrame: { functionName: string, url: string, lineNumber: number, columnNumber: number } }
 interface Profile { nodes: ProfileNode[], samples: number[], timeDeltas: number[] }
 
 /** Starts a node process under the profiler; resolves with its first JSON line (ports). */
@@ -59,6 +60,27 @@ async function profileDuring (proc: Profiled, work: () => Promise<number>): Prom
   return { profile: JSON.parse(readFileSync(proc.out, 'utf8')) as Profile, requests }
 }
 
+/**
+ * Where a frame's code came from: a frame in the bundle is traced back through its source map
+ * to the module it was bundled from, so that Gatehouse's undici and the bare proxy's undici
+ * are the same functions in the comparison.
+ */
+function sourceOf (frame: ProfileNode['callFrame']): { url: string, line: number } {
+  if (!frame.url.endsWith('/dist/bundle/program.js')) return { url: frame.url, line: frame.lineNumber }
+  const mapPath = `${fileURLToPath(frame.url)}.map`
+  let map = bundleMaps.get(mapPath)
+  if (map === undefined) {
+    map = new SourceMap(JSON.parse(readFileSync(mapPath, 'utf8')) as SourceMapPayload)
+    bundleMaps.set(mapPath, map)
+  }
+  const entry = map.findEntry(frame.lineNumber, frame.columnNumber) as { originalSource?: string, originalLine?: number }
+  if (entry.originalSource === undefined || entry.originalLine === undefined) return { url: frame.url, line: frame.lineNumber }
+  return { url: new URL(entry.originalSource, frame.url).href, line: entry.originalLine }
+}
+const bundleMaps = new Map<string, SourceMap>()
+/** A function's name beside its place, as printed (the unbundled name where both are seen). */
+const names = new Map<string, string>()
+
 /** Self time per function (name, file, line) in µs, idle and the profiler's own time left out. */
 function selfTimes (profile: Profile): Map<string, number> {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]))
@@ -66,8 +88,12 @@ function selfTimes (profile: Profile): Map<string, number> {
   for (const [i, id] of profile.samples.entries()) {
     const frame = byId.get(id)?.callFrame
     if (frame === undefined || frame.functionName === '(idle)' || frame.functionName === '(program)') continue
-    const file = frame.url === '' ? '' : frame.url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*\/dist\//, 'gatehouse/').replace(/^node:/, 'node:')
-    const key = `${frame.functionName === '' ? '(anonymous)' : frame.functionName} ${file}${file === '' ? '' : `:${frame.lineNumber + 1}`}`
+    const { url, line } = sourceOf(frame)
+    const file = url === '' ? '' : url.replace(/^.*node_modules\//, '').replace(/^file:\/\/.*\/(dist|src)\//, 'gatehouse/').replace(/^node:/, 'node:')
+    // The bundle renames some functions (Request2), so a function is its place in its source.
+    const name = frame.functionName === '' ? '(anonymous)' : frame.functionName
+    const key = file === '' ? name : `${file}:${line + 1}`
+    if (!names.has(key) || url === frame.url) names.set(key, `${name} ${key}`)
     times.set(key, (times.get(key) ?? 0) + (profile.timeDeltas[i] ?? 0))
   }
   return times
@@ -75,7 +101,7 @@ function selfTimes (profile: Profile): Map<string, number> {
 
 function print (title: string, rows: Array<[string, number]>, requests: number): void {
   process.stdout.write(`\n${title}\n`)
-  for (const [key, micros] of rows.slice(0, TOP)) process.stdout.write(`${(micros / requests).toFixed(2).padStart(7)} µs  ${key}\n`)
+  for (const [key, micros] of rows.slice(0, TOP)) process.stdout.write(`${(micros / requests).toFixed(2).padStart(7)} µs  ${names.get(key) ?? key}\n`)
 }
 
 try {
