@@ -57,6 +57,10 @@ run () {
   for part in lib themes providers conf; do
     [ -e "$home/$part" ] || ln -s "$DIST/$part" "$home/$part"
   done
+  # Dev mode's H2 file writes a commit out up to 500 ms later (WRITE_DELAY), and a test that
+  # kills Keycloak (SIGKILL) right after creating a user then lost the user (CI saw a 404 after
+  # the restart). A database behind a real Keycloak keeps what it committed; so does this one
+  # with the delay at 0.
   # The issuer is fixed to this URL (hostname v2): tokens carry the same `iss` whether they were
   # asked for here or through a proxy in front; back-channel URLs in discovery follow the
   # request (protocol-facts §C.2).
@@ -66,6 +70,7 @@ run () {
     --http-management-port="$management_port" \
     --hostname="http://127.0.0.1:$http_port" --hostname-backchannel-dynamic=true \
     --import-realm \
+    --db-url-properties=';WRITE_DELAY=0' \
     "$@"
 }
 
