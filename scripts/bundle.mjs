@@ -10,6 +10,7 @@
 // (scripts/launcher.cjs), dist/bundle/program.js the bundle, dist/bundle/program.cache the cache
 // scripts/code-cache.mjs writes after a warm-up run. The program stays strict mode, as it was
 // as an ES module.
+import { randomUUID } from 'node:crypto'
 import { relative } from 'node:path'
 import { chmod, copyFile, readFile, rm, writeFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
@@ -55,6 +56,13 @@ const precompiled = {
   }
 }
 
+/**
+ * Names this build inside program.js and program.cache alike. V8 checks a cache against its
+ * source by length only, so a program.js from one build beside the cache of another of the same
+ * length would run the other's bytecode; the launcher compares the ids first.
+ */
+const BUILD_ID = randomUUID()
+
 await rm(outdir, { recursive: true, force: true })
 await build({
   entryPoints: { program: `${dist}main.js` },
@@ -68,7 +76,8 @@ await build({
   plugins: [ownUrl, precompiled],
   // The launcher calls the program as a CommonJS module's function; each module's
   // import.meta.url is the program's own address.
-  banner: { js: "(function (exports, require, module, __filename, __dirname) { 'use strict'; const __gatehouseUrl = require('node:url').pathToFileURL(__filename).href;" },
+  // The build's id comes first: the launcher takes a code cache only from the same build.
+  banner: { js: `/* gatehouse build ${BUILD_ID} */(function (exports, require, module, __filename, __dirname) { 'use strict'; const __gatehouseUrl = require('node:url').pathToFileURL(__filename).href;` },
   footer: { js: '})' },
   define: { 'import.meta.url': '__gatehouseUrl' },
   // Non-ASCII characters escaped: V8 keeps a one-byte source string then, half the memory of

@@ -5,9 +5,10 @@
 const { writeFileSync } = require('node:fs')
 const { compile, run, CODE_CACHE } = require('../dist/bundle/gatehouse.js')
 
-const script = compile()
+const program = compile()
 process.once('message', () => {
-  writeFileSync(CODE_CACHE, script.createCachedData())
+  // The build's id first (scripts/launcher.cjs), then V8's data.
+  writeFileSync(CODE_CACHE, Buffer.concat([Buffer.from(program.build, 'latin1'), program.script.createCachedData()]))
   process.send('written')
 })
-run(script)
+run(program)

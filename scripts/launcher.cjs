@@ -3,9 +3,10 @@
 // What `gatehouse` runs (dist/bundle/gatehouse.js): the bundle beside it, compiled with the V8
 // code cache `npm run build` made there. The cache holds the bytecode of every function a
 // warm-up run used, so a start neither parses the 4 MB bundle nor compiles what its first
-// requests call. V8 takes a cache only from the same Node version, the same V8 flags and the
-// same source, and compiles from source otherwise. It is read from beside the program, written
-// only by the build, and trusted as much as the program itself.
+// requests call. V8 takes a cache only from the same Node version, under the same V8 flags and
+// for a source of the same length (the build's id, below, makes sure it is the same source),
+// and compiles from source otherwise. The cache is read from beside the program, written only
+// by the build, and trusted as much as the program itself.
 const { readFileSync } = require('node:fs')
 const { createRequire } = require('node:module')
 const { join } = require('node:path')
@@ -14,18 +15,31 @@ const { Script } = require('node:vm')
 const PROGRAM = join(__dirname, 'program.js')
 const CODE_CACHE = join(__dirname, 'program.cache')
 
+/**
+ * The build a program or cache belongs to: program.js opens with a comment naming it, and
+ * program.cache with the same 36 characters before V8's data. V8 checks a cache against its
+ * source by length only, so a cache is offered only to the build that made it.
+ */
+function buildOf (text) {
+  return /^(?:#![^\n]*\n)?\/\* gatehouse build ([0-9a-f-]{36}) \*\//.exec(text)?.[1] ?? null
+}
+
 /** The program as a script whose value is its module function (scripts/bundle.mjs wraps it). */
 function compile () {
+  const source = readFileSync(PROGRAM, 'utf8')
+  const build = buildOf(source.slice(0, 200))
   let cachedData
   try {
-    cachedData = readFileSync(CODE_CACHE)
+    const cache = readFileSync(CODE_CACHE)
+    if (build !== null && cache.subarray(0, build.length).toString('latin1') === build) cachedData = cache.subarray(build.length)
   } catch {
     // No cache (a build that made none): V8 compiles from source.
   }
-  return new Script(readFileSync(PROGRAM, 'utf8'), { filename: PROGRAM, cachedData })
+  return { script: new Script(source, { filename: PROGRAM, cachedData }), build }
 }
 
-function run (script) {
+/** Runs a compiled program as the process's main module's code. */
+function run ({ script }) {
   const program = { exports: {} }
   script.runInThisContext()(program.exports, createRequire(PROGRAM), program, PROGRAM, __dirname)
 }

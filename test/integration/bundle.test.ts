@@ -62,13 +62,26 @@ if (problem !== null) {
   }
 
   t.test('the code cache is taken under the shipped flags; under other flags the program compiles from source and runs', async (t) => {
-    const rejected = (flags: string[]): string => spawnSync(process.execPath, [...flags, '-e', `process.stdout.write(String(require(${JSON.stringify(BUNDLE)}).compile().cachedDataRejected))`], { encoding: 'utf8', env: { PATH: process.env.PATH } }).stdout
+    const rejected = (flags: string[], launcher = BUNDLE): string => spawnSync(process.execPath, [...flags, '-e', `process.stdout.write(String(require(${JSON.stringify(launcher)}).compile().script.cachedDataRejected))`], { encoding: 'utf8', env: { PATH: process.env.PATH } }).stdout
     t.equal(rejected(SHIPPED_FLAGS), 'false', `V8 takes dist/bundle/program.cache under ${SHIPPED_FLAGS.join(' ')}`)
     const other = ['--max-old-space-size=200']
     t.equal(rejected(other), 'true', 'and refuses it under other V8 flags')
     const result = spawnSync(process.execPath, [...other, BUNDLE, '--version'], { cwd: work, encoding: 'utf8', env: { PATH: process.env.PATH } })
     t.equal(result.status, 0, 'which only costs compiling from source')
     t.match(result.stdout, /^\d+\.\d+\.\d+/)
+
+    // Another build's program of the same length beside this cache: V8 would check only the
+    // length, so the launcher does not offer it the cache at all.
+    const copy = join(work, 'other-build')
+    mkdirSync(copy)
+    for (const file of ['gatehouse.js', 'package.json', 'program.cache']) writeFileSync(join(copy, file), readFileSync(join(ROOT, 'dist/bundle', file)))
+    const program = readFileSync(join(ROOT, 'dist/bundle/program.js'), 'latin1')
+    const id = /gatehouse build ([0-9a-f-]{36})/.exec(program)?.[1] ?? ''
+    t.equal(id.length, 36, 'program.js names its build')
+    writeFileSync(join(copy, 'program.js'), program.replace(id, id.replace(/^./, (c) => c === 'a' ? 'b' : 'a')), 'latin1')
+    t.equal(rejected(SHIPPED_FLAGS, join(copy, 'gatehouse.js')), 'undefined', 'no cache is offered to another build')
+    writeFileSync(join(copy, 'program.js'), program, 'latin1')
+    t.equal(rejected(SHIPPED_FLAGS, join(copy, 'gatehouse.js')), 'false', 'and the same build beside it takes it')
   })
 
   t.test('--version reads the package.json beside dist/', async (t) => {
