@@ -52,6 +52,10 @@ const TOKENS = 1000
 // comparison stays like for like. BENCH_NODE_FLAGS replaces them (space-separated).
 const NODE_FLAGS = (process.env.BENCH_NODE_FLAGS ?? '--max-semi-space-size=16').split(' ')
 const here = (file: string): string => fileURLToPath(new URL(file, import.meta.url))
+// The Gatehouse measured: this checkout's build, or BENCH_MAIN=/other/checkout/dist/bundle/gatehouse.js
+// (another build in every block, for the figures before a change; BENCH_BASELINE puts one beside
+// this build in the bearer rounds).
+const MAIN = process.env.BENCH_MAIN ?? here('../dist/bundle/gatehouse.js')
 const children: ChildProcess[] = []
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-bench-'))
 
@@ -252,7 +256,7 @@ function gatehouseConfig (name: string, settings: Record<string, unknown>): stri
 if (ONLY === 'sessions') {
   try {
     const upstream = await startProcess([here('./upstream.mjs')], otherCpus)
-    await sessionStores(`http://127.0.0.1:${String(upstream.first.port)}`, here('../dist/bundle/gatehouse.js'))
+    await sessionStores(`http://127.0.0.1:${String(upstream.first.port)}`, MAIN)
   } finally {
     for (const child of children) child.kill('SIGTERM')
     rmSync(work, { recursive: true, force: true })
@@ -268,7 +272,7 @@ try {
   const bareUrl = `http://127.0.0.1:${String(bare.first.port)}`
   const database = join(work, 'gatehouse.db')
   const keycloak = { issuer: standin.issuer, server: standin.baseUrl, client_id: standin.clientId }
-  const main = here('../dist/bundle/gatehouse.js')
+  const main = MAIN
   // Gatehouse as shipped (default configuration, access log included), reaching Keycloak
   // through a fault proxy so that outages can be staged. Its background work is made busy
   // on purpose: a JWKS refresh and a health check every second, a breaker cooldown of 2 s.
