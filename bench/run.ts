@@ -231,9 +231,13 @@ function medianOf (values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
 }
 
+/**
+ * The results as a table. "busy" is the measured process's CPU time over the wall time (100% is
+ * one core): well under 100%, the load generator, not the process, set the pace.
+ */
 function table (results: Result[]): string {
-  const rows = results.map((r) => [r.name, r.rps.toFixed(0), `${r.p50} ms`, `${r.p99} ms`, Number.isNaN(r.cpuPerRequest) ? '-' : `${r.cpuPerRequest.toFixed(0)} µs`, String(r.errors), String(r.non2xx)])
-  const head = ['target', 'req/s', 'p50', 'p99', 'proxy CPU/req', 'errors', 'non-2xx']
+  const rows = results.map((r) => [r.name, r.rps.toFixed(0), `${r.p50} ms`, `${r.p99} ms`, Number.isNaN(r.cpuPerRequest) ? '-' : `${r.cpuPerRequest.toFixed(0)} µs`, Number.isNaN(r.cpuPerRequest) ? '-' : `${(r.rps * r.cpuPerRequest / 1e4).toFixed(0)}%`, String(r.errors), String(r.non2xx)])
+  const head = ['target', 'req/s', 'p50', 'p99', 'proxy CPU/req', 'busy', 'errors', 'non-2xx']
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)))
   return [head, ...rows].map((row) => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n')
 }
