@@ -84,7 +84,12 @@ async function listening (child) {
   const lines = createInterface({ input: child.stdout })
   return await new Promise((resolve, reject) => {
     lines.on('line', (line) => {
-      const entry = JSON.parse(line)
+      let entry
+      try {
+        entry = JSON.parse(line)
+      } catch {
+        return // not a log line
+      }
       if (entry.msg === 'gatehouse listening') resolve(entry)
     })
     lines.once('close', () => { reject(new Error('the warm-up run exited before it listened')) })
@@ -120,6 +125,14 @@ export async function writeCodeCache (nodeFlags = process.env.CODE_CACHE_NODE_FL
       if (response.status !== expected) throw new Error(`warm-up: ${url} answered ${response.status}, not ${expected}`)
     }
     const tokens = await Promise.all(['alice', 'bob', 'carol'].map(provider.token))
+    // The JWKS is fetched in the background after start-up; until it is in, a token is refused.
+    for (let i = 0; ; i++) {
+      const response = await fetch(`${urls.proxy}/app/page`, { headers: { authorization: `Bearer ${tokens[0]}` } })
+      await response.arrayBuffer()
+      if (response.status === 200) break
+      if (i === 200) throw new Error(`warm-up: a valid token is still answered ${response.status} after 5 s`)
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
     // Each twice at least: a first call and a cached one take different paths.
     for (let round = 0; round < 4; round++) {
       for (const token of tokens) await ask(`${urls.proxy}/app/page?round=${round}`, { authorization: `Bearer ${token}` }, 200)
