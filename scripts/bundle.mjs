@@ -91,6 +91,11 @@ await build({
   sourcemap: 'linked',
   logLevel: 'warning'
 })
+// The launcher reads the program as Latin-1 (scripts/launcher.cjs), which is exact for ASCII only.
+const program = await readFile(`${outdir}/program.js`)
+const nonAscii = program.findIndex((byte) => byte > 0x7f)
+if (nonAscii !== -1) throw new Error(`dist/bundle/program.js has a non-ASCII byte at offset ${nonAscii}: ${JSON.stringify(program.subarray(Math.max(0, nonAscii - 40), nonAscii + 40).toString('utf8'))}`)
+
 // The launcher, and the package.json that makes .js files here CommonJS (the project's are ESM).
 await copyFile(fileURLToPath(new URL('./launcher.cjs', import.meta.url)), `${outdir}/gatehouse.js`)
 await chmod(`${outdir}/gatehouse.js`, 0o755)
