@@ -62,3 +62,26 @@ const words = new Interner<string>(4096)
 export function internString (text: string): string {
   return text.length > 256 ? text : words.get(text, () => text)
 }
+
+const headerSets = new Interner<Record<string, string>>(4096)
+
+/**
+ * One shared, frozen copy of a set of identity headers per distinct content: every token of
+ * one person yields the same headers, and each remembered token held a copy. A set carrying
+ * a long value (an access token the app is sent) is unique anyway, and is only frozen.
+ */
+export function internHeaders (headers: Record<string, string>): Readonly<Record<string, string>> {
+  let key = ''
+  for (const name in headers) {
+    const value = headers[name] as string
+    if (value.length > 256) return Object.freeze(headers)
+    // Header values hold no control characters (identity-headers.ts removes them).
+    key += `${name}\u0000${value}\u0001`
+  }
+  return headerSets.get(key, () => Object.freeze(headers))
+}
+
+/** {@link internString}, passing null through. */
+export function internOrNull (text: string | null): string | null {
+  return text === null ? null : internString(text)
+}

@@ -9,6 +9,7 @@ import { matchRule, type PolicyRule, type PolicySet } from '../authz/policy.ts'
 import { shortfall, type ShortfallReason } from '../authz/requirements.ts'
 import { expandIdentity, type Access } from '../authz/roles.ts'
 import { identityHeaders } from './identity-headers.ts'
+import { internHeaders } from '../intern.ts'
 import { isServiceToken, type ServiceTokenOutcome, type ServiceTokenRejection } from '../service-token/service.ts'
 import { SERVICE_TOKEN_PREFIX } from '../service-token/format.ts'
 
@@ -302,7 +303,7 @@ function authorisable (raw: Identity, policy: PolicySet, deps: DeciderDeps): Aut
     emailDomain: access.emailDomain,
     policy,
     identity,
-    headers: Object.freeze(identityHeaders(identity, deps.headers))
+    headers: internHeaders(identityHeaders(identity, deps.headers))
   }
 }
 

@@ -1,6 +1,6 @@
 import type { JWTPayload } from 'jose'
 import type { Identity } from '../identity.ts'
-import { internList } from '../intern.ts'
+import { internList, internOrNull, internString } from '../intern.ts'
 
 /** The claims Gatehouse reads by default: Keycloak's (protocol-facts §C.3) and RFC 9068's. */
 export interface KeycloakClaims extends JWTPayload {
@@ -92,9 +92,10 @@ export function identityFromClaims (claims: Record<string, unknown>, reader: Cla
     const value = claimAt(claims, path)
     return typeof value === 'string' && value !== '' ? value : null
   }
-  const sub = typeof claims.sub === 'string' ? claims.sub : ''
-  const preferredUsername = text(m.username)
-  const email = text(m.email)
+  // Shared, like the lists below: one person's tokens repeat the same subject, name and address.
+  const sub = typeof claims.sub === 'string' ? internString(claims.sub) : ''
+  const preferredUsername = internOrNull(text(m.username))
+  const email = internOrNull(text(m.email))
   const user = m.user === 'sub' ? sub : (m.user === 'email' ? email : preferredUsername) ?? sub
   // OIDC Core §5.1 makes it a boolean; Amazon Cognito sends the string "true", which means the same.
   const verified = claimAt(claims, m.email_verified)

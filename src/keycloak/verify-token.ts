@@ -1,6 +1,7 @@
 import { jwtVerify, decodeProtectedHeader, errors as joseErrors } from 'jose'
 import { LRUCache } from 'lru-cache'
 import type { Clock } from '../clock.ts'
+import { internString } from '../intern.ts'
 import type { HotPathMetrics } from '../metrics/registry.ts'
 import type { Identity } from '../identity.ts'
 import type { KeycloakClaims } from './claims.ts'
@@ -232,7 +233,8 @@ export class AccessTokenVerifier {
       if (typeof payload.iat === 'number' && payload.iat * 1000 > now + this.#options.clockSkewSeconds * 1000) {
         return { ok: false, reason: 'issued_in_future', detail: 'iat is in the future' }
       }
-      const kid = typeof protectedHeader.kid === 'string' ? protectedHeader.kid : null
+      // Shared: every token a key signed names it, and ten thousand remembered tokens held as many copies.
+      const kid = typeof protectedHeader.kid === 'string' ? internString(protectedHeader.kid) : null
       // An ID token (typ ID) or a refresh token must never pass as an access token: only
       // tokens that say they are one do, by RFC 9068's header or Keycloak's claim.
       const access = (typeof protectedHeader.typ === 'string' && AT_JWT.test(protectedHeader.typ)) || payload.typ === ACCESS_TOKEN_TYPE

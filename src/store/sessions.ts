@@ -1,5 +1,5 @@
 import type { Identity } from '../identity.ts'
-import { internList, internString } from '../intern.ts'
+import { internList, internOrNull, internString } from '../intern.ts'
 import type { Db } from './db.ts'
 
 /** How a session's person was authenticated (DESIGN §1); `token` is for bearer calls only. */
@@ -47,12 +47,15 @@ interface Row {
 }
 
 /**
- * A session's identity as stored (JSON), its lists shared with every other session holding
- * the same ones: ten thousand cached sessions of a few hundred people need not hold ten
- * thousand copies of the same roles.
+ * A session's identity as stored (JSON), its names and lists shared with every other session
+ * holding the same ones: ten thousand cached sessions of a few hundred people need not hold
+ * ten thousand copies of the same roles, names and addresses.
  */
 export function parseStoredIdentity (json: string): SessionRecord['identity'] {
   const identity = JSON.parse(json) as SessionRecord['identity']
+  if (typeof identity.user === 'string') identity.user = internString(identity.user)
+  if (typeof identity.preferredUsername === 'string') identity.preferredUsername = internString(identity.preferredUsername)
+  if (typeof identity.email === 'string') identity.email = internString(identity.email)
   if (Array.isArray(identity.roles)) identity.roles = internList(identity.roles)
   if (Array.isArray(identity.groups)) identity.groups = internList(identity.groups)
   return identity
@@ -61,8 +64,8 @@ export function parseStoredIdentity (json: string): SessionRecord['identity'] {
 function fromRow (row: Row): SessionRecord {
   return {
     id: row.id,
-    username: row.username,
-    subject: row.subject,
+    username: internString(row.username),
+    subject: internOrNull(row.subject),
     mode: internString(row.auth_mode) as SessionMode,
     keycloakSid: row.keycloak_sid,
     identity: parseStoredIdentity(row.identity),
